@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, installing what the tests need first.
+# This is the test command named in the README; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Test dependencies (Python venv with stomp.py, peer brokers, ...): installed
+# by the project's own scripts, idempotently.
+for s in scripts/deps/*.sh; do
+  [ -e "$s" ] && bash "$s"
+done
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets
+cargo test --workspace --doc

@@ -1,0 +1,1 @@
+//! A STOMP broker on a mio event loop (work in progress).

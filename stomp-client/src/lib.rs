@@ -1,0 +1,1 @@
+//! A blocking, thread-safe STOMP client on mio (work in progress).

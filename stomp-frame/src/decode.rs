@@ -1,0 +1,554 @@
+//! The streaming decoder.
+//!
+//! The decoder works in two phases per frame, and remembers how far it has
+//! scanned in each, so bytes arriving in many small reads are looked at once:
+//!
+//! 1. **Head**: scan for LF with `memchr`, checking each line's length, the
+//!    command (as soon as its line is complete) and the header count as they
+//!    go by. At the blank line the head is split off the buffer, frozen, and
+//!    parsed with `nom` into a command and headers that are slices of it.
+//! 2. **Body**: with `content-length`, wait until that many bytes and the NUL
+//!    are buffered (nothing is scanned); without it, `memchr` for the NUL from
+//!    where the last read stopped. The body is split off the buffer: no copy.
+
+use bytes::{Buf, Bytes, BytesMut};
+use bytestring::ByteString;
+use memchr::memchr;
+use nom::bytes::complete::{tag, take_till};
+use nom::combinator::rest;
+use nom::sequence::{separated_pair, terminated};
+use nom::{IResult, Parser};
+
+use crate::error::{DecodeError, Limit};
+use crate::header::{Header, interned, names};
+use crate::{Command, Frame, Headers, Version};
+
+/// Limits on what the decoder buffers. Crossing one is a
+/// [`DecodeError::LimitExceeded`] naming it, raised as soon as it is seen
+/// (a declared `content-length` is checked before its body is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes in one command or header line, EOL excluded. Default 64 KiB.
+    pub max_line_len: usize,
+    /// Headers in one frame. Default 1,000 (as ActiveMQ).
+    pub max_headers: usize,
+    /// Bytes in one body. Default 16 MiB.
+    pub max_body_len: usize,
+    /// Bytes in one frame, head and body. Default 17 MiB.
+    pub max_frame_len: usize,
+}
+
+impl Limits {
+    /// The default limits.
+    pub const DEFAULT: Limits = Limits {
+        max_line_len: 64 * 1024,
+        max_headers: 1000,
+        max_body_len: 16 * 1024 * 1024,
+        max_frame_len: 17 * 1024 * 1024,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::DEFAULT
+    }
+}
+
+/// What the decoder yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A complete frame.
+    Frame(Frame),
+    /// A bare EOL between frames: a heart-beat (or padding after a NUL).
+    Heartbeat,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Looking for the blank line that ends the head.
+    Head {
+        /// Bytes of the buffer already scanned.
+        scanned: usize,
+        /// Where the current line starts.
+        line_start: usize,
+        /// The command, once its line is complete.
+        command: Option<Command>,
+        /// Header lines seen so far.
+        headers: usize,
+    },
+    /// The head is parsed; waiting for the body.
+    Body {
+        command: Command,
+        headers: Headers,
+        head_len: usize,
+        length: Option<usize>,
+        /// Bytes of the body already scanned for NUL (no content-length).
+        scanned: usize,
+    },
+}
+
+const HEAD_START: State = State::Head {
+    scanned: 0,
+    line_start: 0,
+    command: None,
+    headers: 0,
+};
+
+/// A streaming, version-aware STOMP decoder.
+///
+/// Feed it a [`BytesMut`] holding what was read so far and call
+/// [`decode`](Decoder::decode) until it returns `Ok(None)`; then read more
+/// bytes onto the end of the same buffer and call again. Decoded bytes are
+/// split off the front of the buffer.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use stomp_frame::{Decoder, Item, Version};
+///
+/// let mut dec = Decoder::new(Version::V1_2);
+/// let mut buf = BytesMut::from(&b"\nSEND\ndestination:/queue/a\n\nhi"[..]);
+/// assert_eq!(dec.decode(&mut buf).unwrap(), Some(Item::Heartbeat));
+/// assert_eq!(dec.decode(&mut buf).unwrap(), None); // body not complete yet
+/// buf.extend_from_slice(b"!\0");
+/// let Some(Item::Frame(f)) = dec.decode(&mut buf).unwrap() else { panic!() };
+/// assert_eq!(&f.body[..], b"hi!");
+/// ```
+///
+/// Line endings: 1.2 accepts `CRLF` or `LF`; 1.0 and 1.1 end lines with LF
+/// and keep a CR as part of a header value. In every version a CR before
+/// the LF of the command line, of the blank line or of a heart-beat is
+/// accepted, because there it cannot mean anything else.
+///
+/// After an error the stream is beyond repair: report it and close.
+#[derive(Debug)]
+pub struct Decoder {
+    version: Version,
+    limits: Limits,
+    state: State,
+    /// Stream offset of the start of the buffer.
+    position: u64,
+}
+
+impl Decoder {
+    /// A decoder for `version` with the default limits.
+    ///
+    /// A server that has not negotiated yet decodes CONNECT with
+    /// [`Version::V1_2`] (CONNECT is never escaped) and calls
+    /// [`set_version`](Decoder::set_version) once it has.
+    pub fn new(version: Version) -> Decoder {
+        Decoder::with_limits(version, Limits::DEFAULT)
+    }
+
+    /// A decoder for `version` with the given limits.
+    pub fn with_limits(version: Version, limits: Limits) -> Decoder {
+        Decoder {
+            version,
+            limits,
+            state: HEAD_START,
+            position: 0,
+        }
+    }
+
+    /// The version whose rules apply.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Switches to the negotiated version's rules, from the next frame on.
+    pub fn set_version(&mut self, version: Version) {
+        self.version = version;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Bytes of the stream decoded so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// How many bytes the current frame needs in the buffer before the next
+    /// call can complete it, when known (a body with `content-length`): a
+    /// hint for reserving buffer space in one step.
+    pub fn bytes_needed(&self) -> Option<usize> {
+        match self.state {
+            State::Body {
+                length: Some(n), ..
+            } => Some(n + 1),
+            _ => None,
+        }
+    }
+
+    /// Decodes the next item from the front of `buf`, or `Ok(None)` when
+    /// more bytes are needed. Consumed bytes are removed from `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, DecodeError> {
+        if matches!(self.state, State::Head { .. }) {
+            match self.decode_head(buf)? {
+                HeadProgress::NeedMore => return Ok(None),
+                HeadProgress::Heartbeat => return Ok(Some(Item::Heartbeat)),
+                HeadProgress::Done => {}
+            }
+        }
+        self.decode_body(buf)
+    }
+
+    fn limit(&self, limit: Limit, value: usize, max: usize) -> DecodeError {
+        DecodeError::LimitExceeded {
+            limit,
+            value,
+            max,
+            offset: self.position,
+        }
+    }
+
+    fn decode_head(&mut self, buf: &mut BytesMut) -> Result<HeadProgress, DecodeError> {
+        let State::Head {
+            scanned,
+            line_start,
+            command,
+            headers,
+        } = &mut self.state
+        else {
+            unreachable!("decode_head called in the body state");
+        };
+        if *scanned == 0 {
+            let eol = match buf.first() {
+                None => return Ok(HeadProgress::NeedMore),
+                Some(b'\n') => 1,
+                Some(b'\r') => match buf.get(1) {
+                    None => return Ok(HeadProgress::NeedMore),
+                    Some(b'\n') => 2,
+                    Some(_) => 0,
+                },
+                Some(_) => 0,
+            };
+            if eol > 0 {
+                buf.advance(eol);
+                self.position += eol as u64;
+                return Ok(HeadProgress::Heartbeat);
+            }
+        }
+        let limits = self.limits;
+        loop {
+            let Some(i) = memchr(b'\n', &buf[*scanned..]) else {
+                *scanned = buf.len();
+                let line_len = buf.len() - *line_start;
+                if command.is_none() && line_len > Command::MAX_LEN + 1 {
+                    return Err(unknown_command(&buf[..line_len], self.position));
+                }
+                if line_len > limits.max_line_len {
+                    let (v, m) = (line_len, limits.max_line_len);
+                    return Err(self.limit(Limit::LineLength, v, m));
+                }
+                if buf.len() > limits.max_frame_len {
+                    let (v, m) = (buf.len(), limits.max_frame_len);
+                    return Err(self.limit(Limit::FrameLength, v, m));
+                }
+                return Ok(HeadProgress::NeedMore);
+            };
+            let nl = *scanned + i;
+            let line = &buf[*line_start..nl];
+            if line.len() > limits.max_line_len {
+                let (v, m) = (line.len(), limits.max_line_len);
+                return Err(self.limit(Limit::LineLength, v, m));
+            }
+            if nl + 1 > limits.max_frame_len {
+                let (v, m) = (nl + 1, limits.max_frame_len);
+                return Err(self.limit(Limit::FrameLength, v, m));
+            }
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            match command {
+                None => match Command::from_bytes(line) {
+                    Some(c) => *command = Some(c),
+                    None => return Err(unknown_command(line, self.position)),
+                },
+                Some(_) if line.is_empty() => {
+                    let head_len = nl + 1;
+                    let command = command.expect("command line seen");
+                    let head = buf.split_to(head_len).freeze();
+                    let (headers, length) = self.parse_head(command, &head)?;
+                    if let Some(n) = length {
+                        if n > 0 && !command.allows_body() {
+                            return Err(DecodeError::BodyNotAllowed {
+                                command,
+                                offset: self.position + head_len as u64,
+                            });
+                        }
+                        if n > limits.max_body_len {
+                            return Err(self.limit(Limit::BodyLength, n, limits.max_body_len));
+                        }
+                        if head_len + n + 1 > limits.max_frame_len {
+                            let v = head_len + n + 1;
+                            return Err(self.limit(Limit::FrameLength, v, limits.max_frame_len));
+                        }
+                    }
+                    self.position += head_len as u64;
+                    self.state = State::Body {
+                        command,
+                        headers,
+                        head_len,
+                        length,
+                        scanned: 0,
+                    };
+                    return Ok(HeadProgress::Done);
+                }
+                Some(_) => {
+                    *headers += 1;
+                    if *headers > limits.max_headers {
+                        let (v, m) = (*headers, limits.max_headers);
+                        return Err(self.limit(Limit::HeaderCount, v, m));
+                    }
+                }
+            }
+            *line_start = nl + 1;
+            *scanned = nl + 1;
+        }
+    }
+
+    /// Parses a complete head (command line, header lines, blank line).
+    /// Returns the headers and the first `content-length`, if any.
+    fn parse_head(
+        &self,
+        command: Command,
+        head: &Bytes,
+    ) -> Result<(Headers, Option<usize>), DecodeError> {
+        let escaped = command.is_escaped() && self.version >= Version::V1_1;
+        let strip_cr = self.version >= Version::V1_2;
+        let (mut input, _) = line(head).expect("the head ends with LF");
+        let mut headers = Headers::with_capacity(8);
+        let mut length = None;
+        loop {
+            let offset = self.position + (head.len() - input.len()) as u64;
+            let (next, raw) = line(input).expect("every head line ends with LF");
+            input = next;
+            let raw = if raw.last() == Some(&b'\r') && (strip_cr || raw.len() == 1) {
+                &raw[..raw.len() - 1]
+            } else {
+                raw
+            };
+            if raw.is_empty() {
+                break;
+            }
+            let Ok((_, (name, value))) = header_fields(raw) else {
+                return Err(DecodeError::MissingColon {
+                    line: lossy_prefix(raw),
+                    offset,
+                });
+            };
+            if name.is_empty() {
+                return Err(DecodeError::EmptyHeaderName { offset });
+            }
+            let name = match interned(name) {
+                Some(known) => known,
+                None => {
+                    let raw_name = text(head, name, || "header name".to_owned(), offset)?;
+                    if escaped {
+                        unescape(raw_name, None, self.version, offset)?
+                    } else {
+                        raw_name
+                    }
+                }
+            };
+            let value = text(
+                head,
+                value,
+                || format!("value of header {:?}", &*name),
+                offset,
+            )?;
+            let value = if escaped {
+                unescape(value, Some(&name), self.version, offset)?
+            } else {
+                value
+            };
+            if length.is_none() && &*name == names::CONTENT_LENGTH {
+                length = Some(parse_length(&value).ok_or_else(|| {
+                    DecodeError::InvalidContentLength {
+                        value: value.to_string(),
+                        offset: self.position,
+                    }
+                })?);
+            }
+            headers.push_header(Header::new(name, value));
+        }
+        Ok((headers, length))
+    }
+
+    fn decode_body(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, DecodeError> {
+        let State::Body {
+            command,
+            head_len,
+            length,
+            scanned,
+            ..
+        } = &mut self.state
+        else {
+            unreachable!("decode_body called in the head state");
+        };
+        let limits = self.limits;
+        let body_len = match *length {
+            Some(n) => {
+                if buf.len() <= n {
+                    return Ok(None);
+                }
+                if buf[n] != 0 {
+                    return Err(DecodeError::MissingNul {
+                        length: n,
+                        found: buf[n],
+                        offset: self.position + n as u64,
+                    });
+                }
+                n
+            }
+            None if !command.allows_body() => match buf.first() {
+                None => return Ok(None),
+                Some(0) => 0,
+                Some(_) => {
+                    return Err(DecodeError::BodyNotAllowed {
+                        command: *command,
+                        offset: self.position,
+                    });
+                }
+            },
+            None => match memchr(0, &buf[*scanned..]) {
+                Some(i) => *scanned + i,
+                None => {
+                    *scanned = buf.len();
+                    let (head_len, scanned) = (*head_len, *scanned);
+                    if scanned > limits.max_body_len {
+                        let offset = self.position - head_len as u64;
+                        return Err(DecodeError::LimitExceeded {
+                            limit: Limit::BodyLength,
+                            value: scanned,
+                            max: limits.max_body_len,
+                            offset,
+                        });
+                    }
+                    if head_len + scanned > limits.max_frame_len {
+                        let offset = self.position - head_len as u64;
+                        return Err(DecodeError::LimitExceeded {
+                            limit: Limit::FrameLength,
+                            value: head_len + scanned,
+                            max: limits.max_frame_len,
+                            offset,
+                        });
+                    }
+                    return Ok(None);
+                }
+            },
+        };
+        if body_len > limits.max_body_len {
+            let offset = self.position - *head_len as u64;
+            return Err(DecodeError::LimitExceeded {
+                limit: Limit::BodyLength,
+                value: body_len,
+                max: limits.max_body_len,
+                offset,
+            });
+        }
+        let body = buf.split_to(body_len).freeze();
+        buf.advance(1);
+        self.position += body_len as u64 + 1;
+        let State::Body {
+            command, headers, ..
+        } = std::mem::replace(&mut self.state, HEAD_START)
+        else {
+            unreachable!()
+        };
+        Ok(Some(Item::Frame(Frame {
+            command,
+            headers,
+            body,
+        })))
+    }
+}
+
+enum HeadProgress {
+    NeedMore,
+    Heartbeat,
+    Done,
+}
+
+/// One line, without its LF.
+fn line(input: &[u8]) -> IResult<&[u8], &[u8]> {
+    terminated(take_till(|b| b == b'\n'), tag(&b"\n"[..])).parse(input)
+}
+
+/// `name:value`, split at the first colon; later colons stay in the value.
+fn header_fields(line: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
+    separated_pair(take_till(|b| b == b':'), tag(&b":"[..]), rest).parse(line)
+}
+
+/// A UTF-8 slice of the head, shared (no copy).
+fn text(
+    head: &Bytes,
+    part: &[u8],
+    place: impl FnOnce() -> String,
+    offset: u64,
+) -> Result<ByteString, DecodeError> {
+    ByteString::try_from(head.slice_ref(part)).map_err(|_| DecodeError::InvalidUtf8 {
+        place: place(),
+        offset,
+    })
+}
+
+/// Undoes 1.1/1.2 escaping; `s` is returned as is when it has no backslash.
+/// `header` names the header whose value `s` is; `None` when `s` is a name.
+fn unescape(
+    s: ByteString,
+    header: Option<&str>,
+    version: Version,
+    offset: u64,
+) -> Result<ByteString, DecodeError> {
+    if !s.contains('\\') {
+        return Ok(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('c') => out.push(':'),
+            Some('\\') => out.push('\\'),
+            Some('r') if version >= Version::V1_2 => out.push('\r'),
+            other => {
+                return Err(DecodeError::InvalidEscape {
+                    header: header.unwrap_or(&s).to_owned(),
+                    sequence: other.map_or_else(|| "\\".to_owned(), |c| format!("\\{c}")),
+                    offset,
+                });
+            }
+        }
+    }
+    Ok(ByteString::from(out))
+}
+
+/// A `content-length` value: ASCII digits only.
+fn parse_length(v: &str) -> Option<usize> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Too many digits for usize is as good as "too long": saturate so the
+    // body limit reports it.
+    Some(v.parse().unwrap_or(usize::MAX))
+}
+
+fn lossy_prefix(b: &[u8]) -> String {
+    let mut s = String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
+    if b.len() > 64 {
+        s.push('…');
+    }
+    s
+}
+
+fn unknown_command(line: &[u8], offset: u64) -> DecodeError {
+    DecodeError::UnknownCommand {
+        command: lossy_prefix(&line[..line.len().min(Command::MAX_LEN + 1)]),
+        offset,
+    }
+}

@@ -1,0 +1,488 @@
+//! Unit tests of the decoder and encoder rules.
+
+use bytes::BytesMut;
+
+use crate::*;
+
+fn decode_all(version: Version, input: &[u8]) -> Result<Vec<Item>, DecodeError> {
+    decode_with(Decoder::new(version), input)
+}
+
+fn decode_with(mut dec: Decoder, input: &[u8]) -> Result<Vec<Item>, DecodeError> {
+    let mut buf = BytesMut::from(input);
+    let mut out = Vec::new();
+    while let Some(item) = dec.decode(&mut buf)? {
+        out.push(item);
+    }
+    Ok(out)
+}
+
+/// Feeds the input one byte at a time.
+fn decode_bytewise(version: Version, input: &[u8]) -> Result<Vec<Item>, DecodeError> {
+    let mut dec = Decoder::new(version);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for &b in input {
+        buf.extend_from_slice(&[b]);
+        while let Some(item) = dec.decode(&mut buf)? {
+            out.push(item);
+        }
+    }
+    Ok(out)
+}
+
+fn one_frame(version: Version, input: &[u8]) -> Frame {
+    let items = decode_all(version, input).unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    let whole = match items.into_iter().next() {
+        Some(Item::Frame(f)) => f,
+        other => panic!("expected a frame, got {other:?}"),
+    };
+    let bytewise = decode_bytewise(version, input).unwrap();
+    assert_eq!(bytewise, vec![Item::Frame(whole.clone())]);
+    whole
+}
+
+fn error(version: Version, input: &[u8]) -> DecodeError {
+    let e = decode_all(version, input).unwrap_err();
+    assert_eq!(decode_bytewise(version, input).unwrap_err(), e);
+    e
+}
+
+#[test]
+fn spec_example_connect() {
+    let f = one_frame(
+        Version::V1_2,
+        b"CONNECT\naccept-version:1.2\nhost:stomp.github.org\n\n\0",
+    );
+    assert_eq!(f.command, Command::Connect);
+    assert_eq!(f.accept_version(), Some("1.2"));
+    assert_eq!(f.host(), Some("stomp.github.org"));
+    assert!(f.body.is_empty());
+}
+
+#[test]
+fn spec_example_send_with_content_type() {
+    let f = one_frame(
+        Version::V1_2,
+        b"SEND\ndestination:/queue/a\ncontent-type:text/plain\n\nhello queue a\n\0",
+    );
+    assert_eq!(f.destination(), Some("/queue/a"));
+    assert_eq!(f.content_type(), Some("text/plain"));
+    assert_eq!(&f.body[..], b"hello queue a\n");
+}
+
+#[test]
+fn spec_example_repeated_header_first_wins() {
+    let f = one_frame(
+        Version::V1_2,
+        b"MESSAGE\nfoo:World\nfoo:Hello\ndestination:/q\nmessage-id:1\nsubscription:0\n\n\0",
+    );
+    assert_eq!(f.headers.get("foo"), Some("World"));
+    assert_eq!(f.headers.get_all("foo").count(), 2);
+}
+
+#[test]
+fn content_length_body_may_hold_nul() {
+    let f = one_frame(
+        Version::V1_2,
+        b"SEND\ndestination:/q\ncontent-length:5\n\na\0b\0c\0",
+    );
+    assert_eq!(&f.body[..], b"a\0b\0c");
+}
+
+#[test]
+fn content_length_must_be_followed_by_nul() {
+    let e = error(
+        Version::V1_2,
+        b"SEND\ndestination:/q\ncontent-length:2\n\nabc\0",
+    );
+    assert!(
+        matches!(
+            e,
+            DecodeError::MissingNul {
+                length: 2,
+                found: b'c',
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_content_lengths() {
+    for v in ["-1", "+1", "", "1.5", "0x10", " 1"] {
+        let input = format!("SEND\ndestination:/q\ncontent-length:{v}\n\n\0");
+        let e = error(Version::V1_2, input.as_bytes());
+        assert!(
+            matches!(e, DecodeError::InvalidContentLength { ref value, .. } if value == v),
+            "{v}: {e}"
+        );
+    }
+}
+
+#[test]
+fn crlf_line_endings_in_1_2() {
+    let f = one_frame(Version::V1_2, b"SEND\r\ndestination:/q\r\nx:y\n\r\nbody\0");
+    assert_eq!(f.destination(), Some("/q"));
+    assert_eq!(f.headers.get("x"), Some("y"));
+    assert_eq!(&f.body[..], b"body");
+}
+
+#[test]
+fn cr_is_part_of_the_value_before_1_2() {
+    let f = one_frame(Version::V1_1, b"SEND\r\ndestination:/q\r\n\r\n\0");
+    assert_eq!(f.destination(), Some("/q\r"));
+}
+
+#[test]
+fn heartbeats_and_eols_after_nul() {
+    let items = decode_all(
+        Version::V1_2,
+        b"\n\r\nSEND\ndestination:/q\n\nx\0\n\n\r\nSEND\ndestination:/r\n\n\0",
+    )
+    .unwrap();
+    let kinds: Vec<_> = items
+        .iter()
+        .map(|i| match i {
+            Item::Heartbeat => "hb".to_owned(),
+            Item::Frame(f) => f.destination().unwrap().to_owned(),
+        })
+        .collect();
+    assert_eq!(kinds, ["hb", "hb", "/q", "hb", "hb", "hb", "/r"]);
+}
+
+#[test]
+fn escaping_1_1_and_1_2() {
+    let input =
+        b"MESSAGE\ndestination:/q\nk\\cey:a\\nb\\\\c\\cd\nmessage-id:1\nsubscription:1\n\n\0";
+    for v in [Version::V1_1, Version::V1_2] {
+        let f = one_frame(v, input);
+        assert_eq!(f.headers.get("k:ey"), Some("a\nb\\c:d"));
+    }
+    let f = one_frame(Version::V1_2, b"MESSAGE\nr:a\\rb\n\n\0");
+    assert_eq!(f.headers.get("r"), Some("a\rb"));
+    // \r is not an escape in 1.1.
+    let e = error(Version::V1_1, b"MESSAGE\nr:a\\rb\n\n\0");
+    assert!(matches!(e, DecodeError::InvalidEscape { ref sequence, .. } if sequence == "\\r"));
+}
+
+#[test]
+fn undefined_escape_is_an_error() {
+    for v in [Version::V1_1, Version::V1_2] {
+        let e = error(v, b"SEND\ndestination:/q\nfoo:a\\tb\n\n\0");
+        match e {
+            DecodeError::InvalidEscape {
+                header, sequence, ..
+            } => {
+                assert_eq!((header.as_str(), sequence.as_str()), ("foo", "\\t"));
+            }
+            other => panic!("{other}"),
+        }
+        let e = error(v, b"SEND\ndestination:/q\nfoo:a\\\n\n\0");
+        assert!(matches!(e, DecodeError::InvalidEscape { ref sequence, .. } if sequence == "\\"));
+    }
+}
+
+#[test]
+fn no_escaping_in_1_0() {
+    let f = one_frame(
+        Version::V1_0,
+        b"SEND\ndestination:/queue/a:b\nx:a\\tb\n\n\0",
+    );
+    assert_eq!(f.destination(), Some("/queue/a:b"));
+    assert_eq!(f.headers.get("x"), Some("a\\tb"));
+}
+
+#[test]
+fn no_escaping_in_connect_and_connected() {
+    let f = one_frame(
+        Version::V1_2,
+        b"CONNECT\nlogin:u\npasscode:pa:ss\\c\\t\n\n\0",
+    );
+    assert_eq!(f.passcode(), Some("pa:ss\\c\\t"));
+    let f = one_frame(Version::V1_2, b"CONNECTED\nversion:1.2\nserver:a\\b\n\n\0");
+    assert_eq!(f.server(), Some("a\\b"));
+}
+
+#[test]
+fn values_split_at_first_colon_and_are_not_trimmed() {
+    let f = one_frame(
+        Version::V1_2,
+        b"SEND\ndestination:/q\n foo :bar:baz  \nempty:\n\n\0",
+    );
+    assert_eq!(f.headers.get(" foo "), Some("bar:baz  "));
+    assert_eq!(f.headers.get("empty"), Some(""));
+}
+
+#[test]
+fn body_only_on_send_message_error() {
+    let e = error(Version::V1_2, b"SUBSCRIBE\nid:0\ndestination:/q\n\nbody\0");
+    assert!(matches!(
+        e,
+        DecodeError::BodyNotAllowed {
+            command: Command::Subscribe,
+            ..
+        }
+    ));
+    let e = error(Version::V1_2, b"ACK\nid:0\ncontent-length:3\n\nabc\0");
+    assert!(matches!(
+        e,
+        DecodeError::BodyNotAllowed {
+            command: Command::Ack,
+            ..
+        }
+    ));
+    // An explicit empty body is fine.
+    let f = one_frame(
+        Version::V1_2,
+        b"BEGIN\ntransaction:t\ncontent-length:0\n\n\0",
+    );
+    assert_eq!(f.transaction(), Some("t"));
+    for c in ["SEND", "MESSAGE", "ERROR"] {
+        let f = one_frame(Version::V1_2, format!("{c}\n\nbody\0").as_bytes());
+        assert_eq!(&f.body[..], b"body");
+    }
+}
+
+#[test]
+fn commands_are_case_sensitive() {
+    let e = error(Version::V1_2, b"send\ndestination:/q\n\n\0");
+    assert!(
+        matches!(e, DecodeError::UnknownCommand { ref command, offset: 0 } if command == "send")
+    );
+}
+
+#[test]
+fn garbage_is_rejected_early() {
+    // No newline at all: rejected as soon as the line is longer than any command.
+    let mut dec = Decoder::new(Version::V1_2);
+    let mut buf = BytesMut::from(&b"GET / HTTP/1.1"[..]);
+    let e = dec.decode(&mut buf).unwrap_err();
+    assert!(matches!(e, DecodeError::UnknownCommand { .. }), "{e}");
+}
+
+#[test]
+fn invalid_utf8_in_headers() {
+    let e = error(Version::V1_2, b"SEND\ndestination:/q\xff\n\n\0");
+    assert!(
+        matches!(e, DecodeError::InvalidUtf8 { ref place, .. } if place.contains("destination")),
+        "{e}"
+    );
+    let e = error(Version::V1_2, b"SEND\nd\xffst:/q\n\n\0");
+    assert!(
+        matches!(e, DecodeError::InvalidUtf8 { ref place, .. } if place == "header name"),
+        "{e}"
+    );
+    let e = error(Version::V1_2, b"SE\xffD\n\n\0");
+    assert!(matches!(e, DecodeError::UnknownCommand { .. }), "{e}");
+}
+
+#[test]
+fn header_line_without_colon_or_name() {
+    let e = error(Version::V1_2, b"SEND\ndestination\n\n\0");
+    assert!(
+        matches!(e, DecodeError::MissingColon { ref line, offset: 5 } if line == "destination"),
+        "{e}"
+    );
+    let e = error(Version::V1_2, b"SEND\n:x\n\n\0");
+    assert!(
+        matches!(e, DecodeError::EmptyHeaderName { offset: 5 }),
+        "{e}"
+    );
+}
+
+#[test]
+fn error_offsets_count_from_stream_start() {
+    let input = b"SEND\ndestination:/q\n\n\0\nSEND\nbad\n\n\0";
+    let e = error(Version::V1_2, input);
+    assert!(
+        matches!(e, DecodeError::MissingColon { offset: 28, .. }),
+        "{e}"
+    );
+}
+
+fn small_limits() -> Limits {
+    Limits {
+        max_line_len: 32,
+        max_headers: 3,
+        max_body_len: 10,
+        max_frame_len: 100,
+    }
+}
+
+fn limit_error(input: &[u8]) -> (Limit, usize, usize) {
+    match decode_with(Decoder::with_limits(Version::V1_2, small_limits()), input).unwrap_err() {
+        DecodeError::LimitExceeded {
+            limit, value, max, ..
+        } => (limit, value, max),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn limits_are_typed_errors() {
+    let long = format!("SEND\nx:{}\n\n\0", "a".repeat(40));
+    assert_eq!(limit_error(long.as_bytes()), (Limit::LineLength, 42, 32));
+    // A line that never ends is cut off at the limit, not buffered.
+    let endless = format!("SEND\nx:{}", "a".repeat(40));
+    assert_eq!(limit_error(endless.as_bytes()).0, Limit::LineLength);
+    assert_eq!(
+        limit_error(b"SEND\na:1\nb:2\nc:3\nd:4\n\n\0"),
+        (Limit::HeaderCount, 4, 3)
+    );
+    assert_eq!(
+        limit_error(b"SEND\ncontent-length:11\n\n"),
+        (Limit::BodyLength, 11, 10)
+    );
+    assert_eq!(
+        limit_error(b"SEND\n\n01234567890"),
+        (Limit::BodyLength, 11, 10)
+    );
+    let big_head = format!("SEND\na:{0}\nb:{0}\nc:{0}\n\n\0", "x".repeat(30));
+    assert_eq!(limit_error(big_head.as_bytes()).0, Limit::FrameLength);
+}
+
+#[test]
+fn huge_declared_content_length_is_rejected_before_reading() {
+    let mut dec = Decoder::new(Version::V1_2);
+    let mut buf = BytesMut::from(&b"SEND\ndestination:/q\ncontent-length:104857600\n\n"[..]);
+    let e = dec.decode(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DecodeError::LimitExceeded {
+                limit: Limit::BodyLength,
+                value: 104857600,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = decode_all(
+        Version::V1_2,
+        b"SEND\ncontent-length:99999999999999999999999999\n\n",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DecodeError::LimitExceeded {
+                limit: Limit::BodyLength,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn body_is_a_slice_of_the_read_buffer() {
+    let mut buf = BytesMut::with_capacity(4096);
+    buf.extend_from_slice(b"SEND\ncontent-length:4\n\nabcd\0");
+    let base = buf.as_ptr() as usize;
+    let Some(Item::Frame(f)) = Decoder::new(Version::V1_2).decode(&mut buf).unwrap() else {
+        panic!()
+    };
+    assert_eq!(f.body.as_ptr() as usize, base + 23);
+}
+
+#[test]
+fn large_body_in_small_reads_is_not_rescanned() {
+    // Feed 1 MiB without content-length in 4 KiB pieces: the decoder's
+    // remembered scan position must advance with the buffer.
+    let mut dec = Decoder::new(Version::V1_2);
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(b"SEND\n\n");
+    let chunk = vec![b'x'; 4096];
+    for _ in 0..256 {
+        buf.extend_from_slice(&chunk);
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+    }
+    buf.extend_from_slice(b"\0");
+    let Some(Item::Frame(f)) = dec.decode(&mut buf).unwrap() else {
+        panic!()
+    };
+    assert_eq!(f.body.len(), 1 << 20);
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn encoder_escapes_per_version() {
+    let f = Frame::send("/q").header("a:b", "x\ny\\z\r");
+    let out = Encoder::new(Version::V1_2).to_bytes(&f).unwrap();
+    assert_eq!(
+        &out[..],
+        b"SEND\ndestination:/q\na\\cb:x\\ny\\\\z\\r\ncontent-length:0\n\n\0"
+    );
+    let out = Encoder::new(Version::V1_1).to_bytes(&f).unwrap();
+    assert_eq!(
+        &out[..],
+        b"SEND\ndestination:/q\na\\cb:x\\ny\\\\z\r\ncontent-length:0\n\n\0"
+    );
+    let e = Encoder::new(Version::V1_0).to_bytes(&f).unwrap_err();
+    assert!(matches!(e, EncodeError::Unencodable { .. }), "{e}");
+    // CONNECT is never escaped: backslashes and colons go through as they are.
+    let c = Frame::new(Command::Connect).header("passcode", "p:a\\ss");
+    let out = Encoder::new(Version::V1_2).to_bytes(&c).unwrap();
+    assert_eq!(&out[..], b"CONNECT\npasscode:p:a\\ss\n\n\0");
+}
+
+#[test]
+fn encoder_content_length_policy() {
+    let f = Frame::send("/q").header("content-length", "999").body("ab");
+    let always = Encoder::new(Version::V1_2);
+    assert_eq!(
+        &always.to_bytes(&f).unwrap()[..],
+        b"SEND\ndestination:/q\ncontent-length:2\n\nab\0"
+    );
+    let needed = always.with_content_length(ContentLength::WhenNeeded);
+    assert_eq!(
+        &needed.to_bytes(&f).unwrap()[..],
+        b"SEND\ndestination:/q\n\nab\0"
+    );
+    let nul = Frame::send("/q").body(&b"a\0b"[..]);
+    assert_eq!(
+        &needed.to_bytes(&nul).unwrap()[..],
+        b"SEND\ndestination:/q\ncontent-length:3\n\na\0b\0"
+    );
+    // No content-length on frames that cannot have a body.
+    assert_eq!(
+        &always.to_bytes(&Frame::disconnect()).unwrap()[..],
+        b"DISCONNECT\n\n\0"
+    );
+    assert_eq!(
+        always.to_bytes(&Frame::disconnect().body("x")),
+        Err(EncodeError::BodyNotAllowed(Command::Disconnect))
+    );
+}
+
+#[test]
+fn encoded_len_is_exact() {
+    let frames = [
+        Frame::send("/q")
+            .header("a:b", "x\ny\\z\r")
+            .body(vec![0u8; 1234]),
+        Frame::connect("h", &Version::ALL),
+        Frame::error("boom").body("details"),
+    ];
+    for v in Version::ALL {
+        for ct in [ContentLength::Always, ContentLength::WhenNeeded] {
+            let enc = Encoder::new(v).with_content_length(ct);
+            for f in &frames {
+                if let Ok(b) = enc.to_bytes(f) {
+                    assert_eq!(enc.encoded_len(f), b.len(), "{v} {f:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn encode_error_appends_nothing() {
+    let mut out = BytesMut::from(&b"prefix"[..]);
+    let bad = Frame::send("/q").header("x", "a\nb");
+    assert!(Encoder::new(Version::V1_0).encode(&bad, &mut out).is_err());
+    assert_eq!(&out[..], b"prefix");
+}
