@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Creates <repo>/.venv with the Python packages the interop tests use
+# (stomp.py, the most used Python STOMP client). Idempotent: quiet and quick
+# when the venv already has the pinned version. Works on a fresh Debian
+# machine as root (installs python3 and python3-venv with apt when missing).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+STOMP_PY_VERSION="9.0.0"
+VENV=".venv"
+PY="$VENV/bin/python"
+
+if [ -x "$PY" ] && "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('stomp.py') != '$STOMP_PY_VERSION')" 2>/dev/null; then
+  exit 0
+fi
+
+apt_install() {
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "python.sh: installing $* with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "python.sh: $* missing and no apt-get: install Python 3 with venv support" >&2
+    exit 1
+  fi
+}
+
+if ! command -v python3 >/dev/null 2>&1; then
+  apt_install python3 python3-venv
+fi
+# Debian splits ensurepip (needed by `python3 -m venv`) into python3-venv.
+if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+  apt_install python3-venv
+fi
+
+if [ ! -x "$PY" ]; then
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+fi
+"$PY" -m pip install --quiet --disable-pip-version-check "stomp.py==$STOMP_PY_VERSION"
+echo "python.sh: $VENV ready with stomp.py $STOMP_PY_VERSION" >&2
