@@ -447,6 +447,17 @@ impl Decoder {
                 offset,
             });
         }
+        // A NUL-terminated body found in one read must obey the frame limit
+        // too, as it does when it arrives in pieces.
+        if *head_len + body_len + 1 > limits.max_frame_len {
+            let offset = self.position - *head_len as u64;
+            return Err(DecodeError::LimitExceeded {
+                limit: Limit::FrameLength,
+                value: *head_len + body_len + 1,
+                max: limits.max_frame_len,
+                offset,
+            });
+        }
         let body = buf.split_to(body_len).freeze();
         buf.advance(1);
         self.position += body_len as u64 + 1;

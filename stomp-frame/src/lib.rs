@@ -47,6 +47,8 @@
 //! - commands are case-sensitive; command and headers must be UTF-8;
 //! - [`Limits`] on line length, header count, body and frame size.
 
+#[cfg(feature = "arbitrary")]
+mod arbitrary_impl;
 mod command;
 mod decode;
 mod encode;

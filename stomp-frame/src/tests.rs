@@ -486,3 +486,51 @@ fn encode_error_appends_nothing() {
     assert!(Encoder::new(Version::V1_0).encode(&bad, &mut out).is_err());
     assert_eq!(&out[..], b"prefix");
 }
+
+/// Regression (found by the `decode` fuzz target): a NUL-terminated body
+/// that arrived in one read skipped the frame-length limit it hit when it
+/// arrived in pieces.
+#[test]
+fn frame_limit_applies_to_nul_terminated_body_in_one_read() {
+    let limits = Limits {
+        max_frame_len: 16,
+        ..Limits::DEFAULT
+    };
+    let input = b"ERROR\n\n0123456789abcdef\0";
+    let whole = decode_with(Decoder::with_limits(Version::V1_2, limits), input).unwrap_err();
+    assert!(
+        matches!(
+            whole,
+            DecodeError::LimitExceeded {
+                limit: Limit::FrameLength,
+                value: 24,
+                max: 16,
+                offset: 0,
+            }
+        ),
+        "{whole}"
+    );
+    let mut dec = Decoder::with_limits(Version::V1_2, limits);
+    let mut buf = BytesMut::new();
+    let bytewise = input.iter().find_map(|&b| {
+        buf.extend_from_slice(&[b]);
+        dec.decode(&mut buf).err()
+    });
+    assert!(
+        matches!(
+            bytewise,
+            Some(DecodeError::LimitExceeded {
+                limit: Limit::FrameLength,
+                ..
+            })
+        ),
+        "{bytewise:?}"
+    );
+    // Exactly at the limit is fine: 7 head bytes, 8 body bytes and the NUL.
+    let ok = decode_with(
+        Decoder::with_limits(Version::V1_2, limits),
+        b"ERROR\n\n01234567\0",
+    )
+    .unwrap();
+    assert_eq!(ok.len(), 1);
+}
