@@ -1,0 +1,561 @@
+//! Protocol rules, tested against a real `stomp-broker` process over TCP:
+//! the handshake and version negotiation, heart-beats, receipts, and the
+//! ERROR-then-close answer to every violation (STOMP 1.2 §Connecting,
+//! §Heart-beating, §Frames and Headers, §ERROR; the broker contract).
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use stomp_tests::*;
+
+/// Sends one SEND with a receipt and receives it back on `c`, which is
+/// subscribed to `dest` (auto ack): proves the connection is still served.
+fn round_trip(c: &mut Conn, dest: &str, body: &str) {
+    c.send_sync(Frame::send(dest).body(body.to_owned()), "rt");
+    let m = c.expect_message();
+    assert_eq!(&m.body[..], body.as_bytes());
+}
+
+/// A second connection, subscribed to its own queue, that must keep being
+/// served while another connection misbehaves.
+fn bystander(b: &Broker) -> Conn {
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("by", "/queue/bystander", AckMode::Auto);
+    c
+}
+
+// ---------------------------------------------------------------- handshake
+
+#[test]
+fn connect_negotiates_highest_common_version_and_identifies_the_server() {
+    let b = Broker::start();
+    let mut c = b.open();
+    let connected = c.connect_with(Frame::connect("localhost", &Version::ALL));
+    assert_eq!(connected.headers.get("version"), Some("1.2"));
+    let session = connected.session().expect("CONNECTED has a session header");
+    assert!(!session.is_empty());
+    let server = connected.server().expect("CONNECTED has a server header");
+    assert!(
+        server.starts_with("stomp-rs/"),
+        "server header {server:?} should be stomp-rs/<version>"
+    );
+    assert!(
+        connected.heart_beat().is_ok() && connected.headers.contains("heart-beat"),
+        "CONNECTED has a valid heart-beat header: {connected:?}"
+    );
+    // Sessions are unique.
+    let mut c2 = b.open();
+    let other = c2.connect_with(Frame::connect("localhost", &Version::ALL));
+    assert_ne!(other.session(), Some(session));
+}
+
+#[test]
+fn stomp_command_is_accepted_like_connect() {
+    let b = Broker::start();
+    let mut c = b.open();
+    let f = Frame::new(Command::Stomp)
+        .header("accept-version", "1.2")
+        .header("host", "localhost");
+    let connected = c.connect_with(f);
+    assert_eq!(connected.version(), Some(Version::V1_2));
+    c.subscribe("0", "/queue/stomp-cmd", AckMode::Auto);
+    round_trip(&mut c, "/queue/stomp-cmd", "via STOMP");
+}
+
+#[test]
+fn no_accept_version_means_1_0() {
+    let b = Broker::start();
+    let mut c = b.open();
+    let connected = c.connect_with(Frame::new(Command::Connect));
+    assert_eq!(
+        connected.headers.get("version"),
+        Some("1.0"),
+        "a 1.0 client gets CONNECTED version:1.0 (contract)"
+    );
+}
+
+#[test]
+fn version_negotiation_matrix() {
+    let b = Broker::start();
+    for (accept, want) in [
+        ("1.0", "1.0"),
+        ("1.1", "1.1"),
+        ("1.2", "1.2"),
+        ("1.0,1.1", "1.1"),
+        ("1.0,1.1,1.2", "1.2"),
+        ("1.2,1.0", "1.2"),
+        ("1.1,3.14159", "1.1"),
+    ] {
+        let mut c = b.open();
+        let f = Frame::new(Command::Connect)
+            .header("accept-version", accept)
+            .header("host", "localhost");
+        let connected = c.connect_with(f);
+        assert_eq!(
+            connected.headers.get("version"),
+            Some(want),
+            "accept-version:{accept}"
+        );
+    }
+}
+
+#[test]
+fn no_common_version_is_an_error_with_the_supported_versions() {
+    let b = Broker::start();
+    let mut c = b.open();
+    c.send(
+        &Frame::new(Command::Connect)
+            .header("accept-version", "3.14159")
+            .header("host", "localhost"),
+    );
+    let err = c.expect_error();
+    let versions = err
+        .headers
+        .get("version")
+        .expect("ERROR for a version mismatch carries a version header");
+    assert!(
+        versions.contains("1.2"),
+        "version header lists what the server supports: {versions:?}"
+    );
+}
+
+#[test]
+fn connect_headers_are_not_unescaped() {
+    // 1.2 §Value Encoding: CONNECT and CONNECTED are not escaped, so a
+    // backslash there is not an escape (and `\t` is no error).
+    let b = Broker::start();
+    let mut c = b.open();
+    c.send_raw(
+        b"CONNECT\naccept-version:1.2\nhost:localhost\nlogin:us\\ter\npasscode:pa:ss\\c\n\n\0",
+    );
+    let f = c.expect(Command::Connected);
+    assert_eq!(f.version(), Some(Version::V1_2));
+}
+
+// --------------------------------------------------------------- heart-beats
+
+#[test]
+fn broker_sends_heart_beats_on_the_schedule_the_client_asks_for() {
+    let b = Broker::start();
+    let mut c = b.open();
+    let connected =
+        c.connect_with(Frame::connect("localhost", &[Version::V1_2]).header("heart-beat", "0,500"));
+    assert_eq!(
+        connected.headers.get("heart-beat"),
+        Some("500,0"),
+        "broker follows what the client asks (sx = cy, sy = cx)"
+    );
+    let start = Instant::now();
+    c.expect_nothing(Duration::from_millis(2600));
+    let beats = &c.heartbeat_times;
+    assert!(
+        (3..=10).contains(&beats.len()),
+        "expected about 5 heart-beats in 2.6 s at 500 ms, got {}",
+        beats.len()
+    );
+    let mut last = start;
+    for t in beats {
+        let gap = t.duration_since(last);
+        assert!(
+            gap < Duration::from_millis(1000),
+            "a heart-beat gap of {gap:?} is far over the 500 ms asked for"
+        );
+        last = *t;
+    }
+}
+
+#[test]
+fn no_heart_beats_when_none_asked() {
+    let b = Broker::start();
+    let mut c = b.open();
+    let connected = c.connect_with(Frame::connect("localhost", &[Version::V1_2]));
+    assert_eq!(connected.heart_beat(), Ok(HeartBeat::NONE));
+    c.expect_nothing(Duration::from_millis(1200));
+    assert_eq!(
+        c.heartbeats, 0,
+        "no heart-beats when the client asked for none"
+    );
+}
+
+#[test]
+fn heart_beat_intervals_are_clamped_to_the_minimum() {
+    let b = Broker::start_with(&["--heartbeat-min", "200"]);
+    let mut c = b.open();
+    let connected =
+        c.connect_with(Frame::connect("localhost", &[Version::V1_2]).header("heart-beat", "10,20"));
+    assert_eq!(connected.headers.get("heart-beat"), Some("200,200"));
+}
+
+#[test]
+fn silent_client_is_closed_after_the_grace_period() {
+    let b = Broker::start_with(&["--heartbeat-grace", "1.5"]);
+    let mut c = b.open();
+    let connected =
+        c.connect_with(Frame::connect("localhost", &[Version::V1_2]).header("heart-beat", "500,0"));
+    assert_eq!(connected.headers.get("heart-beat"), Some("0,500"));
+    let start = Instant::now();
+    // The broker may say why with an ERROR before closing; nothing else.
+    let closed_after = loop {
+        match c.recv(Duration::from_secs(5)) {
+            Ok(f) => assert_eq!(f.command, Command::Error, "unexpected {f:?}"),
+            Err(RecvError::Closed) => break start.elapsed(),
+            Err(e) => panic!("a client silent for 5 s was not closed (500 ms x 1.5 agreed): {e:?}"),
+        }
+    };
+    assert!(
+        closed_after >= Duration::from_millis(500) && closed_after <= Duration::from_secs(3),
+        "closed after {closed_after:?}, expected about 750 ms"
+    );
+}
+
+#[test]
+fn client_sending_only_heart_beats_stays_connected() {
+    let b = Broker::start_with(&["--heartbeat-grace", "1.5"]);
+    let mut c = b.open();
+    c.connect_with(Frame::connect("localhost", &[Version::V1_2]).header("heart-beat", "500,0"));
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        c.send_raw(b"\n");
+        c.expect_nothing(Duration::from_millis(250));
+    }
+    // CRLF beats count too in 1.2.
+    c.send_raw(b"\r\n");
+    c.subscribe("0", "/queue/hb", AckMode::Auto);
+    round_trip(&mut c, "/queue/hb", "still here");
+}
+
+// ------------------------------------------------------------------ receipts
+
+#[test]
+fn every_client_frame_gets_its_receipt() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    let mut c = b.connect(Version::V1_2);
+    c.send_sync(
+        Frame::subscribe("s1", "/queue/rcpt", AckMode::ClientIndividual),
+        "r-sub",
+    );
+    p.send_sync(Frame::send("/queue/rcpt").body("one"), "r-send");
+    p.send_sync(Frame::send("/queue/rcpt").body("two"), "r-send2");
+    let m1 = c.expect_message();
+    let m2 = c.expect_message();
+    c.send_sync(Frame::ack_for(&m1, Version::V1_2).unwrap(), "r-ack");
+    c.send_sync(Frame::nack_for(&m2, Version::V1_2).unwrap(), "r-nack");
+    c.send_sync(Frame::begin("tx1"), "r-begin");
+    c.send_sync(Frame::commit("tx1"), "r-commit");
+    c.send_sync(Frame::begin("tx2"), "r-begin2");
+    c.send_sync(Frame::abort("tx2"), "r-abort");
+    // The NACKed message may come back before the UNSUBSCRIBE: skip it.
+    c.send(&Frame::unsubscribe("s1").header("receipt", "r-unsub"));
+    loop {
+        let f = c.recv_frame(T);
+        if f.command == Command::Message {
+            continue;
+        }
+        assert_eq!(f.command, Command::Receipt, "{f:?}");
+        assert_eq!(f.receipt_id(), Some("r-unsub"));
+        break;
+    }
+    c.disconnect();
+}
+
+#[test]
+fn disconnect_receipt_comes_after_earlier_frames_are_processed() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    // 200 SENDs and the DISCONNECT in one write: the RECEIPT means all are in.
+    let mut wire = Vec::new();
+    for i in 0..200 {
+        wire.extend(p.encode(&Frame::send("/queue/disc").header("seq", i.to_string())));
+    }
+    wire.extend(p.encode(&Frame::disconnect().header("receipt", "bye")));
+    p.send_raw(&wire);
+    p.expect_receipt("bye");
+    p.expect_closed(T);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/disc", AckMode::Auto);
+    for i in 0..200 {
+        let m = c.expect_message();
+        assert_eq!(m.headers.get("seq"), Some(i.to_string().as_str()));
+    }
+    c.expect_nothing(QUIET);
+}
+
+// ---------------------------------------------------------------- violations
+
+/// Runs `bad` on a fresh connection, expects ERROR (with `message`) then the
+/// close, and checks a bystander connection is still served.
+fn violation(b: &Broker, version: Option<Version>, bad: &[u8]) -> Frame {
+    let mut by = bystander(b);
+    let mut c = b.open();
+    if let Some(v) = version {
+        c.connect(v);
+    }
+    c.send_raw(bad);
+    let err = c.expect_error();
+    round_trip(&mut by, "/queue/bystander", "unaffected");
+    err
+}
+
+#[test]
+fn frame_before_connect_is_an_error() {
+    let b = Broker::start();
+    violation(&b, None, b"SEND\ndestination:/queue/a\n\nhello\0");
+    violation(&b, None, b"SUBSCRIBE\nid:0\ndestination:/queue/a\n\n\0");
+}
+
+#[test]
+fn second_connect_is_an_error() {
+    let b = Broker::start();
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0",
+    );
+}
+
+#[test]
+fn unknown_command_is_an_error() {
+    let b = Broker::start();
+    violation(&b, Some(Version::V1_2), b"FOO\ndestination:/queue/a\n\n\0");
+    // Server commands are not client commands.
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"MESSAGE\ndestination:/queue/a\nmessage-id:1\nsubscription:0\n\n\0",
+    );
+}
+
+#[test]
+fn lower_case_command_is_an_error() {
+    let b = Broker::start();
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"send\ndestination:/queue/a\n\nx\0",
+    );
+    violation(
+        &b,
+        None,
+        b"connect\naccept-version:1.2\nhost:localhost\n\n\0",
+    );
+}
+
+#[test]
+fn missing_destination_is_an_error_with_receipt_id() {
+    let b = Broker::start();
+    let err = violation(&b, Some(Version::V1_2), b"SEND\nreceipt:r-77\n\nbody\0");
+    assert_eq!(err.receipt_id(), Some("r-77"), "{err:?}");
+    let err = violation(
+        &b,
+        Some(Version::V1_2),
+        b"SUBSCRIBE\nid:0\nreceipt:r-78\n\n\0",
+    );
+    assert_eq!(err.receipt_id(), Some("r-78"), "{err:?}");
+}
+
+#[test]
+fn subscribe_without_id_is_an_error_in_1_1_and_1_2_only() {
+    let b = Broker::start();
+    for v in [Version::V1_1, Version::V1_2] {
+        let err = violation(
+            &b,
+            Some(v),
+            b"SUBSCRIBE\ndestination:/queue/noid\nreceipt:r-1\n\n\0",
+        );
+        assert_eq!(err.receipt_id(), Some("r-1"), "{v}: {err:?}");
+    }
+    // 1.0 has no subscription ids: allowed.
+    let mut c = b.connect(Version::V1_0);
+    c.send_sync(
+        Frame::new(Command::Subscribe).header("destination", "/queue/noid"),
+        "r-10",
+    );
+    c.send_sync(Frame::send("/queue/noid").body("ten"), "r-11");
+    let m = c.expect_message();
+    assert_eq!(&m.body[..], b"ten");
+}
+
+#[test]
+fn undefined_escape_is_an_error() {
+    let b = Broker::start();
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"SEND\ndestination:/queue/a\nk:a\\tb\n\nx\0",
+    );
+    violation(
+        &b,
+        Some(Version::V1_1),
+        b"SEND\ndestination:/queue/a\nk:a\\rb\n\nx\0",
+    );
+}
+
+#[test]
+fn body_on_subscribe_is_an_error() {
+    let b = Broker::start();
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"SUBSCRIBE\nid:0\ndestination:/queue/a\n\nnot allowed\0",
+    );
+}
+
+#[test]
+fn ack_of_unknown_id_is_an_error_with_receipt_id() {
+    let b = Broker::start();
+    let err = violation(
+        &b,
+        Some(Version::V1_2),
+        b"ACK\nid:no-such-ack\nreceipt:r-9\n\n\0",
+    );
+    assert_eq!(err.receipt_id(), Some("r-9"), "{err:?}");
+    violation(&b, Some(Version::V1_2), b"NACK\nid:no-such-ack\n\n\0");
+}
+
+#[test]
+fn unknown_transaction_is_an_error() {
+    let b = Broker::start();
+    let err = violation(
+        &b,
+        Some(Version::V1_2),
+        b"COMMIT\ntransaction:nope\nreceipt:r-5\n\n\0",
+    );
+    assert_eq!(err.receipt_id(), Some("r-5"), "{err:?}");
+    violation(&b, Some(Version::V1_2), b"ABORT\ntransaction:nope\n\n\0");
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"SEND\ndestination:/queue/a\ntransaction:nope\n\nx\0",
+    );
+    // A committed transaction is over.
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"BEGIN\ntransaction:t\n\n\0COMMIT\ntransaction:t\n\n\0COMMIT\ntransaction:t\n\n\0",
+    );
+}
+
+#[test]
+fn body_over_the_limit_is_an_error() {
+    let b = Broker::start_with(&["--max-body-size", "1024"]);
+    let mut ok = b.connect(Version::V1_2);
+    ok.subscribe("0", "/queue/lim", AckMode::Auto);
+    round_trip(&mut ok, "/queue/lim", &"x".repeat(1024));
+    let mut frame = b"SEND\ndestination:/queue/lim\n\n".to_vec();
+    frame.extend(std::iter::repeat_n(b'y', 2000));
+    frame.push(0);
+    violation(&b, Some(Version::V1_2), &frame);
+    // Declared too long: refused before the body arrives.
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"SEND\ndestination:/queue/lim\ncontent-length:5000\n\n",
+    );
+    ok.expect_nothing(QUIET);
+}
+
+#[test]
+fn header_limits_are_enforced() {
+    let b = Broker::start_with(&["--max-headers", "10", "--max-header-line", "100"]);
+    let mut many = b"SEND\ndestination:/queue/h\n".to_vec();
+    for i in 0..20 {
+        many.extend(format!("h{i}:v\n").bytes());
+    }
+    many.extend(b"\n\0");
+    violation(&b, Some(Version::V1_2), &many);
+    let long = format!("SEND\ndestination:/queue/h\nk:{}\n\n\0", "v".repeat(200));
+    violation(&b, Some(Version::V1_2), long.as_bytes());
+}
+
+#[test]
+fn bad_content_length_is_an_error() {
+    let b = Broker::start();
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"SEND\ndestination:/queue/a\ncontent-length:-1\n\nx\0",
+    );
+    // content-length says 2, the byte after 2 is not NUL.
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"SEND\ndestination:/queue/a\ncontent-length:2\n\nxyz\0",
+    );
+}
+
+// ---------------------------------------------------------------- shutdown
+
+#[test]
+fn sigterm_exits_zero_promptly_and_closes_sessions() {
+    let mut b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/term", AckMode::Auto);
+    let status = b
+        .terminate(Duration::from_secs(2))
+        .expect("broker still running 2 s after SIGTERM");
+    assert!(
+        status.success(),
+        "exit status {status:?} after SIGTERM; logs:\n{}",
+        b.logs()
+    );
+    // The session is closed (an ERROR saying so is allowed first).
+    loop {
+        match c.recv(T) {
+            Ok(f) => assert_eq!(f.command, Command::Error, "{f:?}"),
+            Err(RecvError::Closed) => break,
+            Err(e) => panic!("session not closed after shutdown: {e:?}"),
+        }
+    }
+}
+
+#[test]
+fn taken_port_is_a_clear_failure() {
+    let b = Broker::start();
+    let out = run_to_exit(&["--listen", &b.addr().to_string(), "--memory"]);
+    assert!(
+        !out.0.success(),
+        "second broker on a taken port exited {:?}",
+        out.0
+    );
+    assert!(!out.1.trim().is_empty(), "no message on stderr");
+}
+
+#[test]
+fn bad_flag_value_is_a_clear_failure() {
+    let out = run_to_exit(&["--listen", "127.0.0.1:0", "--memory", "--prefetch", "lots"]);
+    assert!(!out.0.success());
+    assert!(
+        out.1.contains("prefetch"),
+        "stderr should name the flag: {}",
+        out.1
+    );
+}
+
+/// Runs the broker binary with `args` (no harness flags) and waits up to 10 s
+/// for it to exit; returns the status and stderr.
+fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(broker_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn broker");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("broker with {args:?} did not exit within 10 s");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (status, err)
+}

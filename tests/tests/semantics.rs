@@ -1,0 +1,741 @@
+//! Messaging semantics against a real broker: MESSAGE contents and header
+//! escaping, ack modes per version, NACK and the dead-letter queue,
+//! transactions, queue and topic delivery, prefetch, configurable prefixes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use stomp_tests::*;
+
+/// Sends `n` messages with a `seq` header (1-based) and a receipt on the last.
+fn send_seq(p: &mut Conn, dest: &str, n: usize) {
+    for i in 1..=n {
+        let f = Frame::send(dest)
+            .header("seq", i.to_string())
+            .body(format!("m{i}"));
+        if i == n {
+            p.send_sync(f, "seq-done");
+        } else {
+            p.send(&f);
+        }
+    }
+}
+
+fn seq(m: &Frame) -> usize {
+    m.headers
+        .get("seq")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("MESSAGE without seq: {m:?}"))
+}
+
+fn recv_n(c: &mut Conn, n: usize) -> Vec<Frame> {
+    (0..n).map(|_| c.expect_message()).collect()
+}
+
+fn assert_redelivered(m: &Frame) {
+    assert_eq!(
+        m.headers.get("redelivered"),
+        Some("true"),
+        "a redelivery carries redelivered:true: {m:?}"
+    );
+}
+
+// ------------------------------------------------------------ MESSAGE frames
+
+#[test]
+fn message_carries_the_required_and_user_headers() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("sub-7", "/queue/hdr", AckMode::ClientIndividual);
+    let mut p = b.connect(Version::V1_2);
+    let body = binary_body(4096);
+    p.send_sync(
+        Frame::send("/queue/hdr")
+            .header("content-type", "application/octet-stream")
+            .header("x-custom", "v1")
+            .header("x-empty", "")
+            .header("x-spaces", " padded  ")
+            .body(body.clone()),
+        "r",
+    );
+    let m = c.expect_message();
+    assert_eq!(m.destination(), Some("/queue/hdr"));
+    assert!(m.message_id().is_some_and(|id| !id.is_empty()), "{m:?}");
+    assert_eq!(m.subscription(), Some("sub-7"));
+    assert!(
+        m.ack().is_some_and(|a| !a.is_empty()),
+        "client-individual MESSAGE needs an ack header: {m:?}"
+    );
+    assert_eq!(m.content_type(), Some("application/octet-stream"));
+    assert_eq!(m.content_length(), Some(body.len()));
+    assert_eq!(m.headers.get("x-custom"), Some("v1"));
+    assert_eq!(m.headers.get("x-empty"), Some(""));
+    assert_eq!(
+        m.headers.get("x-spaces"),
+        Some(" padded  "),
+        "1.2: header values are not trimmed"
+    );
+    assert_eq!(&m.body[..], &body[..], "binary body with NULs round-trips");
+}
+
+#[test]
+fn message_ids_are_unique_and_ack_header_present_in_client_mode() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/ids", AckMode::Client);
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/ids", 20);
+    let ms = recv_n(&mut c, 20);
+    let ids: BTreeSet<_> = ms
+        .iter()
+        .map(|m| m.message_id().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 20, "message-ids repeat");
+    assert!(
+        ms.iter().all(|m| m.ack().is_some()),
+        "client mode MESSAGE has ack"
+    );
+}
+
+#[test]
+fn large_binary_body_round_trips() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/big", AckMode::Auto);
+    let body = binary_body(3 * 1024 * 1024 + 7);
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::send("/queue/big").body(body.clone()), "r");
+    let m = c.expect_message();
+    assert_eq!(m.body.len(), body.len());
+    assert!(m.body[..] == body[..], "3 MiB body changed in transit");
+}
+
+#[test]
+fn header_escaping_round_trips_in_1_1_and_1_2() {
+    let b = Broker::start();
+    for (v, value) in [
+        (Version::V1_1, "a:b\nc\\d"),
+        (Version::V1_2, "a:b\nc\\d\re"),
+    ] {
+        let dest = format!("/queue/esc-{v}");
+        let mut c = b.connect(v);
+        c.subscribe("0", &dest, AckMode::Auto);
+        let mut p = b.connect(v);
+        p.send_sync(
+            Frame::send(dest.as_str())
+                .header("k", value)
+                .header("we:ird", "name"),
+            "r",
+        );
+        let m = c.expect_message();
+        assert_eq!(m.headers.get("k"), Some(value), "{v}");
+        assert_eq!(m.headers.get("we:ird"), Some("name"), "{v}: escaped name");
+    }
+}
+
+#[test]
+fn header_escaping_is_exact_on_the_wire() {
+    // The 1.2 producer writes `k:a\cb`; a 1.2 consumer must get the same
+    // escaped bytes (`\c` for `:`), never a raw colon or newline.
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/wire", AckMode::Auto);
+    let mut p = b.connect(Version::V1_2);
+    p.send_raw(b"SEND\ndestination:/queue/wire\nk:a\\cb\\nc\\\\d\nreceipt:r\n\n\0");
+    p.expect_receipt("r");
+    let m = c.expect_message();
+    assert_eq!(m.headers.get("k"), Some("a:b\nc\\d"));
+}
+
+#[test]
+fn no_unescaping_in_1_0() {
+    let b = Broker::start();
+    // A 1.0 producer's backslashes are plain characters...
+    let mut c12 = b.connect(Version::V1_2);
+    c12.subscribe("0", "/queue/e10", AckMode::Auto);
+    let mut p10 = b.connect(Version::V1_0);
+    p10.send_raw(b"SEND\ndestination:/queue/e10\nk:x\\cy\nc:a:b\nreceipt:r\n\n\0");
+    p10.expect_receipt("r");
+    let m = c12.expect_message();
+    assert_eq!(m.headers.get("k"), Some("x\\cy"), "1.0 value kept verbatim");
+    assert_eq!(
+        m.headers.get("c"),
+        Some("a:b"),
+        "1.0 value with a raw colon"
+    );
+    // ...and a 1.0 consumer receives values unescaped (raw colon, raw backslash).
+    let mut c10 = b.connect(Version::V1_0);
+    c10.send_sync(
+        Frame::new(Command::Subscribe)
+            .header("destination", "/queue/e10b")
+            .header("id", "s"),
+        "s",
+    );
+    let mut p12 = b.connect(Version::V1_2);
+    p12.send_sync(
+        Frame::send("/queue/e10b")
+            .header("k", "a:b")
+            .header("bs", "x\\cy"),
+        "r",
+    );
+    let m = c10.expect_message();
+    assert_eq!(m.headers.get("k"), Some("a:b"));
+    assert_eq!(m.headers.get("bs"), Some("x\\cy"));
+}
+
+#[test]
+fn repeated_header_first_one_wins() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/rep", AckMode::Auto);
+    let mut p = b.connect(Version::V1_2);
+    p.send_raw(b"SEND\ndestination:/queue/rep\ndestination:/queue/other\nk:first\nk:second\nreceipt:r\n\nx\0");
+    p.expect_receipt("r");
+    let m = c.expect_message();
+    assert_eq!(m.headers.get("k"), Some("first"));
+    assert_eq!(m.destination(), Some("/queue/rep"));
+}
+
+// ------------------------------------------------------- send / subscribe
+
+#[test]
+fn unsubscribe_stops_delivery_and_the_queue_keeps_the_rest() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("s", "/queue/uns", AckMode::Auto);
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::send("/queue/uns").body("first"), "r1");
+    assert_eq!(&c.expect_message().body[..], b"first");
+    c.send_sync(Frame::unsubscribe("s"), "u");
+    p.send_sync(Frame::send("/queue/uns").body("second"), "r2");
+    c.expect_nothing(QUIET);
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("s2", "/queue/uns", AckMode::Auto);
+    assert_eq!(&d.expect_message().body[..], b"second");
+}
+
+#[test]
+fn auto_ack_messages_are_not_redelivered() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/auto", 3);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/auto", AckMode::Auto);
+    recv_n(&mut c, 3);
+    c.disconnect();
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/auto", AckMode::Auto);
+    d.expect_nothing(QUIET);
+}
+
+// ---------------------------------------------------------------- ack modes
+
+#[test]
+fn client_ack_is_cumulative_and_the_rest_is_redelivered() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/cum", 5);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/cum", AckMode::Client);
+    let ms = recv_n(&mut c, 5);
+    assert_eq!(ms.iter().map(seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    // ACK of the 3rd acknowledges 1, 2 and 3.
+    c.send_sync(Frame::ack_for(&ms[2], Version::V1_2).unwrap(), "a");
+    c.disconnect();
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/cum", AckMode::ClientIndividual);
+    let again = recv_n(&mut d, 2);
+    assert_eq!(again.iter().map(seq).collect::<Vec<_>>(), [4, 5]);
+    again.iter().for_each(assert_redelivered);
+    d.expect_nothing(QUIET);
+}
+
+#[test]
+fn client_ack_is_per_subscription() {
+    // Cumulative ACK covers earlier messages of *that* subscription only.
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("a", "/queue/pa", AckMode::Client);
+    c.subscribe("b", "/queue/pb", AckMode::Client);
+    let mut p = b.connect(Version::V1_2);
+    p.send(&Frame::send("/queue/pb").body("b1"));
+    p.send_sync(Frame::send("/queue/pa").body("a1"), "r");
+    let m1 = c.expect_message();
+    let m2 = c.expect_message();
+    let (ma, mb) = if m1.subscription() == Some("a") {
+        (m1, m2)
+    } else {
+        (m2, m1)
+    };
+    assert_eq!(mb.subscription(), Some("b"));
+    c.send_sync(Frame::ack_for(&ma, Version::V1_2).unwrap(), "ack-a");
+    c.disconnect();
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("a", "/queue/pa", AckMode::Auto);
+    d.subscribe("b", "/queue/pb", AckMode::Auto);
+    let m = d.expect_message();
+    assert_eq!(&m.body[..], b"b1", "only b1 was unacked");
+    d.expect_nothing(QUIET);
+}
+
+#[test]
+fn client_individual_ack_is_per_message() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/ind", 5);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/ind", AckMode::ClientIndividual);
+    let ms = recv_n(&mut c, 5);
+    c.send_sync(Frame::ack_for(&ms[2], Version::V1_2).unwrap(), "a");
+    c.disconnect();
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/ind", AckMode::ClientIndividual);
+    let again = recv_n(&mut d, 4);
+    let seqs: BTreeSet<_> = again.iter().map(seq).collect();
+    assert_eq!(seqs, BTreeSet::from([1, 2, 4, 5]));
+    again.iter().for_each(assert_redelivered);
+    d.expect_nothing(QUIET);
+}
+
+#[test]
+fn unacked_messages_go_back_when_the_subscriber_unsubscribes() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/back", 2);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/back", AckMode::ClientIndividual);
+    recv_n(&mut c, 2);
+    c.send_sync(Frame::unsubscribe("0"), "u");
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/back", AckMode::Auto);
+    let again = recv_n(&mut d, 2);
+    assert_eq!(
+        again.iter().map(seq).collect::<BTreeSet<_>>(),
+        BTreeSet::from([1, 2])
+    );
+}
+
+#[test]
+fn ack_by_message_id_and_subscription_in_1_1() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_1);
+    send_seq(&mut p, "/queue/a11", 3);
+    let mut c = b.connect(Version::V1_1);
+    c.subscribe("s11", "/queue/a11", AckMode::ClientIndividual);
+    let ms = recv_n(&mut c, 3);
+    let ack = Frame::new(Command::Ack)
+        .header("message-id", ms[1].message_id().unwrap())
+        .header("subscription", "s11");
+    c.send_sync(ack, "a");
+    c.disconnect();
+    let mut d = b.connect(Version::V1_1);
+    d.subscribe("s", "/queue/a11", AckMode::Auto);
+    let again = recv_n(&mut d, 2);
+    assert_eq!(
+        again.iter().map(seq).collect::<BTreeSet<_>>(),
+        BTreeSet::from([1, 3])
+    );
+    d.expect_nothing(QUIET);
+}
+
+#[test]
+fn nack_by_message_id_and_subscription_in_1_1() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_1);
+    c.subscribe("s11", "/queue/n11", AckMode::ClientIndividual);
+    let mut p = b.connect(Version::V1_1);
+    p.send_sync(Frame::send("/queue/n11").body("once more"), "r");
+    let m = c.expect_message();
+    c.send(&Frame::nack_for(&m, Version::V1_1).unwrap());
+    let again = c.expect_message();
+    assert_eq!(&again.body[..], b"once more");
+    assert_redelivered(&again);
+}
+
+#[test]
+fn ack_by_message_id_in_1_0() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_0);
+    send_seq(&mut p, "/queue/a10", 3);
+    let mut c = b.connect(Version::V1_0);
+    c.send_sync(
+        Frame::new(Command::Subscribe)
+            .header("destination", "/queue/a10")
+            .header("ack", "client"),
+        "s",
+    );
+    let ms = recv_n(&mut c, 3);
+    assert!(
+        ms.iter().all(|m| m.ack().is_some()),
+        "ack header in client mode"
+    );
+    // 1.0 ACK names message-id only; client mode is cumulative: 1 and 2.
+    c.send_sync(
+        Frame::new(Command::Ack).header("message-id", ms[1].message_id().unwrap()),
+        "a",
+    );
+    c.disconnect();
+    let mut d = b.connect(Version::V1_0);
+    d.send_sync(
+        Frame::new(Command::Subscribe).header("destination", "/queue/a10"),
+        "s",
+    );
+    let again = d.expect_message();
+    assert_eq!(seq(&again), 3);
+    d.expect_nothing(QUIET);
+}
+
+#[test]
+fn nack_redelivers_with_the_redelivered_flag() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/nack", AckMode::ClientIndividual);
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(
+        Frame::send("/queue/nack")
+            .header("seq", "1")
+            .body("retry me"),
+        "r",
+    );
+    let m = c.expect_message();
+    assert_ne!(
+        m.headers.get("redelivered"),
+        Some("true"),
+        "first delivery: {m:?}"
+    );
+    c.send_sync(Frame::nack_for(&m, Version::V1_2).unwrap(), "n");
+    let again = c.expect_message();
+    assert_eq!(&again.body[..], b"retry me");
+    assert_eq!(seq(&again), 1);
+    assert_redelivered(&again);
+    c.send_sync(Frame::ack_for(&again, Version::V1_2).unwrap(), "a");
+    c.expect_nothing(QUIET);
+}
+
+#[test]
+fn message_goes_to_the_dead_letter_queue_after_max_deliveries() {
+    let b = Broker::start_with(&["--max-deliveries", "3"]);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/poison", AckMode::ClientIndividual);
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(
+        Frame::send("/queue/poison")
+            .header("x-id", "p1")
+            .body("poison"),
+        "r",
+    );
+    for attempt in 1..=3 {
+        let m = c.expect_message();
+        assert_eq!(&m.body[..], b"poison", "delivery {attempt}");
+        c.send_sync(
+            Frame::nack_for(&m, Version::V1_2).unwrap(),
+            &format!("n{attempt}"),
+        );
+    }
+    c.expect_nothing(Duration::from_millis(500));
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/DLQ.poison", AckMode::Auto);
+    let dead = d.expect_message();
+    assert_eq!(&dead.body[..], b"poison");
+    assert_eq!(dead.headers.get("x-id"), Some("p1"));
+    assert_eq!(dead.destination(), Some("/queue/DLQ.poison"));
+}
+
+// ------------------------------------------------------------- transactions
+
+#[test]
+fn transactional_sends_are_delivered_on_commit_only() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/tx", AckMode::Auto);
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::begin("t1"), "b");
+    for i in 1..=3 {
+        p.send_sync(
+            Frame::send("/queue/tx")
+                .header("transaction", "t1")
+                .header("seq", i.to_string()),
+            &format!("s{i}"),
+        );
+    }
+    c.expect_nothing(QUIET);
+    p.send_sync(Frame::commit("t1"), "c");
+    let ms = recv_n(&mut c, 3);
+    assert_eq!(ms.iter().map(seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(
+        ms.iter().all(|m| m.transaction().is_none()),
+        "the transaction header is the producer's business"
+    );
+}
+
+#[test]
+fn aborted_sends_are_dropped() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/txa", AckMode::Auto);
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::begin("t1"), "b");
+    p.send_sync(
+        Frame::send("/queue/txa")
+            .header("transaction", "t1")
+            .body("no"),
+        "s",
+    );
+    p.send_sync(Frame::abort("t1"), "a");
+    p.send_sync(Frame::send("/queue/txa").body("yes"), "s2");
+    let m = c.expect_message();
+    assert_eq!(&m.body[..], b"yes");
+    c.expect_nothing(QUIET);
+}
+
+#[test]
+fn uncommitted_sends_are_dropped_at_disconnect() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/txd", AckMode::Auto);
+    // Polite DISCONNECT without COMMIT.
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::begin("t1"), "b");
+    p.send_sync(
+        Frame::send("/queue/txd")
+            .header("transaction", "t1")
+            .body("no"),
+        "s",
+    );
+    p.disconnect();
+    // Connection dropped without DISCONNECT.
+    let mut q = b.connect(Version::V1_2);
+    q.send_sync(Frame::begin("t1"), "b");
+    q.send_sync(
+        Frame::send("/queue/txd")
+            .header("transaction", "t1")
+            .body("no"),
+        "s",
+    );
+    drop(q);
+    c.expect_nothing(Duration::from_millis(500));
+    let mut r = b.connect(Version::V1_2);
+    r.send_sync(Frame::send("/queue/txd").body("after"), "s");
+    assert_eq!(&c.expect_message().body[..], b"after");
+}
+
+#[test]
+fn acks_in_a_transaction_count_on_commit_only() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/txack", 2);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/txack", AckMode::ClientIndividual);
+    let ms = recv_n(&mut c, 2);
+    c.send_sync(Frame::begin("t1"), "b1");
+    c.send_sync(
+        Frame::ack_for(&ms[0], Version::V1_2)
+            .unwrap()
+            .header("transaction", "t1"),
+        "a1",
+    );
+    c.send_sync(Frame::commit("t1"), "c1");
+    c.send_sync(Frame::begin("t2"), "b2");
+    c.send_sync(
+        Frame::ack_for(&ms[1], Version::V1_2)
+            .unwrap()
+            .header("transaction", "t2"),
+        "a2",
+    );
+    c.send_sync(Frame::abort("t2"), "x2");
+    c.disconnect();
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/txack", AckMode::Auto);
+    let again = d.expect_message();
+    assert_eq!(seq(&again), 2, "the aborted ACK left message 2 unacked");
+    d.expect_nothing(QUIET);
+}
+
+// ------------------------------------------------------------------ queues
+
+#[test]
+fn queue_keeps_messages_while_nobody_subscribes() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/keep", 10);
+    p.disconnect();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/keep", AckMode::Auto);
+    let ms = recv_n(&mut c, 10);
+    assert_eq!(
+        ms.iter().map(seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    c.expect_nothing(QUIET);
+}
+
+#[test]
+fn queue_delivers_round_robin_between_subscribers() {
+    let b = Broker::start();
+    let mut a = b.connect(Version::V1_2);
+    a.subscribe("0", "/queue/rr", AckMode::Auto);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/rr", AckMode::Auto);
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/rr", 10);
+    let got = |conn: &mut Conn| {
+        let mut v = Vec::new();
+        while let Ok(m) = conn.recv(Duration::from_millis(500)) {
+            v.push(seq(&m));
+        }
+        v
+    };
+    let (ga, gc) = (got(&mut a), got(&mut c));
+    assert_eq!(
+        (ga.len(), gc.len()),
+        (5, 5),
+        "round-robin split: {ga:?} / {gc:?}"
+    );
+    let all: BTreeSet<_> = ga.iter().chain(&gc).copied().collect();
+    assert_eq!(all.len(), 10, "each message once: {ga:?} / {gc:?}");
+    assert!(ga.is_sorted() && gc.is_sorted(), "each consumer in order");
+}
+
+#[test]
+fn queue_keeps_order_for_one_producer_and_one_consumer() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/order", AckMode::ClientIndividual);
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/order", 500);
+    for i in 1..=500 {
+        let m = c.expect_message();
+        assert_eq!(seq(&m), i);
+        c.send(&Frame::ack_for(&m, Version::V1_2).unwrap());
+    }
+    c.expect_nothing(QUIET);
+}
+
+/// With a window of 1 and client ack, the second message waits for the ACK.
+fn window_of_one(b: &Broker, sub: Frame) {
+    let dest = sub.destination().unwrap().to_owned();
+    let mut c = b.connect(Version::V1_2);
+    c.send_sync(sub, "s");
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, &dest, 2);
+    let m1 = c.expect_message();
+    assert_eq!(seq(&m1), 1);
+    c.expect_nothing(Duration::from_millis(500));
+    c.send(&Frame::ack_for(&m1, Version::V1_2).unwrap());
+    let m2 = c.expect_message();
+    assert_eq!(seq(&m2), 2);
+}
+
+#[test]
+fn prefetch_window_from_activemq_prefetch_size() {
+    let b = Broker::start();
+    let sub =
+        Frame::subscribe("0", "/queue/pf1", AckMode::Client).header("activemq.prefetchSize", "1");
+    window_of_one(&b, sub);
+}
+
+#[test]
+fn prefetch_window_from_prefetch_count() {
+    let b = Broker::start();
+    let sub = Frame::subscribe("0", "/queue/pf2", AckMode::ClientIndividual)
+        .header("prefetch-count", "1");
+    window_of_one(&b, sub);
+}
+
+#[test]
+fn prefetch_window_from_the_flag() {
+    let b = Broker::start_with(&["--prefetch", "1"]);
+    let sub = Frame::subscribe("0", "/queue/pf3", AckMode::Client);
+    window_of_one(&b, sub);
+}
+
+#[test]
+fn a_full_window_sends_messages_to_the_other_subscriber() {
+    let b = Broker::start();
+    let mut a = b.connect(Version::V1_2);
+    a.send_sync(
+        Frame::subscribe("0", "/queue/pfrr", AckMode::ClientIndividual)
+            .header("activemq.prefetchSize", "1"),
+        "s",
+    );
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/pfrr", AckMode::Auto);
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/pfrr", 6);
+    let first = a.expect_message();
+    a.expect_nothing(Duration::from_millis(400));
+    let rest: Vec<_> = recv_n(&mut c, 5).iter().map(seq).collect();
+    let mut all: Vec<_> = rest.clone();
+    all.push(seq(&first));
+    all.sort();
+    assert_eq!(
+        all,
+        [1, 2, 3, 4, 5, 6],
+        "a got {}, c got {rest:?}",
+        seq(&first)
+    );
+}
+
+// ------------------------------------------------------------------ topics
+
+#[test]
+fn topic_fans_out_to_every_subscriber_and_stores_nothing() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    // Nobody listens: not stored.
+    p.send_sync(Frame::send("/topic/news").body("lost"), "r0");
+    let mut subs: Vec<Conn> = (0..3)
+        .map(|i| {
+            let mut c = b.connect(Version::V1_2);
+            c.subscribe(&format!("t{i}"), "/topic/news", AckMode::Auto);
+            c
+        })
+        .collect();
+    p.send_sync(Frame::send("/topic/news").body("hello all"), "r1");
+    for (i, c) in subs.iter_mut().enumerate() {
+        let m = c.expect_message();
+        assert_eq!(&m.body[..], b"hello all", "subscriber {i}");
+        assert_eq!(m.subscription(), Some(format!("t{i}").as_str()));
+        c.expect_nothing(Duration::from_millis(100));
+    }
+    // An absent subscriber gets nothing of what was sent while away.
+    subs[0].send_sync(Frame::unsubscribe("t0"), "u");
+    p.send_sync(Frame::send("/topic/news").body("while away"), "r2");
+    subs[1].expect_message();
+    subs[2].expect_message();
+    subs[0].subscribe("t0", "/topic/news", AckMode::Auto);
+    subs[0].expect_nothing(QUIET);
+}
+
+#[test]
+fn configurable_queue_prefix() {
+    let b = Broker::start_with(&["--queue-prefix", "/q/"]);
+    let mut p = b.connect(Version::V1_2);
+    // Stored while nobody listens: a queue.
+    send_seq(&mut p, "/q/work", 4);
+    let mut a = b.connect(Version::V1_2);
+    a.send_sync(
+        Frame::subscribe("0", "/q/work", AckMode::ClientIndividual)
+            .header("activemq.prefetchSize", "2"),
+        "s",
+    );
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/q/work", AckMode::Auto);
+    let got_a = recv_n(&mut a, 2);
+    let got_c = recv_n(&mut c, 2);
+    let all: BTreeSet<_> = got_a.iter().chain(&got_c).map(seq).collect();
+    assert_eq!(all, BTreeSet::from([1, 2, 3, 4]), "each once");
+}
+
+#[test]
+fn configurable_topic_prefix() {
+    let b = Broker::start_with(&["--topic-prefix", "/t/"]);
+    let mut s1 = b.connect(Version::V1_2);
+    s1.subscribe("0", "/t/x", AckMode::Auto);
+    let mut s2 = b.connect(Version::V1_2);
+    s2.subscribe("0", "/t/x", AckMode::Auto);
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::send("/t/x").body("both"), "r");
+    assert_eq!(&s1.expect_message().body[..], b"both");
+    assert_eq!(&s2.expect_message().body[..], b"both");
+}
