@@ -1,0 +1,279 @@
+//! Hostile and broken clients: the broker answers with ERROR and closes, stays
+//! within bounded memory, and keeps serving everyone else meanwhile; messages
+//! queued before the trouble are still delivered afterwards.
+
+use std::io::Write;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use stomp_tests::*;
+
+/// Queues three messages on `/queue/before` so the test can check they
+/// survive whatever comes next.
+fn queue_some(b: &Broker) {
+    let mut p = b.connect(Version::V1_2);
+    for i in 1..=3 {
+        p.send_sync(
+            Frame::send("/queue/before").header("seq", i.to_string()),
+            &format!("r{i}"),
+        );
+    }
+    p.disconnect();
+}
+
+fn still_delivered(b: &Broker) {
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/before", AckMode::Auto);
+    for i in 1..=3 {
+        let m = c.expect_message();
+        assert_eq!(m.headers.get("seq"), Some(i.to_string().as_str()));
+    }
+    c.expect_nothing(QUIET);
+}
+
+/// A full round trip on a fresh connection, which must complete within
+/// `limit`.
+fn served_within(b: &Broker, limit: Duration, tag: &str) -> Duration {
+    let start = Instant::now();
+    let mut c = b.connect(Version::V1_2);
+    let dest = format!("/queue/served-{tag}");
+    c.subscribe("0", &dest, AckMode::Auto);
+    c.send(&Frame::send(dest.as_str()).body("ping"));
+    let m = c.recv_frame(limit);
+    assert_eq!(&m.body[..], b"ping");
+    let took = start.elapsed();
+    assert!(
+        took <= limit,
+        "a well-behaved client took {took:?} to be served (limit {limit:?})"
+    );
+    took
+}
+
+#[test]
+fn garbage_bytes_get_an_error_and_a_close() {
+    let b = Broker::start();
+    queue_some(&b);
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\n"[..],
+        &b"\xff\xfe\xfd\x00\x01\n\n\0"[..],
+    ] {
+        let mut c = b.open();
+        c.send_raw(garbage);
+        c.expect_error();
+        let mut c = b.connect(Version::V1_2);
+        c.send_raw(garbage);
+        c.expect_error();
+    }
+    served_within(&b, Duration::from_secs(1), "garbage");
+    still_delivered(&b);
+}
+
+#[test]
+fn partial_frame_then_silence_does_not_block_others() {
+    let b = Broker::start();
+    queue_some(&b);
+    let mut stuck = Vec::new();
+    for i in 0..5 {
+        let mut c = b.connect(Version::V1_2);
+        match i % 3 {
+            0 => c.send_raw(b"SEND\ndestination:/queue/x\ncontent-length:100\n\nabc"),
+            1 => c.send_raw(b"SEND\ndestination:/que"),
+            _ => c.send_raw(b"SEND\ndestination:/queue/x\n\nno NUL yet"),
+        }
+        stuck.push(c);
+    }
+    // Half a CONNECT too.
+    let mut half = b.open();
+    half.send_raw(b"CONNECT\naccept-ver");
+    for i in 0..3 {
+        served_within(&b, Duration::from_secs(1), &format!("partial-{i}"));
+    }
+    // The stuck connections are still open, not answered.
+    for c in &mut stuck {
+        c.expect_nothing(Duration::from_millis(50));
+    }
+    still_delivered(&b);
+}
+
+#[test]
+fn flooding_client_that_never_reads_does_not_starve_others() {
+    let b = Broker::start_with(&["--max-write-backlog", "1048576"]);
+    queue_some(&b);
+    let mut flood = b.connect(Version::V1_2);
+    // It also subscribes to what it floods, so the broker has MESSAGEs and
+    // RECEIPTs to write to a client that never reads them.
+    flood.subscribe("0", "/queue/flood", AckMode::Auto);
+    let mut frames = Vec::new();
+    for i in 0..200 {
+        frames.extend(
+            flood.encode(
+                &Frame::send("/queue/flood")
+                    .header("receipt", format!("f{i}"))
+                    .body(vec![b'z'; 1024]),
+            ),
+        );
+    }
+    let mut stream = flood.stream().try_clone().expect("clone");
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let writer = thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(3);
+        let mut sent = 0usize;
+        while Instant::now() < until {
+            match stream.write(&frames) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    thread::sleep(Duration::from_millis(300));
+    let mut worst = Duration::ZERO;
+    for i in 0..5 {
+        worst = worst.max(served_within(&b, Duration::from_secs(1), &format!("fl{i}")));
+        thread::sleep(Duration::from_millis(200));
+    }
+    let sent = writer.join().unwrap();
+    assert!(sent > 0);
+    drop(flood);
+    eprintln!("flood: {sent} bytes written; worst round trip for others {worst:?}");
+    still_delivered(&b);
+}
+
+#[test]
+fn huge_declared_frame_is_refused_without_buffering_it() {
+    let b = Broker::start();
+    queue_some(&b);
+    let rss_before = b.rss_kib().expect("VmRSS");
+    let mut c = b.connect(Version::V1_2);
+    // 100 MiB declared against the default 16 MiB body limit.
+    c.send_raw(b"SEND\ndestination:/queue/huge\ncontent-length:104857600\n\n");
+    c.send_raw(&[b'x'; 64 * 1024]);
+    let err = c.expect(Command::Error);
+    assert!(err.message_header().is_some(), "{err:?}");
+    // Closed, without us sending the rest.
+    c.expect_closed(T);
+    let rss_after = b.rss_kib().expect("VmRSS");
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "broker RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    served_within(&b, Duration::from_secs(1), "huge");
+    still_delivered(&b);
+}
+
+#[test]
+fn huge_frame_without_content_length_is_cut_at_the_limit() {
+    let b = Broker::start();
+    queue_some(&b);
+    let rss_before = b.rss_kib().expect("VmRSS");
+    let mut c = b.connect(Version::V1_2);
+    c.send_raw(b"SEND\ndestination:/queue/huge\n\n");
+    // Stream a 100 MiB NUL-less body 1 MiB at a time, stopping as soon as
+    // the ERROR comes (or the broker stops reading).
+    let chunk = vec![b'y'; 1024 * 1024];
+    let mut sent = 0usize;
+    let mut error = None;
+    while sent < 100 * 1024 * 1024 {
+        if c.try_send_raw(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+        match c.recv(Duration::from_millis(1)) {
+            Ok(f) => {
+                error = Some(f);
+                break;
+            }
+            Err(RecvError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    let err = match error {
+        Some(f) => f,
+        None => c.recv_frame(T),
+    };
+    assert_eq!(err.command, Command::Error, "{err:?}");
+    assert!(
+        sent <= 40 * 1024 * 1024,
+        "the broker took {sent} bytes of a frame over its 17 MiB limit before refusing it"
+    );
+    c.expect_closed(T);
+    let rss_after = b.rss_kib().expect("VmRSS");
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "broker RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    served_within(&b, Duration::from_secs(1), "huge2");
+    still_delivered(&b);
+}
+
+#[test]
+fn hundred_thousand_tiny_headers_are_refused_quickly() {
+    let b = Broker::start();
+    queue_some(&b);
+    let mut c = b.connect(Version::V1_2);
+    let mut frame = b"SEND\ndestination:/queue/hdrs\n".to_vec();
+    for _ in 0..100_000 {
+        frame.extend_from_slice(b"h:v\n");
+    }
+    frame.extend_from_slice(b"\n\0");
+    let mut stream = c.stream().try_clone().unwrap();
+    let start = Instant::now();
+    let writer = thread::spawn(move || {
+        // The broker may close before it has read it all: that is fine.
+        let _ = stream.write_all(&frame);
+    });
+    // Meanwhile another client is served within a second.
+    served_within(&b, Duration::from_secs(1), "hdrs");
+    let err = c.expect(Command::Error);
+    let took = start.elapsed();
+    assert!(err.message_header().is_some());
+    assert!(took < Duration::from_secs(2), "ERROR after {took:?}");
+    c.expect_closed(T);
+    writer.join().unwrap();
+    still_delivered(&b);
+}
+
+#[test]
+fn never_ending_header_line_is_refused() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.send_raw(b"SEND\ndestination:/queue/a\nk:");
+    let chunk = vec![b'v'; 32 * 1024];
+    let mut sent = 0;
+    let err = loop {
+        if c.try_send_raw(&chunk).is_err() {
+            break c.recv_frame(T);
+        }
+        sent += chunk.len();
+        if let Ok(f) = c.recv(Duration::from_millis(1)) {
+            break f;
+        }
+        assert!(
+            sent < 8 * 1024 * 1024,
+            "no ERROR after an {sent}-byte header line"
+        );
+    };
+    assert_eq!(err.command, Command::Error);
+    c.expect_closed(T);
+    served_within(&b, Duration::from_secs(1), "line");
+}
+
+#[test]
+fn abrupt_disconnects_mid_frame_leave_the_broker_healthy() {
+    let b = Broker::start();
+    queue_some(&b);
+    for i in 0..50 {
+        let mut c = b.connect(Version::V1_2);
+        c.subscribe("0", "/queue/before-not", AckMode::ClientIndividual);
+        let frame = c.encode(&Frame::send("/queue/abrupt").body(vec![b'a'; 1000]));
+        c.send_raw(&frame[..(i * 17) % frame.len()]);
+        drop(c);
+    }
+    served_within(&b, Duration::from_secs(1), "abrupt");
+    still_delivered(&b);
+}
