@@ -1,0 +1,232 @@
+//! The command line (`stomp-broker`, and `stomp broker` which flattens
+//! [`BrokerArgs`]) and [`run`], which serves until SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::config::{Config, SlowConsumerPolicy};
+use crate::server::Broker;
+
+/// Flags of the broker. Each may also be set in the TOML file given by
+/// `--config` (key = flag name with `_` for `-`); flags win over the file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BrokerArgs {
+    /// TOML file with settings (keys are the flag names with `_` for `-`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where to accept STOMP over TCP (repeatable) [default: 127.0.0.1:61613].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// Keep messages in memory only (the only store for now).
+    #[arg(long)]
+    pub memory: bool,
+    /// Log level: error, warn, info, debug, trace [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Prefix of point-to-point destinations [default: /queue/].
+    #[arg(long, value_name = "P")]
+    pub queue_prefix: Option<String>,
+    /// Prefix of fan-out destinations [default: /topic/].
+    #[arg(long, value_name = "P")]
+    pub topic_prefix: Option<String>,
+    /// Per-subscription window of unacknowledged messages [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<u32>,
+    /// Deliveries after which a message goes to the dead-letter queue [default: 7].
+    #[arg(long, value_name = "N")]
+    pub max_deliveries: Option<u32>,
+    /// Prefix of dead-letter queues [default: /queue/DLQ.].
+    #[arg(long, value_name = "P")]
+    pub dlq_prefix: Option<String>,
+    /// Smallest heart-beat interval sent or expected, ms [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_min: Option<u32>,
+    /// Largest heart-beat interval sent or expected, ms [default: 3600000].
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_max: Option<u32>,
+    /// A connection silent for the interval times this is closed [default: 1.5].
+    #[arg(long, value_name = "F")]
+    pub heartbeat_grace: Option<f64>,
+    /// Largest frame, bytes [default: 17825792].
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_size: Option<usize>,
+    /// Largest body, bytes [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_size: Option<usize>,
+    /// Most headers per frame [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_headers: Option<usize>,
+    /// Longest header line, bytes [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_header_line: Option<usize>,
+    /// Bytes queued for writing per connection [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub max_write_backlog: Option<usize>,
+    /// Topic subscriber over its write backlog: disconnect or drop [default: disconnect].
+    #[arg(long, value_name = "POLICY")]
+    pub slow_consumer_policy: Option<SlowConsumerPolicy>,
+    /// Message bytes per queue before producers are paused [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub max_queue_memory: Option<usize>,
+    /// Message bytes in the broker before producers are paused [default: 536870912].
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory: Option<usize>,
+    /// Connections at once; more get an ERROR and are closed [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+}
+
+impl BrokerArgs {
+    /// The configuration: defaults, then the `--config` file, then flags.
+    pub fn to_config(&self) -> Result<Config, crate::config::ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if !self.listen.is_empty() {
+            c.listen = self.listen.clone();
+        }
+        if self.memory {
+            c.memory = true;
+        }
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
+        }
+        set!(
+            log_level,
+            queue_prefix,
+            topic_prefix,
+            prefetch,
+            max_deliveries,
+            dlq_prefix,
+            heartbeat_min,
+            heartbeat_max,
+            heartbeat_grace,
+            max_frame_size,
+            max_body_size,
+            max_headers,
+            max_header_line,
+            max_write_backlog,
+            slow_consumer_policy,
+            max_queue_memory,
+            max_memory,
+            max_connections
+        );
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Runs the broker until SIGINT or SIGTERM; prints `listening on ADDR` on
+/// stdout for each listener. Exit codes: 0 after a clean stop, 2 for a bad
+/// configuration, 1 when the broker cannot start or fails.
+pub fn run(args: BrokerArgs) -> ExitCode {
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("stomp-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log_level);
+    raise_fd_limit();
+    let mut broker = match Broker::bind(config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("stomp-broker: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = install_signals(&mut broker) {
+        eprintln!("stomp-broker: cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        for a in broker.local_addrs() {
+            let _ = writeln!(out, "listening on {a}");
+        }
+        let _ = out.flush();
+    }
+    tracing::info!(addrs = ?broker.local_addrs(), "broker started");
+    match broker.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stomp-broker: event loop failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Raises the soft open-file limit to the hard one, so 10,000 connections fit.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!("open-file limit is {n}"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+}
+
+fn install_signals(broker: &mut Broker) -> std::io::Result<()> {
+    let (read, write) = std::os::unix::net::UnixStream::pair()?;
+    write.set_nonblocking(true)?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write.try_clone()?)?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write)?;
+    broker.stop_on_readable(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: BrokerArgs,
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("stomp-broker-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("b.toml");
+        std::fs::write(&file, "prefetch = 5\nmax_deliveries = 3\n").unwrap();
+        let cmd = Cmd::parse_from([
+            "x",
+            "--config",
+            file.to_str().unwrap(),
+            "--prefetch",
+            "9",
+            "--listen",
+            "127.0.0.1:0",
+            "--slow-consumer-policy",
+            "drop",
+        ]);
+        let c = cmd.args.to_config().unwrap();
+        assert_eq!((c.prefetch, c.max_deliveries), (9, 3));
+        assert_eq!(c.listen, ["127.0.0.1:0"]);
+        assert_eq!(c.slow_consumer_policy, SlowConsumerPolicy::Drop);
+        let bad = Cmd::parse_from(["x", "--heartbeat-grace", "0.2"]);
+        assert!(
+            bad.args
+                .to_config()
+                .unwrap_err()
+                .to_string()
+                .contains("heartbeat-grace")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,301 @@
+//! Broker configuration: every knob with its default, loadable from TOML.
+//!
+//! The keys are the command-line flag names with `-` replaced by `_`
+//! (`--max-queue-memory` is `max_queue_memory`), see
+//! [`BrokerArgs`](crate::cli::BrokerArgs).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stomp_frame::Limits;
+
+/// What happens to a topic subscriber whose connection has more than
+/// [`Config::max_write_backlog`] bytes waiting to be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumerPolicy {
+    /// Send an ERROR that says so and close the connection.
+    #[default]
+    Disconnect,
+    /// Drop the topic messages that do not fit, keep the connection.
+    Drop,
+}
+
+/// Everything the broker can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Addresses to accept STOMP over TCP on (`host:port`).
+    pub listen: Vec<String>,
+    /// Keep messages in memory only (the only store for now).
+    pub memory: bool,
+    /// Log level: error, warn, info, debug, trace.
+    pub log_level: String,
+    /// Prefix of point-to-point destinations.
+    pub queue_prefix: String,
+    /// Prefix of fan-out destinations.
+    pub topic_prefix: String,
+    /// Default per-subscription window of unacknowledged messages.
+    pub prefetch: u32,
+    /// Deliveries after which a returned message goes to the dead-letter queue.
+    pub max_deliveries: u32,
+    /// Prefix of dead-letter queues (`/queue/DLQ.` makes `/queue/a` -> `/queue/DLQ.a`).
+    pub dlq_prefix: String,
+    /// Smallest heart-beat interval the broker sends or expects, ms.
+    pub heartbeat_min: u32,
+    /// Largest heart-beat interval the broker sends or expects, ms.
+    pub heartbeat_max: u32,
+    /// A connection silent for the negotiated interval times this is closed.
+    pub heartbeat_grace: f64,
+    /// Largest frame (head and body), bytes.
+    pub max_frame_size: usize,
+    /// Largest body, bytes.
+    pub max_body_size: usize,
+    /// Most headers in one frame.
+    pub max_headers: usize,
+    /// Longest command or header line, bytes.
+    pub max_header_line: usize,
+    /// Bytes queued for writing to one connection before it counts as slow.
+    pub max_write_backlog: usize,
+    /// What to do with a topic subscriber over its write backlog.
+    pub slow_consumer_policy: SlowConsumerPolicy,
+    /// Message bytes one queue may hold before producers are paused.
+    pub max_queue_memory: usize,
+    /// Message bytes the broker may hold before producers are paused.
+    pub max_memory: usize,
+    /// Connections accepted at once; more are answered with an ERROR and closed.
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: vec!["127.0.0.1:61613".to_owned()],
+            memory: false,
+            log_level: "info".to_owned(),
+            queue_prefix: "/queue/".to_owned(),
+            topic_prefix: "/topic/".to_owned(),
+            prefetch: 1000,
+            max_deliveries: 7,
+            dlq_prefix: "/queue/DLQ.".to_owned(),
+            heartbeat_min: 100,
+            heartbeat_max: 3_600_000,
+            heartbeat_grace: 1.5,
+            max_frame_size: Limits::DEFAULT.max_frame_len,
+            max_body_size: Limits::DEFAULT.max_body_len,
+            max_headers: Limits::DEFAULT.max_headers,
+            max_header_line: Limits::DEFAULT.max_line_len,
+            max_write_backlog: 8 * 1024 * 1024,
+            slow_consumer_policy: SlowConsumerPolicy::Disconnect,
+            max_queue_memory: 64 * 1024 * 1024,
+            max_memory: 512 * 1024 * 1024,
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with what to fix.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the TOML parser said (with line and column).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid value for {key}: {message}")]
+    Invalid {
+        /// The flag / key.
+        key: &'static str,
+        /// What is wrong and what would be accepted.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file; missing keys keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text; missing keys keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks that every value is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self.listen.is_empty() {
+            return bad(
+                "listen",
+                "give at least one address, as 127.0.0.1:61613".into(),
+            );
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
+            return bad(
+                "log-level",
+                format!(
+                    "{:?}; use error, warn, info, debug or trace",
+                    self.log_level
+                ),
+            );
+        }
+        if self.queue_prefix.is_empty() || self.topic_prefix.is_empty() {
+            return bad(
+                "queue-prefix/topic-prefix",
+                "prefixes must not be empty".into(),
+            );
+        }
+        if self.queue_prefix.starts_with(&self.topic_prefix)
+            || self.topic_prefix.starts_with(&self.queue_prefix)
+        {
+            return bad(
+                "queue-prefix/topic-prefix",
+                format!(
+                    "{:?} and {:?} overlap; one must not start with the other",
+                    self.queue_prefix, self.topic_prefix
+                ),
+            );
+        }
+        if !self.dlq_prefix.starts_with(&self.queue_prefix)
+            || self.dlq_prefix.len() == self.queue_prefix.len()
+        {
+            return bad(
+                "dlq-prefix",
+                format!(
+                    "{:?} must start with the queue prefix {:?} and be longer",
+                    self.dlq_prefix, self.queue_prefix
+                ),
+            );
+        }
+        if self.prefetch == 0 {
+            return bad("prefetch", "must be at least 1".into());
+        }
+        if self.max_deliveries == 0 {
+            return bad("max-deliveries", "must be at least 1".into());
+        }
+        if self.heartbeat_min == 0 || self.heartbeat_min > self.heartbeat_max {
+            return bad(
+                "heartbeat-min/heartbeat-max",
+                format!(
+                    "need 0 < heartbeat-min <= heartbeat-max (got {} and {})",
+                    self.heartbeat_min, self.heartbeat_max
+                ),
+            );
+        }
+        if !(self.heartbeat_grace.is_finite() && self.heartbeat_grace >= 1.0) {
+            return bad(
+                "heartbeat-grace",
+                format!("{}; must be a number >= 1.0", self.heartbeat_grace),
+            );
+        }
+        for (key, v) in [
+            ("max-frame-size", self.max_frame_size),
+            ("max-body-size", self.max_body_size),
+            ("max-headers", self.max_headers),
+            ("max-header-line", self.max_header_line),
+            ("max-write-backlog", self.max_write_backlog),
+            ("max-queue-memory", self.max_queue_memory),
+            ("max-memory", self.max_memory),
+            ("max-connections", self.max_connections),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The decoder limits these settings describe.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_line_len: self.max_header_line,
+            max_headers: self.max_headers,
+            max_body_len: self.max_body_size,
+            max_frame_len: self.max_frame_size,
+        }
+    }
+
+    /// `heartbeat_grace` applied to an interval.
+    pub(crate) fn grace(&self, interval: Duration) -> Duration {
+        interval.mul_f64(self.heartbeat_grace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::default();
+        assert_eq!(c.listen, ["127.0.0.1:61613"]);
+        assert_eq!(c.prefetch, 1000);
+        assert_eq!(c.max_deliveries, 7);
+        assert_eq!(c.max_frame_size, 17_825_792);
+        assert_eq!(c.max_body_size, 16_777_216);
+        assert_eq!(c.max_write_backlog, 8_388_608);
+        assert_eq!(c.max_queue_memory, 67_108_864);
+        assert_eq!(c.max_memory, 536_870_912);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn toml_keys_are_flag_names() {
+        let c = Config::from_toml(
+            "listen = ['127.0.0.1:0']\nprefetch = 5\nslow_consumer_policy = 'drop'\nheartbeat_grace = 2.0\n",
+        )
+        .unwrap();
+        assert_eq!(c.prefetch, 5);
+        assert_eq!(c.slow_consumer_policy, SlowConsumerPolicy::Drop);
+        assert!(Config::from_toml("prefech = 5").is_err());
+        let err = Config::from_toml("prefetch = 'x'").unwrap_err().to_string();
+        assert!(err.contains("prefetch"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_say_what_to_fix() {
+        let c = Config {
+            heartbeat_grace: 0.5,
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("heartbeat-grace")
+        );
+        let c = Config {
+            dlq_prefix: "/dead/".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("dlq-prefix"));
+    }
+}

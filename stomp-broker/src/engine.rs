@@ -1,0 +1,1376 @@
+//! The sans-I/O broker core: every session and destination, driven by
+//! frames and time.
+//!
+//! The [`Engine`] never reads a clock or touches a socket. A driver (the
+//! mio loop in [`server`](crate::server), a unit test, a fuzz target) calls,
+//! in this order:
+//!
+//! 1. [`open`](Engine::open) when a connection arrives; it returns the
+//!    [`ConnId`] to use from then on;
+//! 2. [`handle_input`](Engine::handle_input) with the bytes read so far
+//!    (or [`handle_frame`](Engine::handle_frame) with decoded frames);
+//!    decoding stops early when the session is paused or closing, leaving
+//!    the rest in the buffer;
+//! 3. [`handle_timeout`](Engine::handle_timeout) when
+//!    [`next_deadline`](Engine::next_deadline) has passed;
+//! 4. for each connection in [`take_dirty`](Engine::take_dirty): take the
+//!    frames owed with [`pop_output`](Engine::pop_output), write them, then
+//!    report what is still unwritten with [`wrote`](Engine::wrote)
+//!    (that may deliver more, so loop while connections are dirty);
+//!    close it once [`should_close`](Engine::should_close) says so, and
+//!    tell the engine with [`close`](Engine::close);
+//! 5. read again from every connection in [`take_resumed`](Engine::take_resumed)
+//!    (its reading was paused because memory was full, and memory freed).
+//!
+//! Spec-silent choices (ActiveMQ and RabbitMQ agree where they exist):
+//!
+//! - `message-id` is `m-<n>`, unique per broker run; `ack` ids are
+//!   `<slot>.<n>`, opaque and unique per connection. The `ack` header is on
+//!   every MESSAGE of a client-mode subscription, whatever the version.
+//! - A 1.0 SUBSCRIBE without `id` uses the destination as its id.
+//! - ACK/NACK: `id` (the MESSAGE's `ack`) is accepted from every version,
+//!   and `message-id` (with or without `subscription`) from every version
+//!   when it names one unacknowledged message.
+//! - NACK in a 1.0 session, an ACK of an auto-ack subscription, an unknown
+//!   ack id, UNSUBSCRIBE of an unknown id: ERROR and close.
+//! - NACK of a `client` subscription is cumulative, like its ACK.
+//! - `host` is not checked (any virtual host is accepted).
+//! - A prefetch of 0 (`activemq.prefetchSize:0`) is taken as 1.
+//! - Topic subscribers in client modes get at most their window of
+//!   unacknowledged messages; further topic messages are dropped for them.
+//!   Unacknowledged topic messages are not redelivered.
+//! - Messages in a dead-letter queue are not dead-lettered again; a message
+//!   moved there gets `original-destination`.
+//! - A heart-beat timeout sends an ERROR (`heart-beat timeout`) and closes.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use slab::Slab;
+use stomp_frame::{AckMode, ByteString, Command, Decoder, Frame, HeartBeat, Item, Version, names};
+
+use crate::auth::{AllowAll, Authenticator, Credentials};
+use crate::config::{Config, SlowConsumerPolicy};
+use crate::router::{Message, Queue, Router, SubRef};
+use crate::session::{
+    AckOp, Output, Phase, Session, Subscription, TimerKind, Tx, Unacked, estimate,
+};
+use crate::store::{MemoryStore, Store, StoredMessage};
+use crate::timer::Timers;
+
+/// Identifies a connection inside one engine (reused after [`Engine::close`]).
+pub type ConnId = usize;
+
+/// The value of the `server` header of CONNECTED.
+pub const SERVER: &str = concat!("stomp-rs/", env!("CARGO_PKG_VERSION"));
+
+/// How long a closing connection may take to drain before it is cut.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Below this backlog a queue subscriber gets more messages.
+const DISPATCH_MARK: usize = 256 * 1024;
+
+/// Counters, for tests, invariants and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages that entered a queue from a SEND (or a COMMIT).
+    pub accepted: u64,
+    /// Queue messages consumed: acknowledged, or delivered in auto mode.
+    pub consumed: u64,
+    /// Queue messages moved to a dead-letter queue (they stay queued there).
+    pub dead_lettered: u64,
+    /// Topic messages published.
+    pub published: u64,
+    /// Topic deliveries dropped (window full or slow consumer).
+    pub topic_dropped: u64,
+    /// Connections opened.
+    pub connections: u64,
+}
+
+/// Why a frame is refused: the ERROR frame's `message` and body.
+#[derive(Debug)]
+struct Fail {
+    message: String,
+    detail: String,
+    version: bool,
+}
+
+fn fail<T>(message: impl Into<String>, detail: impl Into<String>) -> Result<T, Fail> {
+    Err(Fail {
+        message: message.into(),
+        detail: detail.into(),
+        version: false,
+    })
+}
+
+fn required<'a>(frame: &'a Frame, name: &str) -> Result<&'a ByteString, Fail> {
+    match frame.headers.get_shared(name) {
+        Some(v) => Ok(v),
+        None => fail(
+            format!("missing {name} header"),
+            format!("a {} frame must have a {name} header", frame.command),
+        ),
+    }
+}
+
+/// Where a destination lives.
+enum Kind {
+    Queue,
+    Topic,
+}
+
+/// The broker core. See the [module docs](self) for how to drive it.
+pub struct Engine {
+    cfg: Config,
+    sessions: Slab<Session>,
+    router: Router,
+    timers: Timers<(ConnId, u64, TimerKind)>,
+    dirty: Vec<ConnId>,
+    blocked: Vec<(ConnId, u64, ByteString)>,
+    store: Box<dyn Store>,
+    auth: Box<dyn Authenticator>,
+    next_seq: u64,
+    next_serial: u64,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("sessions", &self.sessions.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine with the memory store and no authentication.
+    pub fn new(cfg: Config) -> Engine {
+        Engine::with_parts(cfg, Box::new(MemoryStore), Box::new(AllowAll))
+    }
+
+    /// An engine with a given store and authenticator. Messages the store
+    /// recovers are queued again.
+    pub fn with_parts(
+        cfg: Config,
+        mut store: Box<dyn Store>,
+        auth: Box<dyn Authenticator>,
+    ) -> Engine {
+        let recovered = store.recover().unwrap_or_else(|e| {
+            tracing::error!("store {} could not recover: {e}", store.name());
+            Vec::new()
+        });
+        let mut engine = Engine {
+            cfg,
+            sessions: Slab::new(),
+            router: Router::default(),
+            timers: Timers::default(),
+            dirty: Vec::new(),
+            blocked: Vec::new(),
+            store,
+            auth,
+            next_seq: 1,
+            next_serial: 1,
+            stats: Stats::default(),
+        };
+        for m in recovered {
+            engine.next_seq = engine.next_seq.max(m.seq + 1);
+            let frame = Frame {
+                command: Command::Send,
+                headers: m.headers,
+                body: m.body,
+            };
+            let msg = Message::from_send(m.seq, m.queue.clone(), frame);
+            let is_dlq = m.queue.starts_with(&engine.cfg.dlq_prefix);
+            let q = engine.router.queues.entry(m.queue).or_default();
+            q.is_dlq = is_dlq;
+            q.bytes += msg.size;
+            engine.router.memory += msg.size;
+            q.ready.push_back(msg);
+            engine.stats.accepted += 1;
+        }
+        engine
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Connections open.
+    pub fn connections(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Message bytes held by the broker.
+    pub fn memory(&self) -> usize {
+        self.router.memory
+    }
+
+    /// Messages waiting in a queue (not in flight).
+    pub fn queue_depth(&self, queue: &str) -> usize {
+        self.router.queues.get(queue).map_or(0, |q| q.ready.len())
+    }
+
+    /// A new connection.
+    pub fn open(&mut self, now: Instant) -> ConnId {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        self.stats.connections += 1;
+        let decoder = Decoder::with_limits(Version::V1_2, self.cfg.limits());
+        self.sessions.insert(Session::new(serial, decoder, now))
+    }
+
+    /// The protocol version of a connection (1.2 until CONNECT says otherwise).
+    pub fn version(&self, conn: ConnId) -> Version {
+        self.sessions.get(conn).map_or(Version::V1_2, |s| s.version)
+    }
+
+    /// Whether reading from this connection is paused (memory full).
+    pub fn is_paused(&self, conn: ConnId) -> bool {
+        self.sessions.get(conn).is_some_and(|s| s.paused)
+    }
+
+    /// Whether the connection ends once what it is owed is written.
+    pub fn is_closing(&self, conn: ConnId) -> bool {
+        self.sessions
+            .get(conn)
+            .is_none_or(|s| s.phase == Phase::Closing)
+    }
+
+    /// Whether the driver should close the connection now: it is closing
+    /// and either nothing more is owed (`unwritten` bytes after the last
+    /// write) or it lingered too long.
+    pub fn should_close(&self, conn: ConnId, unwritten: usize) -> bool {
+        match self.sessions.get(conn) {
+            None => true,
+            Some(s) => {
+                s.phase == Phase::Closing && (s.cut || (s.outbox.is_empty() && unwritten == 0))
+            }
+        }
+    }
+
+    /// Bytes arrived: decode and handle every complete frame in `buf`.
+    ///
+    /// Any byte counts as a sign of life. Stops early (leaving bytes in
+    /// `buf`) when the session pauses or starts closing.
+    pub fn handle_input(&mut self, conn: ConnId, buf: &mut BytesMut, now: Instant) {
+        let Some(s) = self.sessions.get_mut(conn) else {
+            return;
+        };
+        s.last_read = now;
+        loop {
+            let Some(s) = self.sessions.get_mut(conn) else {
+                return;
+            };
+            if s.paused || s.phase == Phase::Closing {
+                return;
+            }
+            match s.decoder.decode(buf) {
+                Ok(Some(Item::Frame(frame))) => self.handle_frame(conn, frame, now),
+                Ok(Some(Item::Heartbeat)) => {}
+                Ok(None) => return,
+                Err(e) => {
+                    let message = match &e {
+                        stomp_frame::DecodeError::LimitExceeded { limit, .. } => {
+                            format!("{limit} limit exceeded")
+                        }
+                        stomp_frame::DecodeError::InvalidEscape { .. } => {
+                            "invalid header escape".to_owned()
+                        }
+                        stomp_frame::DecodeError::UnknownCommand { .. } => {
+                            "unknown command".to_owned()
+                        }
+                        _ => "malformed frame".to_owned(),
+                    };
+                    let f = Fail {
+                        message,
+                        detail: e.to_string(),
+                        version: false,
+                    };
+                    self.fail(conn, f, None, now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles one decoded frame from a connection.
+    pub fn handle_frame(&mut self, conn: ConnId, frame: Frame, now: Instant) {
+        let Some(s) = self.sessions.get_mut(conn) else {
+            return;
+        };
+        s.last_read = s.last_read.max(now);
+        let phase = s.phase;
+        let receipt = frame.headers.get_shared(names::RECEIPT).cloned();
+        let command = frame.command;
+        let result = match phase {
+            Phase::Closing => return,
+            Phase::Handshake => match command {
+                Command::Connect | Command::Stomp => self.on_connect(conn, &frame, now),
+                other => fail(
+                    "not connected",
+                    format!("expected CONNECT or STOMP as the first frame, got {other}"),
+                ),
+            },
+            Phase::Open => match command {
+                Command::Send => self.on_send(conn, frame, now),
+                Command::Subscribe => self.on_subscribe(conn, &frame, now),
+                Command::Unsubscribe => self.on_unsubscribe(conn, &frame, now),
+                Command::Ack => self.on_ack(conn, &frame, false, now),
+                Command::Nack => self.on_ack(conn, &frame, true, now),
+                Command::Begin => self.on_begin(conn, &frame),
+                Command::Commit => self.on_commit(conn, &frame, now),
+                Command::Abort => self.on_abort(conn, &frame, now),
+                Command::Disconnect => Ok(()),
+                Command::Connect | Command::Stomp => fail(
+                    "already connected",
+                    format!("{command} may only be the first frame of a connection"),
+                ),
+                other => fail(
+                    format!("{other} is not a client frame"),
+                    format!("{other} is sent by servers only"),
+                ),
+            },
+        };
+        match result {
+            Ok(()) => {
+                if let Some(r) = receipt
+                    && !matches!(command, Command::Connect | Command::Stomp)
+                {
+                    self.push(conn, Output::Frame(Frame::receipt(r)), now);
+                }
+                if command == Command::Disconnect {
+                    self.begin_close(conn, now);
+                }
+            }
+            Err(f) => self.fail(conn, f, receipt, now),
+        }
+    }
+
+    /// Runs the timers due at `now`: heart-beats, heart-beat timeouts,
+    /// closing connections that do not drain.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, (conn, serial, kind))) = self.timers.pop_due(now) {
+            let Some(s) = self.sessions.get_mut(conn) else {
+                continue;
+            };
+            if s.serial != serial || s.armed[kind as usize] != Some(at) {
+                continue;
+            }
+            s.armed[kind as usize] = None;
+            match kind {
+                TimerKind::SendBeat => {
+                    let Some(every) = s.send_every else { continue };
+                    if s.phase != Phase::Open {
+                        continue;
+                    }
+                    let due = s.last_write + every;
+                    if due <= now {
+                        self.push(conn, Output::Heartbeat, now);
+                        self.arm(conn, TimerKind::SendBeat, now + every);
+                    } else {
+                        self.arm(conn, TimerKind::SendBeat, due);
+                    }
+                }
+                TimerKind::ReceiveCheck => {
+                    let Some(within) = s.receive_within else {
+                        continue;
+                    };
+                    if s.phase != Phase::Open {
+                        continue;
+                    }
+                    let limit = self.cfg.grace(within);
+                    if s.paused {
+                        s.last_read = now;
+                    }
+                    let due = s.last_read + limit;
+                    if due <= now {
+                        let f = Fail {
+                            message: "heart-beat timeout".into(),
+                            detail: format!(
+                                "nothing received for {} ms; the negotiated interval is {} ms, with a grace of x{}",
+                                (now - s.last_read).as_millis(),
+                                within.as_millis(),
+                                self.cfg.heartbeat_grace
+                            ),
+                            version: false,
+                        };
+                        self.fail(conn, f, None, now);
+                    } else {
+                        self.arm(conn, TimerKind::ReceiveCheck, due);
+                    }
+                }
+                TimerKind::Linger => {
+                    if s.phase == Phase::Closing {
+                        s.cut = true;
+                        self.mark_dirty(conn);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest time [`handle_timeout`](Engine::handle_timeout) has
+    /// work (maybe none, when the entry turns out stale).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Connections with output owed (or ready to close) since the last call.
+    pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+        for &c in &self.dirty {
+            if let Some(s) = self.sessions.get_mut(c) {
+                s.dirty = false;
+            }
+        }
+        into.append(&mut self.dirty);
+    }
+
+    /// The next thing owed to a connection, oldest first.
+    pub fn pop_output(&mut self, conn: ConnId) -> Option<Output> {
+        let s = self.sessions.get_mut(conn)?;
+        let (out, est) = s.outbox.pop_front()?;
+        s.queued -= est;
+        Some(out)
+    }
+
+    /// The driver wrote what it could: `unwritten` bytes are still pending
+    /// for this connection. Frees room for more deliveries.
+    pub fn wrote(&mut self, conn: ConnId, unwritten: usize, now: Instant) {
+        let mark = self.dispatch_mark();
+        let Some(s) = self.sessions.get_mut(conn) else {
+            return;
+        };
+        s.unwritten = unwritten;
+        if s.phase != Phase::Open || s.backlog() >= mark {
+            return;
+        }
+        let queues: Vec<ByteString> = s
+            .subs
+            .iter()
+            .flatten()
+            .filter(|sub| !sub.topic)
+            .map(|sub| sub.dest.clone())
+            .collect();
+        for q in queues {
+            if self
+                .router
+                .queues
+                .get(&q)
+                .is_some_and(|q| !q.ready.is_empty())
+            {
+                self.dispatch(&q, now);
+            }
+        }
+    }
+
+    /// Connections whose reading may resume (memory was freed).
+    pub fn take_resumed(&mut self, into: &mut Vec<ConnId>) {
+        if self.blocked.is_empty() {
+            return;
+        }
+        let max_q = self.cfg.max_queue_memory;
+        let global_ok = self.router.memory <= self.cfg.max_memory;
+        let mut i = 0;
+        while i < self.blocked.len() {
+            let (conn, serial, ref q) = self.blocked[i];
+            let alive = self.sessions.get(conn).is_some_and(|s| s.serial == serial);
+            let fits = global_ok && self.router.queues.get(q).is_none_or(|q| q.bytes <= max_q);
+            if !alive || fits {
+                self.blocked.swap_remove(i);
+                if alive {
+                    // Another blocked entry for the same connection may remain.
+                    if !self.blocked.iter().any(|b| b.0 == conn && b.1 == serial) {
+                        let s = &mut self.sessions[conn];
+                        s.paused = false;
+                        into.push(conn);
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The connection is gone (socket closed, or the driver closed it):
+    /// open transactions are aborted and unacknowledged messages redelivered.
+    pub fn close(&mut self, conn: ConnId, now: Instant) {
+        if !self.sessions.contains(conn) {
+            return;
+        }
+        self.teardown(conn, now);
+        self.sessions.remove(conn);
+        self.blocked.retain(|b| b.0 != conn);
+    }
+
+    /// Flushes the store (call once per loop turn, before writing RECEIPTs).
+    pub fn flush_store(&mut self) {
+        if let Err(e) = self.store.flush() {
+            tracing::error!("store flush failed: {e}");
+        }
+    }
+
+    // ----- frames -----
+
+    fn on_connect(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
+        let Some(version) = Version::negotiate(frame.accept_version(), &Version::ALL) else {
+            return Err(Fail {
+                message: "unsupported protocol version".into(),
+                detail: format!(
+                    "accept-version {:?} has no version in common with ours: {}",
+                    frame.accept_version().unwrap_or(""),
+                    Version::list(&Version::ALL)
+                ),
+                version: true,
+            });
+        };
+        let client_hb = if version == Version::V1_0 {
+            HeartBeat::NONE
+        } else {
+            match frame.heart_beat() {
+                Ok(hb) => hb,
+                Err(e) => return fail("invalid heart-beat header", e.to_string()),
+            }
+        };
+        let creds = Credentials {
+            login: frame.login(),
+            passcode: frame.passcode(),
+            host: frame.host(),
+        };
+        if let Err(why) = self.auth.authenticate(&creds) {
+            return fail("authentication failed", why);
+        }
+        let clamp = |v: u32| {
+            if v == 0 {
+                0
+            } else {
+                v.clamp(self.cfg.heartbeat_min, self.cfg.heartbeat_max)
+            }
+        };
+        let ours = HeartBeat::new(clamp(client_hb.receive), clamp(client_hb.send));
+        let schedule = ours.negotiate(client_hb);
+        let s = &mut self.sessions[conn];
+        s.version = version;
+        s.decoder.set_version(version);
+        s.phase = Phase::Open;
+        s.send_every = schedule.send;
+        s.receive_within = schedule.receive;
+        s.last_read = now;
+        let serial = s.serial;
+        let connected = Frame::connected(version)
+            .header(names::SESSION, format!("session-{serial}"))
+            .header(names::SERVER, SERVER)
+            .header(names::HEART_BEAT, ours.to_string());
+        self.push(conn, Output::Frame(connected), now);
+        if let Some(every) = schedule.send {
+            self.arm(conn, TimerKind::SendBeat, now + every);
+        }
+        if let Some(within) = schedule.receive {
+            self.arm(conn, TimerKind::ReceiveCheck, now + self.cfg.grace(within));
+        }
+        Ok(())
+    }
+
+    fn classify(&self, dest: &str) -> Result<Kind, Fail> {
+        if dest.starts_with(&self.cfg.queue_prefix) && dest.len() > self.cfg.queue_prefix.len() {
+            Ok(Kind::Queue)
+        } else if dest.starts_with(&self.cfg.topic_prefix)
+            && dest.len() > self.cfg.topic_prefix.len()
+        {
+            Ok(Kind::Topic)
+        } else {
+            fail(
+                "unknown destination",
+                format!(
+                    "destination {dest:?} is not served: use a name after {} (queues) or {} (topics)",
+                    self.cfg.queue_prefix, self.cfg.topic_prefix
+                ),
+            )
+        }
+    }
+
+    fn on_send(&mut self, conn: ConnId, frame: Frame, now: Instant) -> Result<(), Fail> {
+        let dest = required(&frame, names::DESTINATION)?.clone();
+        let kind = self.classify(&dest)?;
+        let tx = match frame.transaction() {
+            Some(t) => match self.sessions[conn].tx_index(t) {
+                Some(i) => Some(i),
+                None => {
+                    return fail(
+                        "unknown transaction",
+                        format!("no transaction {t:?} was begun"),
+                    );
+                }
+            },
+            None => None,
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let msg = Message::from_send(seq, dest.clone(), frame);
+        if let Some(i) = tx {
+            self.router.memory += msg.size;
+            self.sessions[conn].txs[i].sends.push(msg);
+            if self.router.memory > self.cfg.max_memory {
+                self.block(conn, dest);
+            }
+            return Ok(());
+        }
+        match kind {
+            Kind::Queue => {
+                self.enqueue(msg);
+                self.dispatch(&dest, now);
+                self.check_queue_memory(conn, &dest);
+            }
+            Kind::Topic => self.publish(msg, now),
+        }
+        Ok(())
+    }
+
+    fn check_queue_memory(&mut self, conn: ConnId, dest: &ByteString) {
+        let over_q = self
+            .router
+            .queues
+            .get(dest)
+            .is_some_and(|q| q.bytes > self.cfg.max_queue_memory);
+        if over_q || self.router.memory > self.cfg.max_memory {
+            self.block(conn, dest.clone());
+        }
+    }
+
+    fn block(&mut self, conn: ConnId, dest: ByteString) {
+        let s = &mut self.sessions[conn];
+        if !s.paused {
+            tracing::debug!(conn, "pausing reads: message memory full ({dest})");
+        }
+        s.paused = true;
+        let serial = s.serial;
+        self.blocked.push((conn, serial, dest));
+    }
+
+    fn on_subscribe(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
+        let dest = required(frame, names::DESTINATION)?.clone();
+        let kind = self.classify(&dest)?;
+        let version = self.sessions[conn].version;
+        let id = match frame.headers.get_shared(names::ID) {
+            Some(id) => id.clone(),
+            None if version == Version::V1_0 => dest.clone(),
+            None => required(frame, names::ID)?.clone(),
+        };
+        if self.sessions[conn].sub_slot(&id).is_some() {
+            return fail(
+                "duplicate subscription id",
+                format!("subscription id {id:?} is already in use on this connection"),
+            );
+        }
+        let ack = match frame.ack_mode() {
+            Ok(a) => a,
+            Err(e) => return fail("invalid ack header", e.to_string()),
+        };
+        let window = match frame
+            .headers
+            .get("activemq.prefetchSize")
+            .or_else(|| frame.headers.get("prefetch-count"))
+        {
+            None => self.cfg.prefetch as usize,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) => n.max(1) as usize,
+                Err(_) => {
+                    return fail(
+                        "invalid prefetch",
+                        format!("prefetch {v:?} is not a non-negative integer"),
+                    );
+                }
+            },
+        };
+        let topic = matches!(kind, Kind::Topic);
+        let slot = self.sessions[conn].add_sub(Subscription {
+            id,
+            dest: dest.clone(),
+            topic,
+            ack,
+            window,
+            unacked: VecDeque::new(),
+        });
+        let r = SubRef { conn, slot };
+        if topic {
+            self.router.topics.entry(dest).or_default().push(r);
+        } else {
+            let is_dlq = dest.starts_with(&self.cfg.dlq_prefix);
+            let q = self.router.queues.entry(dest.clone()).or_default();
+            q.is_dlq = is_dlq;
+            q.subs.push(r);
+            self.dispatch(&dest, now);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
+        let s = &self.sessions[conn];
+        let id = match frame.id() {
+            Some(id) => id,
+            None if s.version == Version::V1_0 => match frame.destination() {
+                Some(d) => d,
+                None => {
+                    return fail(
+                        "missing id header",
+                        "UNSUBSCRIBE needs an id (or, in STOMP 1.0, a destination)",
+                    );
+                }
+            },
+            None => required(frame, names::ID)?,
+        };
+        let Some(slot) = s.sub_slot(id) else {
+            return fail(
+                "unknown subscription",
+                format!("no subscription {id:?} on this connection"),
+            );
+        };
+        self.remove_sub(conn, slot, now);
+        Ok(())
+    }
+
+    /// Finds the subscription slot and ack number an ACK/NACK names.
+    fn resolve_ack(&self, conn: ConnId, frame: &Frame) -> Result<(usize, u64), Fail> {
+        let s = &self.sessions[conn];
+        let what = frame.command;
+        let by_id = |id: &str| -> Result<(usize, u64), Fail> {
+            let parsed = id
+                .split_once('.')
+                .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<u64>().ok()?)));
+            if let Some((slot, n)) = parsed
+                && let Some(Some(sub)) = s.subs.get(slot)
+                && sub.unacked.iter().any(|u| u.ack == n)
+            {
+                return Ok((slot, n));
+            }
+            fail(
+                format!("unknown ack id {id:?}"),
+                format!("{what} id {id:?} names no unacknowledged message of this connection"),
+            )
+        };
+        let by_message_id = |mid: &str, sub: Option<&str>| -> Result<(usize, u64), Fail> {
+            let mut found = None;
+            for (slot, sb) in s.subs.iter().enumerate() {
+                let Some(sb) = sb else { continue };
+                if sub.is_some_and(|want| sb.id != want) {
+                    continue;
+                }
+                if !sb.ack.needs_ack() {
+                    if sub.is_some() {
+                        return fail(
+                            "subscription is auto-ack",
+                            format!(
+                                "subscription {:?} acknowledges automatically; {what} is not expected",
+                                sb.id
+                            ),
+                        );
+                    }
+                    continue;
+                }
+                if let Some(u) = sb.unacked.iter().find(|u| u.msg.id == mid) {
+                    if found.is_some() {
+                        return fail(
+                            "ambiguous message-id",
+                            format!(
+                                "message-id {mid:?} is unacknowledged on several subscriptions; add subscription"
+                            ),
+                        );
+                    }
+                    found = Some((slot, u.ack));
+                }
+            }
+            if let Some(sub) = sub
+                && s.sub_slot(sub).is_none()
+            {
+                return fail(
+                    "unknown subscription",
+                    format!("no subscription {sub:?} on this connection"),
+                );
+            }
+            found.map_or_else(
+                || {
+                    fail(
+                        format!("unknown message-id {mid:?}"),
+                        format!("{what} message-id {mid:?} names no unacknowledged message"),
+                    )
+                },
+                Ok,
+            )
+        };
+        let id = frame.id();
+        let mid = frame.message_id();
+        match (s.version, id, mid) {
+            (Version::V1_2, Some(id), _) => by_id(id),
+            (_, _, Some(mid)) => by_message_id(mid, frame.subscription()),
+            (_, Some(id), None) => by_id(id),
+            (Version::V1_2, None, None) => fail(
+                "missing id header",
+                format!("a STOMP 1.2 {what} needs the id from the MESSAGE's ack header"),
+            ),
+            (Version::V1_1, None, None) => fail(
+                "missing message-id header",
+                format!("a STOMP 1.1 {what} needs message-id and subscription"),
+            ),
+            (Version::V1_0, None, None) => fail(
+                "missing message-id header",
+                format!("a STOMP 1.0 {what} needs message-id"),
+            ),
+        }
+    }
+
+    fn on_ack(
+        &mut self,
+        conn: ConnId,
+        frame: &Frame,
+        nack: bool,
+        now: Instant,
+    ) -> Result<(), Fail> {
+        if nack && self.sessions[conn].version == Version::V1_0 {
+            return fail(
+                "NACK is not part of STOMP 1.0",
+                "connect with accept-version:1.1 or 1.2 to use NACK",
+            );
+        }
+        let tx = match frame.transaction() {
+            Some(t) => match self.sessions[conn].tx_index(t) {
+                Some(i) => Some(i),
+                None => {
+                    return fail(
+                        "unknown transaction",
+                        format!("no transaction {t:?} was begun"),
+                    );
+                }
+            },
+            None => None,
+        };
+        let (slot, ack) = self.resolve_ack(conn, frame)?;
+        match tx {
+            Some(i) => self.sessions[conn].txs[i]
+                .acks
+                .push(AckOp { slot, ack, nack }),
+            None => self.apply_ack(conn, AckOp { slot, ack, nack }, now),
+        }
+        Ok(())
+    }
+
+    fn on_begin(&mut self, conn: ConnId, frame: &Frame) -> Result<(), Fail> {
+        let id = required(frame, names::TRANSACTION)?.clone();
+        let s = &mut self.sessions[conn];
+        if s.tx_index(&id).is_some() {
+            return fail(
+                "duplicate transaction",
+                format!("transaction {id:?} is already open on this connection"),
+            );
+        }
+        s.txs.push(Tx {
+            id,
+            sends: Vec::new(),
+            acks: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn take_tx(&mut self, conn: ConnId, frame: &Frame) -> Result<Tx, Fail> {
+        let id = required(frame, names::TRANSACTION)?;
+        match self.sessions[conn].tx_index(id) {
+            Some(i) => Ok(self.sessions[conn].txs.swap_remove(i)),
+            None => fail(
+                "unknown transaction",
+                format!("no transaction {id:?} is open on this connection"),
+            ),
+        }
+    }
+
+    fn on_commit(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
+        let tx = self.take_tx(conn, frame)?;
+        for msg in tx.sends {
+            self.router.memory -= msg.size;
+            let dest = msg.dest.clone();
+            if self.classify(&dest).is_ok_and(|k| matches!(k, Kind::Topic)) {
+                self.publish(msg, now);
+            } else {
+                self.enqueue(msg);
+                self.dispatch(&dest, now);
+                if self.sessions.contains(conn) {
+                    self.check_queue_memory(conn, &dest);
+                }
+            }
+        }
+        for op in tx.acks {
+            self.apply_ack(conn, op, now);
+        }
+        Ok(())
+    }
+
+    fn on_abort(&mut self, conn: ConnId, frame: &Frame, _now: Instant) -> Result<(), Fail> {
+        let tx = self.take_tx(conn, frame)?;
+        self.drop_tx(tx);
+        Ok(())
+    }
+
+    fn drop_tx(&mut self, tx: Tx) {
+        for msg in tx.sends {
+            self.router.memory -= msg.size;
+        }
+    }
+
+    // ----- delivery -----
+
+    fn dispatch_mark(&self) -> usize {
+        DISPATCH_MARK.min(self.cfg.max_write_backlog)
+    }
+
+    fn enqueue(&mut self, msg: Message) {
+        let is_dlq = msg.dest.starts_with(&self.cfg.dlq_prefix);
+        let q = self.router.queues.entry(msg.dest.clone()).or_default();
+        q.is_dlq = is_dlq;
+        q.bytes += msg.size;
+        self.router.memory += msg.size;
+        self.stats.accepted += 1;
+        if let Err(e) = self.store.append(&stored(&msg)) {
+            tracing::error!("store append failed: {e}");
+        }
+        q.ready.push_back(msg);
+    }
+
+    /// Hands waiting messages of a queue to subscribers with room.
+    fn dispatch(&mut self, dest: &ByteString, now: Instant) {
+        let mark = self.dispatch_mark();
+        let Some(q) = self.router.queues.get_mut(dest) else {
+            return;
+        };
+        while !q.ready.is_empty() && !q.subs.is_empty() {
+            let n = q.subs.len();
+            let mut chosen = None;
+            for i in 0..n {
+                let idx = (q.next + i) % n;
+                let r = q.subs[idx];
+                let s = &self.sessions[r.conn];
+                let Some(sub) = s.subs[r.slot].as_ref() else {
+                    continue;
+                };
+                let room = s.phase == Phase::Open
+                    && s.backlog() < mark
+                    && (sub.ack == AckMode::Auto || sub.unacked.len() < sub.window);
+                if room {
+                    chosen = Some(idx);
+                    break;
+                }
+            }
+            let Some(idx) = chosen else { break };
+            q.next = (idx + 1) % n;
+            let r = q.subs[idx];
+            let mut msg = q.ready.pop_front().expect("ready is not empty");
+            msg.deliveries += 1;
+            let s = &mut self.sessions[r.conn];
+            let sub = s.subs[r.slot].as_mut().expect("subscribed");
+            let frame = if sub.ack == AckMode::Auto {
+                q.bytes -= msg.size;
+                self.router.memory -= msg.size;
+                self.stats.consumed += 1;
+                if let Err(e) = self.store.remove(dest, msg.seq) {
+                    tracing::error!("store remove failed: {e}");
+                }
+                msg.to_frame(&sub.id, None)
+            } else {
+                let n = s.next_ack;
+                s.next_ack += 1;
+                let frame =
+                    msg.to_frame(&sub.id, Some(ByteString::from(format!("{}.{n}", r.slot))));
+                sub.unacked.push_back(Unacked { ack: n, msg });
+                q.inflight += 1;
+                frame
+            };
+            push_to(&mut self.dirty, s, r.conn, Output::Frame(frame), now);
+        }
+    }
+
+    /// Sends a message to every current subscriber of its topic.
+    fn publish(&mut self, mut msg: Message, now: Instant) {
+        self.stats.published += 1;
+        let Some(subs) = self.router.topics.get(&msg.dest) else {
+            return;
+        };
+        msg.deliveries = 1;
+        let limit = self.cfg.max_write_backlog;
+        let mut slow = Vec::new();
+        for &r in subs {
+            let s = &mut self.sessions[r.conn];
+            if s.phase != Phase::Open {
+                continue;
+            }
+            if s.backlog() >= limit {
+                match self.cfg.slow_consumer_policy {
+                    SlowConsumerPolicy::Drop => self.stats.topic_dropped += 1,
+                    SlowConsumerPolicy::Disconnect => slow.push(r.conn),
+                }
+                continue;
+            }
+            let sub = s.subs[r.slot].as_mut().expect("subscribed");
+            let frame = if sub.ack == AckMode::Auto {
+                msg.to_frame(&sub.id, None)
+            } else {
+                if sub.unacked.len() >= sub.window {
+                    self.stats.topic_dropped += 1;
+                    continue;
+                }
+                let n = s.next_ack;
+                s.next_ack += 1;
+                let frame =
+                    msg.to_frame(&sub.id, Some(ByteString::from(format!("{}.{n}", r.slot))));
+                sub.unacked.push_back(Unacked {
+                    ack: n,
+                    msg: msg.clone(),
+                });
+                frame
+            };
+            push_to(&mut self.dirty, s, r.conn, Output::Frame(frame), now);
+        }
+        for conn in slow {
+            self.stats.topic_dropped += 1;
+            let f = Fail {
+                message: "slow consumer".into(),
+                detail: format!(
+                    "more than {limit} bytes were waiting to be written to this connection; it is closed (slow-consumer-policy disconnect)"
+                ),
+                version: false,
+            };
+            self.fail(conn, f, None, now);
+        }
+    }
+
+    /// Applies one (possibly cumulative) ACK or NACK.
+    fn apply_ack(&mut self, conn: ConnId, op: AckOp, now: Instant) {
+        let Some(s) = self.sessions.get_mut(conn) else {
+            return;
+        };
+        let Some(Some(sub)) = s.subs.get_mut(op.slot) else {
+            return;
+        };
+        let Some(pos) = sub.unacked.iter().position(|u| u.ack == op.ack) else {
+            return;
+        };
+        let taken: Vec<Unacked> = if sub.ack == AckMode::Client {
+            sub.unacked.drain(..=pos).collect()
+        } else {
+            sub.unacked.remove(pos).into_iter().collect()
+        };
+        if sub.topic {
+            return;
+        }
+        let dest = sub.dest.clone();
+        if op.nack {
+            self.requeue(&dest, taken.into_iter().map(|u| u.msg).collect(), now);
+        } else {
+            let q = self
+                .router
+                .queues
+                .get_mut(&dest)
+                .expect("queue of a subscription");
+            for u in taken {
+                q.bytes -= u.msg.size;
+                q.inflight -= 1;
+                self.router.memory -= u.msg.size;
+                self.stats.consumed += 1;
+                if let Err(e) = self.store.remove(&dest, u.msg.seq) {
+                    tracing::error!("store remove failed: {e}");
+                }
+            }
+        }
+        self.dispatch(&dest, now);
+    }
+
+    /// Puts in-flight messages back at the front of their queue in their
+    /// original order, marked redelivered; those delivered
+    /// `max_deliveries` times go to the dead-letter queue instead.
+    fn requeue(&mut self, dest: &ByteString, mut msgs: Vec<Message>, now: Instant) {
+        if msgs.is_empty() {
+            return;
+        }
+        msgs.sort_by_key(|m| m.seq);
+        let max = self.cfg.max_deliveries;
+        let q = self
+            .router
+            .queues
+            .get_mut(dest)
+            .expect("queue of a subscription");
+        let mut dead = Vec::new();
+        let mut back = Vec::with_capacity(msgs.len());
+        for mut m in msgs {
+            q.inflight -= 1;
+            if !q.is_dlq && m.deliveries >= max {
+                q.bytes -= m.size;
+                dead.push(m);
+            } else {
+                m.redelivered = true;
+                back.push(m);
+            }
+        }
+        for m in back.into_iter().rev() {
+            q.ready.push_front(m);
+        }
+        if !dead.is_empty() {
+            let name = &dest[self.cfg.queue_prefix.len()..];
+            let dlq = ByteString::from(format!("{}{name}", self.cfg.dlq_prefix));
+            for mut m in dead {
+                tracing::debug!(
+                    "message {} to {dlq} after {} deliveries",
+                    &*m.id,
+                    m.deliveries
+                );
+                if let Err(e) = self.store.remove(dest, m.seq) {
+                    tracing::error!("store remove failed: {e}");
+                }
+                self.router.memory -= m.size;
+                self.stats.dead_lettered += 1;
+                self.stats.accepted -= 1; // enqueue counts it again
+                m.headers.set("original-destination", m.dest.clone());
+                m.dest = dlq.clone();
+                m.deliveries = 0;
+                m.redelivered = false;
+                self.enqueue(m);
+            }
+            self.dispatch(&dlq, now);
+        }
+        self.dispatch(dest, now);
+    }
+
+    fn remove_sub(&mut self, conn: ConnId, slot: usize, now: Instant) {
+        let Some(sub) = self.sessions[conn].subs[slot].take() else {
+            return;
+        };
+        let r = SubRef { conn, slot };
+        if sub.topic {
+            if let Some(list) = self.router.topics.get_mut(&sub.dest) {
+                list.retain(|x| *x != r);
+                if list.is_empty() {
+                    self.router.topics.remove(&sub.dest);
+                }
+            }
+            return;
+        }
+        if let Some(q) = self.router.queues.get_mut(&sub.dest) {
+            q.remove_sub(r);
+        }
+        let msgs: Vec<Message> = sub.unacked.into_iter().map(|u| u.msg).collect();
+        self.requeue(&sub.dest, msgs, now);
+        if self
+            .router
+            .queues
+            .get(&sub.dest)
+            .is_some_and(Queue::is_idle)
+        {
+            self.router.queues.remove(&sub.dest);
+        }
+    }
+
+    // ----- session plumbing -----
+
+    fn push(&mut self, conn: ConnId, out: Output, now: Instant) {
+        if let Some(s) = self.sessions.get_mut(conn) {
+            push_to(&mut self.dirty, s, conn, out, now);
+        }
+    }
+
+    fn mark_dirty(&mut self, conn: ConnId) {
+        if let Some(s) = self.sessions.get_mut(conn)
+            && !s.dirty
+        {
+            s.dirty = true;
+            self.dirty.push(conn);
+        }
+    }
+
+    fn arm(&mut self, conn: ConnId, kind: TimerKind, at: Instant) {
+        let s = &mut self.sessions[conn];
+        let slot = &mut s.armed[kind as usize];
+        if slot.is_none_or(|cur| at < cur) {
+            *slot = Some(at);
+            self.timers.push(at, (conn, s.serial, kind));
+        }
+    }
+
+    /// Sends an ERROR for `f` and closes the connection.
+    fn fail(&mut self, conn: ConnId, f: Fail, receipt: Option<ByteString>, now: Instant) {
+        tracing::debug!(conn, "protocol error: {}: {}", f.message, f.detail);
+        let mut frame = Frame::error(f.message)
+            .header(names::CONTENT_TYPE, "text/plain")
+            .header_opt(names::RECEIPT_ID, receipt);
+        if f.version {
+            frame = frame.header(names::VERSION, Version::list(&Version::ALL));
+        }
+        let frame = frame.body(f.detail);
+        self.push(conn, Output::Frame(frame), now);
+        self.begin_close(conn, now);
+    }
+
+    /// Stops reading, releases subscriptions and transactions, and lets
+    /// the driver flush what is owed before closing.
+    fn begin_close(&mut self, conn: ConnId, now: Instant) {
+        let Some(s) = self.sessions.get_mut(conn) else {
+            return;
+        };
+        if s.phase == Phase::Closing {
+            return;
+        }
+        s.phase = Phase::Closing;
+        self.teardown(conn, now);
+        self.arm(conn, TimerKind::Linger, now + LINGER);
+        self.mark_dirty(conn);
+    }
+
+    fn teardown(&mut self, conn: ConnId, now: Instant) {
+        let s = &mut self.sessions[conn];
+        if s.torn_down {
+            return;
+        }
+        s.torn_down = true;
+        let txs = std::mem::take(&mut s.txs);
+        for tx in txs {
+            self.drop_tx(tx);
+        }
+        for slot in 0..self.sessions[conn].subs.len() {
+            self.remove_sub(conn, slot, now);
+        }
+    }
+
+    /// Checks the bookkeeping: every message is in exactly one place,
+    /// counters and memory add up, subscriptions are registered both ways.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        use std::collections::{HashMap, HashSet};
+        let mut seen = HashSet::new();
+        let mut ready = 0u64;
+        let mut inflight = 0u64;
+        let mut bytes: HashMap<&ByteString, (usize, usize)> = HashMap::new();
+        for (name, q) in &self.router.queues {
+            for m in &q.ready {
+                if !seen.insert(m.seq) {
+                    return Err(format!("message {} queued twice", m.seq));
+                }
+                if m.dest != *name {
+                    return Err(format!("message {} in {name} says {}", m.seq, &*m.dest));
+                }
+                ready += 1;
+                bytes.entry(name).or_default().0 += m.size;
+            }
+            for r in &q.subs {
+                let ok = self
+                    .sessions
+                    .get(r.conn)
+                    .and_then(|s| s.subs.get(r.slot))
+                    .and_then(Option::as_ref)
+                    .is_some_and(|sub| sub.dest == *name && !sub.topic);
+                if !ok {
+                    return Err(format!("queue {name} has a stale subscriber {r:?}"));
+                }
+            }
+        }
+        let mut tx_bytes = 0;
+        for (conn, s) in &self.sessions {
+            for tx in &s.txs {
+                tx_bytes += tx.sends.iter().map(|m| m.size).sum::<usize>();
+            }
+            for (slot, sub) in s.subs.iter().enumerate() {
+                let Some(sub) = sub else { continue };
+                let r = SubRef { conn, slot };
+                let registered = if sub.topic {
+                    self.router
+                        .topics
+                        .get(&sub.dest)
+                        .is_some_and(|l| l.contains(&r))
+                } else {
+                    self.router
+                        .queues
+                        .get(&sub.dest)
+                        .is_some_and(|q| q.subs.contains(&r))
+                };
+                if !registered {
+                    return Err(format!(
+                        "subscription {r:?} not registered at {}",
+                        &*sub.dest
+                    ));
+                }
+                if sub.topic {
+                    continue;
+                }
+                if sub.ack == AckMode::Auto && !sub.unacked.is_empty() {
+                    return Err("auto subscription holds unacked messages".into());
+                }
+                for u in &sub.unacked {
+                    if !seen.insert(u.msg.seq) {
+                        return Err(format!(
+                            "message {} both queued and awaiting ack (or twice in flight)",
+                            u.msg.seq
+                        ));
+                    }
+                    inflight += 1;
+                    let e = bytes.entry(&sub.dest).or_default();
+                    e.0 += u.msg.size;
+                    e.1 += 1;
+                }
+            }
+        }
+        let mut total = tx_bytes;
+        for (name, q) in &self.router.queues {
+            let (b, n) = bytes.get(name).copied().unwrap_or_default();
+            if q.bytes != b || q.inflight != n {
+                return Err(format!(
+                    "queue {name}: counted {} bytes / {} in flight, found {b} / {n}",
+                    q.bytes, q.inflight
+                ));
+            }
+            total += b;
+        }
+        if total != self.router.memory {
+            return Err(format!(
+                "memory counter {} but messages hold {total}",
+                self.router.memory
+            ));
+        }
+        let st = self.stats;
+        if st.accepted != st.consumed + ready + inflight {
+            return Err(format!(
+                "accepted {} != consumed {} + queued {ready} + in flight {inflight}",
+                st.accepted, st.consumed
+            ));
+        }
+        for &(conn, serial, _) in &self.blocked {
+            if !self
+                .sessions
+                .get(conn)
+                .is_some_and(|s| s.serial == serial && s.paused)
+            {
+                return Err(format!("blocked entry for {conn} is stale or not paused"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stored(msg: &Message) -> StoredMessage {
+    StoredMessage {
+        seq: msg.seq,
+        queue: msg.dest.clone(),
+        headers: msg.headers.clone(),
+        body: msg.body.clone(),
+    }
+}
+
+fn push_to(dirty: &mut Vec<ConnId>, s: &mut Session, conn: ConnId, out: Output, now: Instant) {
+    let est = estimate(&out);
+    s.queued += est;
+    s.outbox.push_back((out, est));
+    s.last_write = now;
+    if !s.dirty {
+        s.dirty = true;
+        dirty.push(conn);
+    }
+}

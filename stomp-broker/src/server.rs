@@ -1,0 +1,533 @@
+//! The mio driver: sockets in, [`Engine`] in the middle, sockets out.
+//!
+//! One thread, one [`Poll`]. Per loop turn: read every readable connection
+//! in 64 KiB chunks (until `WouldBlock`, or 1 MiB for fairness) and hand
+//! the bytes to the engine; run due timers; then, for every connection the
+//! engine marked dirty, encode all frames owed into its write buffer and
+//! write it once. WRITABLE interest is registered only while a write
+//! buffer is not empty. Read buffers are empty `BytesMut`s until bytes
+//! arrive and are released when drained, so an idle connection costs a
+//! few hundred bytes.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use stomp_frame::{EncodeError, Encoder, Frame, Version, names};
+
+use crate::config::Config;
+use crate::engine::{ConnId, Engine};
+use crate::session::Output;
+
+const WAKER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+/// Listener `i` has token `LISTENER_BASE - i`.
+const LISTENER_BASE: usize = usize::MAX - 3;
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from one connection per loop turn before others get a go.
+const READ_BUDGET: usize = 1024 * 1024;
+/// Buffers bigger than this are released when they drain.
+const KEEP_CAPACITY: usize = 64 * 1024;
+/// How long shutdown waits for owed bytes to drain.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
+
+struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    writing: bool,
+}
+
+/// A broker bound to its listeners, ready to [`run`](Broker::run).
+///
+/// ```no_run
+/// use stomp_broker::{Broker, Config};
+/// let config = Config { listen: vec!["127.0.0.1:0".into()], ..Config::default() };
+/// let broker = Broker::bind(config)?;
+/// println!("listening on {}", broker.local_addrs()[0]);
+/// let running = broker.spawn()?; // or broker.run() on this thread
+/// running.shutdown()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Broker {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    addrs: Vec<SocketAddr>,
+    engine: Engine,
+    conns: Vec<Option<Conn>>,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    signals: Option<UnixStream>,
+    again: Vec<ConnId>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("addrs", &self.addrs)
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops a running broker from another thread (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ShutdownHandle {
+    /// Asks the broker to stop: it stops accepting, flushes what is owed,
+    /// closes every session and returns from [`Broker::run`].
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            tracing::error!("cannot wake the broker: {e}");
+        }
+    }
+}
+
+/// A broker running on its own thread; shut down when dropped.
+#[derive(Debug)]
+pub struct RunningBroker {
+    addrs: Vec<SocketAddr>,
+    handle: ShutdownHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl RunningBroker {
+    /// Where it listens, in the order of [`Config::listen`].
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The first listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// A handle that stops it.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Stops it and waits for its thread.
+    pub fn shutdown(mut self) -> io::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> io::Result<()> {
+        self.handle.shutdown();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("broker thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningBroker {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot resolve listen address {addr:?}: {e}; use host:port, as 127.0.0.1:61613"
+                ),
+            )
+        })?
+        .next()
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("listen address {addr:?} resolves to nothing"),
+            )
+        })
+}
+
+impl Broker {
+    /// Validates `config` and binds every listener (nothing is accepted
+    /// until [`run`](Broker::run)). A taken port is an error that names it.
+    pub fn bind(config: Config) -> io::Result<Broker> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for (i, text) in config.listen.iter().enumerate() {
+            let addr = resolve(text)?;
+            let mut l = TcpListener::bind(addr).map_err(|e| {
+                let hint = if e.kind() == io::ErrorKind::AddrInUse {
+                    "; stop what uses it or pick another --listen"
+                } else {
+                    ""
+                };
+                io::Error::new(e.kind(), format!("cannot listen on {text}: {e}{hint}"))
+            })?;
+            poll.registry()
+                .register(&mut l, Token(LISTENER_BASE - i), Interest::READABLE)?;
+            addrs.push(l.local_addr()?);
+            listeners.push(l);
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Broker {
+            poll,
+            listeners,
+            addrs,
+            engine: Engine::new(config),
+            conns: Vec::new(),
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
+            signals: None,
+            again: Vec::new(),
+        })
+    }
+
+    /// Where it listens, in the order of [`Config::listen`] (real ports
+    /// when port 0 was asked for).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// A handle that stops [`run`](Broker::run) from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            waker: self.waker.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+
+    /// Stops the broker when a byte arrives on `pipe` (the read end of a
+    /// signal-hook pipe registered for SIGINT/SIGTERM).
+    pub fn stop_on_readable(&mut self, pipe: std::os::unix::net::UnixStream) -> io::Result<()> {
+        pipe.set_nonblocking(true)?;
+        let mut s = UnixStream::from_std(pipe);
+        self.poll
+            .registry()
+            .register(&mut s, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(s);
+        Ok(())
+    }
+
+    /// Runs the broker on a new thread.
+    pub fn spawn(self) -> io::Result<RunningBroker> {
+        let addrs = self.addrs.clone();
+        let handle = self.shutdown_handle();
+        let thread = std::thread::Builder::new()
+            .name("stomp-broker".into())
+            .spawn(move || self.run())?;
+        Ok(RunningBroker {
+            addrs,
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    /// Serves until shut down (a [`ShutdownHandle`] or the signal pipe).
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut scratch = vec![0u8; READ_CHUNK];
+        let mut dirty = Vec::new();
+        let mut resumed = Vec::new();
+        loop {
+            let timeout = if self.again.is_empty() {
+                self.engine
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for c in std::mem::take(&mut self.again) {
+                self.read(c, &mut scratch, now);
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    SIGNALS => {
+                        if let Some(s) = self.signals.as_mut() {
+                            let mut b = [0u8; 64];
+                            while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+                        }
+                        tracing::info!("signal received, shutting down");
+                        self.stop.store(true, Ordering::SeqCst);
+                    }
+                    Token(t) if t > LISTENER_BASE - self.listeners.len() && t <= LISTENER_BASE => {
+                        self.accept(LISTENER_BASE - t, now);
+                    }
+                    Token(c) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.read(c, &mut scratch, now);
+                        }
+                        if ev.is_writable() {
+                            dirty.push(c);
+                        }
+                    }
+                }
+            }
+            self.engine.handle_timeout(now);
+            self.settle(&mut dirty, &mut resumed, &mut scratch, now);
+            if self.stop.load(Ordering::SeqCst) {
+                return self.shutdown();
+            }
+        }
+    }
+
+    /// Flushes dirty connections and re-reads resumed ones until quiet.
+    fn settle(
+        &mut self,
+        dirty: &mut Vec<ConnId>,
+        resumed: &mut Vec<ConnId>,
+        scratch: &mut [u8],
+        now: Instant,
+    ) {
+        self.engine.flush_store();
+        for _ in 0..16 {
+            self.engine.take_resumed(resumed);
+            for c in resumed.drain(..) {
+                self.read(c, scratch, now);
+            }
+            self.engine.take_dirty(dirty);
+            if dirty.is_empty() {
+                break;
+            }
+            for c in dirty.drain(..) {
+                self.flush(c, now);
+            }
+        }
+    }
+
+    fn accept(&mut self, i: usize, now: Instant) {
+        loop {
+            let (mut stream, peer) = match self.listeners[i].accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            if self.engine.connections() >= self.engine.config().max_connections {
+                tracing::warn!("refusing {peer}: max-connections reached");
+                let err = Frame::error("too many connections")
+                    .header(names::CONTENT_TYPE, "text/plain")
+                    .body("the broker has reached its max-connections limit");
+                if let Ok(bytes) = Encoder::new(Version::V1_0).to_bytes(&err) {
+                    let _ = stream.write(&bytes);
+                }
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let c = self.engine.open(now);
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut stream, Token(c), Interest::READABLE)
+            {
+                tracing::warn!("cannot register {peer}: {e}");
+                self.engine.close(c, now);
+                continue;
+            }
+            tracing::debug!(conn = c, "accepted {peer}");
+            if self.conns.len() <= c {
+                self.conns.resize_with(c + 1, || None);
+            }
+            self.conns[c] = Some(Conn {
+                stream,
+                rbuf: BytesMut::new(),
+                wbuf: BytesMut::new(),
+                writing: false,
+            });
+        }
+    }
+
+    fn read(&mut self, c: ConnId, scratch: &mut [u8], now: Instant) {
+        let Some(Some(conn)) = self.conns.get_mut(c) else {
+            return;
+        };
+        // Frames left over from before a pause come first.
+        if !conn.rbuf.is_empty() {
+            self.engine.handle_input(c, &mut conn.rbuf, now);
+        }
+        let mut eof = false;
+        let mut budget = READ_BUDGET;
+        loop {
+            if self.engine.is_paused(c) || self.engine.is_closing(c) {
+                break;
+            }
+            if budget == 0 {
+                self.again.push(c);
+                break;
+            }
+            match conn.stream.read(scratch) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    conn.rbuf.extend_from_slice(&scratch[..n]);
+                    self.engine.handle_input(c, &mut conn.rbuf, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(conn = c, "read error: {e}");
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
+            conn.rbuf = BytesMut::new();
+        }
+        if eof {
+            tracing::debug!(conn = c, "peer closed");
+            self.flush(c, now);
+            self.close(c, now);
+        }
+    }
+
+    fn flush(&mut self, c: ConnId, now: Instant) {
+        let Some(Some(conn)) = self.conns.get_mut(c) else {
+            return;
+        };
+        let enc = Encoder::new(self.engine.version(c));
+        while let Some(out) = self.engine.pop_output(c) {
+            match out {
+                Output::Heartbeat => conn.wbuf.put_u8(b'\n'),
+                Output::Frame(f) => encode_lossy(&enc, f, &mut conn.wbuf),
+            }
+        }
+        let mut broken = false;
+        while !conn.wbuf.is_empty() {
+            match conn.stream.write(&conn.wbuf) {
+                Ok(0) => {
+                    broken = true;
+                    break;
+                }
+                Ok(n) => conn.wbuf.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(conn = c, "write error: {e}");
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if conn.wbuf.is_empty() && conn.wbuf.capacity() > KEEP_CAPACITY {
+            conn.wbuf = BytesMut::new();
+        }
+        let pending = conn.wbuf.len();
+        let want = pending > 0;
+        if want != conn.writing && !broken {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(c), interest)
+                .is_err()
+            {
+                broken = true;
+            }
+            conn.writing = want;
+        }
+        self.engine.wrote(c, pending, now);
+        if broken || self.engine.should_close(c, pending) {
+            self.close(c, now);
+        }
+    }
+
+    fn close(&mut self, c: ConnId, now: Instant) {
+        if let Some(slot) = self.conns.get_mut(c)
+            && let Some(mut conn) = slot.take()
+        {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            tracing::debug!(conn = c, "closed");
+        }
+        self.engine.close(c, now);
+    }
+
+    fn shutdown(mut self) -> io::Result<()> {
+        for mut l in std::mem::take(&mut self.listeners) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let now = Instant::now();
+        let open: Vec<ConnId> = (0..self.conns.len())
+            .filter(|&c| self.conns[c].is_some())
+            .collect();
+        for &c in &open {
+            self.flush(c, now);
+        }
+        let deadline = now + SHUTDOWN_FLUSH;
+        let mut events = Events::with_capacity(256);
+        while Instant::now() < deadline {
+            let pending: Vec<ConnId> = (0..self.conns.len())
+                .filter(|&c| self.conns[c].as_ref().is_some_and(|k| !k.wbuf.is_empty()))
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(20)));
+            for c in pending {
+                self.flush(c, Instant::now());
+            }
+        }
+        let now = Instant::now();
+        for c in 0..self.conns.len() {
+            if self.conns[c].is_some() {
+                self.close(c, now);
+            }
+        }
+        self.engine.flush_store();
+        tracing::info!("broker stopped");
+        Ok(())
+    }
+}
+
+/// Encodes a frame; headers this version cannot carry (a newline in a
+/// 1.0 header, say) are left out rather than failing the delivery.
+fn encode_lossy(enc: &Encoder, mut frame: Frame, out: &mut BytesMut) {
+    loop {
+        match enc.encode(&frame, out) {
+            Ok(()) => return,
+            Err(EncodeError::Unencodable { header, .. }) if frame.headers.remove(&header) => {
+                tracing::debug!(
+                    "header {header:?} cannot be written in STOMP {}; left out",
+                    enc.version()
+                );
+            }
+            Err(e) => {
+                tracing::warn!("cannot encode {}: {e}", frame.command);
+                return;
+            }
+        }
+    }
+}

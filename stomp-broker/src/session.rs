@@ -1,0 +1,197 @@
+//! Per-connection state: handshake, subscriptions, unacknowledged
+//! messages, transactions, heart-beats and the frames owed to the peer.
+//!
+//! A session never touches a socket or a clock: the
+//! [`Engine`](crate::engine::Engine) feeds it frames and `now`, and the
+//! driver takes its output with [`Engine::pop_output`](crate::engine::Engine::pop_output).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use stomp_frame::{AckMode, ByteString, Decoder, Frame, Version};
+
+use crate::router::Message;
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for CONNECT or STOMP.
+    Handshake,
+    /// Connected.
+    Open,
+    /// An ERROR or the answer to DISCONNECT is owed; nothing more is read.
+    Closing,
+}
+
+/// Something owed to the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A frame.
+    Frame(Frame),
+    /// A heart-beat (one EOL).
+    Heartbeat,
+}
+
+/// A message handed to a client-mode subscriber and not yet acknowledged.
+#[derive(Debug)]
+pub(crate) struct Unacked {
+    /// The number in its `ack` id.
+    pub(crate) ack: u64,
+    /// The message.
+    pub(crate) msg: Message,
+}
+
+/// One SUBSCRIBE.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    /// The client's id for it.
+    pub(crate) id: ByteString,
+    /// The destination.
+    pub(crate) dest: ByteString,
+    /// Whether the destination is a topic.
+    pub(crate) topic: bool,
+    /// The ack mode.
+    pub(crate) ack: AckMode,
+    /// Most unacknowledged messages at once (client modes).
+    pub(crate) window: usize,
+    /// Delivered, not yet acknowledged, oldest first.
+    pub(crate) unacked: VecDeque<Unacked>,
+}
+
+/// An ACK or NACK inside a transaction, applied at COMMIT.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AckOp {
+    /// The subscription's slot.
+    pub(crate) slot: usize,
+    /// The ack number it names.
+    pub(crate) ack: u64,
+    /// NACK rather than ACK.
+    pub(crate) nack: bool,
+}
+
+/// An open transaction.
+#[derive(Debug)]
+pub(crate) struct Tx {
+    /// The client's id for it.
+    pub(crate) id: ByteString,
+    /// Messages sent in it, routed at COMMIT.
+    pub(crate) sends: Vec<Message>,
+    /// Acknowledgements in it, applied at COMMIT.
+    pub(crate) acks: Vec<AckOp>,
+}
+
+/// Kinds of timers a session has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum TimerKind {
+    /// Time to send a heart-beat if nothing else was sent.
+    SendBeat = 0,
+    /// Time to check the peer was heard from.
+    ReceiveCheck = 1,
+    /// A closing connection that does not drain is cut.
+    Linger = 2,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// Unique among every session of this engine (connection ids are reused).
+    pub(crate) serial: u64,
+    pub(crate) phase: Phase,
+    pub(crate) version: Version,
+    pub(crate) decoder: Decoder,
+    /// Subscriptions by slot (slots are reused).
+    pub(crate) subs: Vec<Option<Subscription>>,
+    pub(crate) txs: Vec<Tx>,
+    pub(crate) outbox: VecDeque<(Output, usize)>,
+    /// Estimated bytes in `outbox`.
+    pub(crate) queued: usize,
+    /// Bytes the driver has encoded but not yet written.
+    pub(crate) unwritten: usize,
+    /// In the engine's dirty list.
+    pub(crate) dirty: bool,
+    pub(crate) send_every: Option<Duration>,
+    pub(crate) receive_within: Option<Duration>,
+    pub(crate) last_read: Instant,
+    pub(crate) last_write: Instant,
+    pub(crate) next_ack: u64,
+    /// Reading is stopped (memory full).
+    pub(crate) paused: bool,
+    /// Pending timer entries, for lazy invalidation.
+    pub(crate) armed: [Option<Instant>; 3],
+    /// The linger timer ran out: close without flushing.
+    pub(crate) cut: bool,
+    /// Subscriptions and transactions were released.
+    pub(crate) torn_down: bool,
+}
+
+impl Session {
+    pub(crate) fn new(serial: u64, decoder: Decoder, now: Instant) -> Session {
+        Session {
+            serial,
+            phase: Phase::Handshake,
+            version: Version::V1_2,
+            decoder,
+            subs: Vec::new(),
+            txs: Vec::new(),
+            outbox: VecDeque::new(),
+            queued: 0,
+            unwritten: 0,
+            dirty: false,
+            send_every: None,
+            receive_within: None,
+            last_read: now,
+            last_write: now,
+            next_ack: 0,
+            paused: false,
+            armed: [None; 3],
+            cut: false,
+            torn_down: false,
+        }
+    }
+
+    /// Bytes owed to the peer.
+    pub(crate) fn backlog(&self) -> usize {
+        self.queued + self.unwritten
+    }
+
+    /// The slot of the subscription with this client id.
+    pub(crate) fn sub_slot(&self, id: &str) -> Option<usize> {
+        self.subs
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.id == id))
+    }
+
+    /// Stores a subscription in a free slot.
+    pub(crate) fn add_sub(&mut self, sub: Subscription) -> usize {
+        match self.subs.iter().position(Option::is_none) {
+            Some(i) => {
+                self.subs[i] = Some(sub);
+                i
+            }
+            None => {
+                self.subs.push(Some(sub));
+                self.subs.len() - 1
+            }
+        }
+    }
+
+    /// The open transaction with this id.
+    pub(crate) fn tx_index(&self, id: &str) -> Option<usize> {
+        self.txs.iter().position(|t| t.id == id)
+    }
+}
+
+/// Rough bytes a frame takes on the wire (for backlog accounting).
+pub(crate) fn estimate(out: &Output) -> usize {
+    match out {
+        Output::Heartbeat => 1,
+        Output::Frame(f) => {
+            24 + f.command.as_str().len()
+                + f.body.len()
+                + f.headers
+                    .iter()
+                    .map(|h| h.name().len() + h.value().len() + 2)
+                    .sum::<usize>()
+        }
+    }
+}
