@@ -1,1 +1,85 @@
-//! A blocking, thread-safe STOMP client on mio (work in progress).
+//! `stomp-client`: a blocking, thread-safe STOMP 1.0 / 1.1 / 1.2 client on
+//! mio, for ActiveMQ, RabbitMQ, Artemis and the `stomp-broker` of this
+//! project.
+//!
+//! ```text
+//!  program threads                         I/O thread (one per Client, mio)
+//!  ───────────────                         ────────────────────────────────
+//!  client.send(..) ──Cmd──▶ bounded channel ──▶ Core (sans-I/O session) ──▶ socket
+//!                          + mio::Waker          handshake, heart-beats,
+//!                                                 receipts, subscriptions
+//!  sub.recv()   ◀── per-subscription channel ◀──┐
+//!  send_confirmed ◀── receipt (oneshot) ◀───────┼── frames sorted by type ◀── socket
+//!  next call    ◀── pending ERROR ◀─────────────┘
+//!  client.events() ◀── connected / lost / reconnected / closed
+//! ```
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use stomp_client::{AckMode, Client, ConnectOptions, ReconnectPolicy};
+//!
+//! let opts = ConnectOptions::from_url("stomp://guest:guest@127.0.0.1:61613/%2F")?
+//!     .heart_beat(10_000, 10_000)
+//!     .reconnect(ReconnectPolicy::default());
+//! let client = Client::connect(opts)?;
+//!
+//! // Fire-and-forget, and confirmed by a RECEIPT.
+//! client.send("/queue/orders", "order 1")?;
+//! client.send_with_confirmed(
+//!     "/queue/orders",
+//!     &[("content-type", "text/plain")],
+//!     "order 2",
+//!     Duration::from_secs(5),
+//! )?;
+//!
+//! // Consume, acknowledging each message.
+//! let sub = client.subscribe("/queue/orders", AckMode::ClientIndividual, &[])?;
+//! while let Some(msg) = sub.recv_timeout(Duration::from_secs(1))? {
+//!     println!("{}", String::from_utf8_lossy(msg.body()));
+//!     msg.ack()?;
+//! }
+//!
+//! // A transaction: all or nothing.
+//! let tx = client.begin()?;
+//! tx.send("/queue/audit", "a")?;
+//! tx.send("/queue/audit", "b")?;
+//! tx.commit()?;
+//!
+//! client.disconnect()?;
+//! # Ok::<(), stomp_client::Error>(())
+//! ```
+//!
+//! Rules the client keeps:
+//!
+//! - **Every wait is bounded**: connect, confirmed sends, receipts, a full
+//!   outgoing queue, `disconnect()` and the join of the I/O thread on drop.
+//! - **Errors find their call**: an ERROR frame naming a receipt fails the
+//!   call waiting for it; any other ERROR is returned by the next call (and
+//!   sent as [`ConnectionEvent::Error`]). An ERROR ends the session, as STOMP
+//!   1.2 says the broker closes after it.
+//! - **Heart-beats** are sent by the I/O thread; a broker silent for the
+//!   negotiated interval times the grace factor (1.5) is declared lost.
+//! - **Reconnect** (opt-in, [`ReconnectPolicy`]): failover list, exponential
+//!   backoff with a cap; subscriptions are re-established with the same ids
+//!   before anything else is sent, then [`ConnectionEvent::Reconnected`] is
+//!   emitted. Sends during the outage follow the [`OutagePolicy`]. Acks of
+//!   messages from the lost session and its transactions fail with typed
+//!   errors instead of confusing the new session.
+//! - **Back-pressure**: each subscription buffers a bounded number of
+//!   messages; when one is full the client stops reading the socket.
+//!
+//! The protocol logic lives in a sans-I/O core (`core.rs`, tested without
+//! sockets); the I/O thread (`driver.rs`) is a thin mio loop around it.
+
+mod client;
+mod core;
+mod driver;
+mod error;
+mod options;
+
+pub use bytes::Bytes;
+pub use client::{Client, ConnectionEvent, ConnectionState, Message, Subscription, Transaction};
+pub use core::SessionInfo;
+pub use error::{Error, Result};
+pub use options::{ConnectOptions, DEFAULT_PORT, OutagePolicy, ReconnectPolicy, StompUrl};
+pub use stomp_frame::{self, AckMode, Frame, Headers, HeartBeat, Version};

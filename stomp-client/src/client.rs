@@ -1,0 +1,872 @@
+//! The public, blocking API: [`Client`], [`Subscription`], [`Message`],
+//! [`Transaction`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError};
+use stomp_frame::{AckMode, Command, Frame, Headers, Version};
+
+use crate::core::SessionInfo;
+use crate::driver::{self, Cmd, Waiter};
+use crate::error::{Error, Result};
+use crate::options::{ConnectOptions, OutagePolicy};
+
+/// Where the client's connection stands.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// The first connection is being made.
+    Connecting,
+    /// A session is open.
+    Connected,
+    /// The connection was lost; the client is trying again (reconnect on).
+    Reconnecting,
+    /// The client is done: disconnected, dropped, or the connection was lost
+    /// for good.
+    Closed,
+}
+
+/// A change of the connection, from [`Client::events`].
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub enum ConnectionEvent {
+    /// The first session is open.
+    Connected(SessionInfo),
+    /// The connection was lost; with reconnect on, the client now tries again.
+    Lost(Error),
+    /// A new session is open after a loss, and every subscription was sent
+    /// again (same ids) before any other frame.
+    Reconnected {
+        /// The new session.
+        info: SessionInfo,
+        /// How many subscriptions were re-established.
+        subscriptions: usize,
+    },
+    /// The broker sent an ERROR that answers no call (it is also returned by
+    /// the next call made on the client).
+    Error(Error),
+    /// The client is done (`None`: closed by the program).
+    Closed(Option<Error>),
+}
+
+pub(crate) struct State {
+    pub(crate) status: ConnectionState,
+    pub(crate) info: Option<SessionInfo>,
+    pub(crate) epoch: u64,
+    pub(crate) pending_error: Option<Error>,
+    pub(crate) closed_reason: Option<Error>,
+}
+
+/// What the API threads and the I/O thread share.
+pub(crate) struct Inner {
+    pub(crate) opts: ConnectOptions,
+    cmd_tx: Sender<Cmd>,
+    waker: mio::Waker,
+    pub(crate) wake_pending: AtomicBool,
+    pub(crate) shutdown: AtomicBool,
+    state: Mutex<State>,
+    state_cv: Condvar,
+    next_id: AtomicU64,
+    events_tx: Sender<ConnectionEvent>,
+    events_rx: Receiver<ConnectionEvent>,
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the state and wakes calls waiting for the connection.
+    pub(crate) fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.state());
+        self.state_cv.notify_all();
+    }
+
+    /// Publishes an event; dropped when nobody reads them and the queue is full.
+    pub(crate) fn emit(&self, event: ConnectionEvent) {
+        let _ = self.events_tx.try_send(event);
+    }
+
+    pub(crate) fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    fn next_id(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The error for a call on a closed client.
+    fn closed_error(&self) -> Error {
+        self.state().closed_reason.clone().unwrap_or(Error::Closed)
+    }
+
+    /// The current session's epoch when connected (leaves a pending error
+    /// for the next real call).
+    fn live_epoch(&self) -> Option<u64> {
+        let st = self.state();
+        (st.status == ConnectionState::Connected).then_some(st.epoch)
+    }
+
+    /// Checks that a call may go out now: returns a pending broker error,
+    /// waits (per the outage policy) while reconnecting, fails when closed.
+    /// Returns the current session epoch.
+    fn ready(&self) -> Result<u64> {
+        let mut st = self.state();
+        if let Some(e) = st.pending_error.take() {
+            return Err(e);
+        }
+        let wait_until = match self.opts.outage {
+            OutagePolicy::FailFast => None,
+            OutagePolicy::Wait(d) => Some(Instant::now() + d),
+        };
+        loop {
+            match st.status {
+                ConnectionState::Connected => return Ok(st.epoch),
+                ConnectionState::Closed => {
+                    return Err(st.closed_reason.clone().unwrap_or(Error::Closed));
+                }
+                ConnectionState::Connecting | ConnectionState::Reconnecting => {
+                    let Some(until) = wait_until else {
+                        return Err(Error::NotConnected);
+                    };
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::NotConnected);
+                    }
+                    st = self
+                        .state_cv
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Hands a command to the I/O thread, waiting at most the send timeout
+    /// for room in its queue.
+    fn push(&self, cmd: Cmd) -> Result<()> {
+        match self.cmd_tx.send_timeout(cmd, self.opts.send_timeout) {
+            Ok(()) => {
+                self.wake();
+                Ok(())
+            }
+            Err(SendTimeoutError::Timeout(_)) => Err(Error::Timeout {
+                what: "room in the outgoing queue",
+                after: self.opts.send_timeout,
+            }),
+            Err(SendTimeoutError::Disconnected(_)) => Err(self.closed_error()),
+        }
+    }
+
+    /// Sends a command that needs a live session.
+    fn submit(&self, cmd: Cmd) -> Result<()> {
+        self.ready()?;
+        self.push(cmd)
+    }
+
+    /// Sends a command carrying a receipt waiter and waits for the answer.
+    fn submit_confirmed(&self, make: impl FnOnce(Waiter) -> Cmd, timeout: Duration) -> Result<()> {
+        self.ready()?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.push(make(Waiter { tx, timeout }))?;
+        wait_receipt(&rx, timeout)
+    }
+}
+
+/// Waits for a receipt answer, a little longer than the I/O thread's own
+/// timer for it (which answers with a timeout error itself).
+fn wait_receipt(rx: &Receiver<Result<()>>, timeout: Duration) -> Result<()> {
+    match rx.recv_timeout(timeout + Duration::from_millis(250)) {
+        Ok(r) => r,
+        Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
+            what: "RECEIPT",
+            after: timeout,
+        }),
+        Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
+    }
+}
+
+/// A connection to a STOMP broker.
+///
+/// `Client` is `Send + Sync`: share it between threads with an `Arc` (or by
+/// reference) and call it from all of them. Each client runs one I/O thread
+/// that owns the socket; calls hand frames to it through a queue and never
+/// touch the network themselves.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use stomp_client::{AckMode, Client};
+///
+/// let client = Client::connect_url("stomp://guest:guest@127.0.0.1:61613/%2F")?;
+/// let sub = client.subscribe("/queue/jobs", AckMode::ClientIndividual, &[])?;
+/// client.send("/queue/jobs", "hello")?;
+/// client.send_confirmed("/queue/jobs", "hello, with a receipt", Duration::from_secs(5))?;
+/// for msg in sub.iter().take(2) {
+///     println!("{:?}", msg.body());
+///     msg.ack()?;
+/// }
+/// client.disconnect()?;
+/// # Ok::<(), stomp_client::Error>(())
+/// ```
+///
+/// Dropping the client disconnects it (bounded by the disconnect timeout)
+/// and stops its I/O thread.
+pub struct Client {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<(JoinHandle<()>, Receiver<()>)>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("addresses", &self.inner.opts.addresses)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects as `opts` says and returns once CONNECTED has arrived. Each
+    /// address of the failover list is tried once, each attempt bounded by
+    /// the connect timeout; the error of the last one is returned.
+    pub fn connect(opts: ConnectOptions) -> Result<Client> {
+        opts.validate()?;
+        let poll = mio::Poll::new().map_err(|e| Error::InvalidOption(format!("mio: {e}")))?;
+        let waker = mio::Waker::new(poll.registry(), driver::WAKER)
+            .map_err(|e| Error::InvalidOption(format!("mio: {e}")))?;
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(4096);
+        let (events_tx, events_rx) = crossbeam_channel::bounded(256);
+        let attempts = opts.addresses.len() as u32;
+        let budget = opts.connect_timeout * attempts + Duration::from_secs(1);
+        let inner = Arc::new(Inner {
+            opts,
+            cmd_tx,
+            waker,
+            wake_pending: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            state: Mutex::new(State {
+                status: ConnectionState::Connecting,
+                info: None,
+                epoch: 0,
+                pending_error: None,
+                closed_reason: None,
+            }),
+            state_cv: Condvar::new(),
+            next_id: AtomicU64::new(0),
+            events_tx,
+            events_rx,
+        });
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let thread_inner = Arc::clone(&inner);
+        let handle = std::thread::Builder::new()
+            .name("stomp-client-io".into())
+            .spawn(move || driver::run(thread_inner, poll, cmd_rx, ready_tx, done_tx))
+            .map_err(|e| Error::InvalidOption(format!("cannot start the I/O thread: {e}")))?;
+        let client = Client {
+            inner,
+            thread: Mutex::new(Some((handle, done_rx))),
+        };
+        match ready_rx.recv_timeout(budget) {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(e)) => {
+                client.stop_thread(Duration::from_secs(1));
+                Err(e)
+            }
+            Err(_) => {
+                client.stop_thread(Duration::from_secs(1));
+                Err(Error::Timeout {
+                    what: "CONNECTED",
+                    after: budget,
+                })
+            }
+        }
+    }
+
+    /// Connects to a `stomp://user:pass@host:port/vhost` URL with default
+    /// options (see [`ConnectOptions::from_url`]).
+    pub fn connect_url(url: &str) -> Result<Client> {
+        Client::connect(ConnectOptions::from_url(url)?)
+    }
+
+    /// The options the client was made with.
+    pub fn options(&self) -> &ConnectOptions {
+        &self.inner.opts
+    }
+
+    /// Where the connection stands.
+    pub fn state(&self) -> ConnectionState {
+        self.inner.state().status
+    }
+
+    /// Whether a session is open right now.
+    pub fn is_connected(&self) -> bool {
+        self.state() == ConnectionState::Connected
+    }
+
+    /// What the broker said in the CONNECTED of the current (or last) session.
+    pub fn session_info(&self) -> Option<SessionInfo> {
+        self.inner.state().info.clone()
+    }
+
+    /// The negotiated protocol version.
+    pub fn version(&self) -> Version {
+        self.inner
+            .state()
+            .info
+            .as_ref()
+            .map_or(Version::V1_2, |i| i.version)
+    }
+
+    /// Connection changes (lost, reconnected, errors, closed), as a channel:
+    /// receive from it in any thread. Every call returns a handle on the same
+    /// queue (each event goes to one receiver), which holds the last 256
+    /// events when nobody reads it; later ones are dropped until it is read.
+    pub fn events(&self) -> Receiver<ConnectionEvent> {
+        self.inner.events_rx.clone()
+    }
+
+    /// Sends `body` to `destination`, without waiting for the broker.
+    ///
+    /// Returns once the frame is queued for the I/O thread: cheap enough for
+    /// a web request handler. A broker error about it arrives with the next
+    /// call (or as [`ConnectionEvent::Error`]).
+    pub fn send(&self, destination: &str, body: impl Into<Bytes>) -> Result<()> {
+        self.send_frame(Frame::send(destination.to_owned()).body(body))
+    }
+
+    /// Sends `body` to `destination` with extra headers (`content-type`,
+    /// `persistent`, user headers...), without waiting.
+    pub fn send_with(
+        &self,
+        destination: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<()> {
+        self.send_frame(send_frame(destination, headers, body))
+    }
+
+    /// Sends a frame as built (normally a SEND made with [`Frame::send`]).
+    pub fn send_frame(&self, frame: Frame) -> Result<()> {
+        self.inner.submit(Cmd::Send {
+            frame,
+            epoch: None,
+            receipt: None,
+        })
+    }
+
+    /// Sends `body` to `destination` and waits until the broker's RECEIPT
+    /// confirms it (at most `timeout`). An ERROR answering it is returned as
+    /// [`Error::Broker`].
+    pub fn send_confirmed(
+        &self,
+        destination: &str,
+        body: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.send_frame_confirmed(Frame::send(destination.to_owned()).body(body), timeout)
+    }
+
+    /// [`send_confirmed`](Client::send_confirmed) with extra headers.
+    pub fn send_with_confirmed(
+        &self,
+        destination: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.send_frame_confirmed(send_frame(destination, headers, body), timeout)
+    }
+
+    /// Sends a frame with a `receipt` header and waits for its RECEIPT.
+    pub fn send_frame_confirmed(&self, frame: Frame, timeout: Duration) -> Result<()> {
+        self.inner.submit_confirmed(
+            |w| Cmd::Send {
+                frame,
+                epoch: None,
+                receipt: Some(w),
+            },
+            timeout,
+        )
+    }
+
+    /// Subscribes to `destination` and waits for the broker to confirm it.
+    ///
+    /// `headers` go into the SUBSCRIBE as given (`selector`,
+    /// `activemq.prefetchSize`, `prefetch-count`, `durable`...). The
+    /// subscription's id is chosen by the client (see
+    /// [`Subscription::id`]). With reconnect on, the subscription is sent
+    /// again with the same id and headers on every new session.
+    pub fn subscribe(
+        &self,
+        destination: &str,
+        ack: AckMode,
+        headers: &[(&str, &str)],
+    ) -> Result<Subscription> {
+        let id = self.inner.next_id("sub");
+        let mut frame = Frame::subscribe(id.clone(), destination.to_owned(), ack);
+        for (k, v) in headers {
+            frame = frame.header((*k).to_owned(), (*v).to_owned());
+        }
+        let (sink, rx) = crossbeam_channel::bounded(self.inner.opts.subscription_capacity);
+        self.inner.submit_confirmed(
+            |w| Cmd::Subscribe {
+                frame,
+                sink,
+                ack,
+                receipt: Some(w),
+            },
+            self.inner.opts.receipt_timeout,
+        )?;
+        Ok(Subscription {
+            id,
+            destination: destination.to_owned(),
+            ack,
+            rx,
+            inner: Arc::clone(&self.inner),
+            active: true,
+        })
+    }
+
+    /// Acknowledges a message (same as [`Message::ack`]).
+    pub fn ack(&self, message: &Message) -> Result<()> {
+        message.ack()
+    }
+
+    /// Rejects a message (same as [`Message::nack`]).
+    pub fn nack(&self, message: &Message) -> Result<()> {
+        message.nack()
+    }
+
+    /// Begins a transaction. Its sends and acks take effect at
+    /// [`Transaction::commit`]; dropping it uncommitted aborts it.
+    pub fn begin(&self) -> Result<Transaction<'_>> {
+        let id = self.inner.next_id("tx");
+        let epoch = self.inner.ready()?;
+        self.inner.push(Cmd::Send {
+            frame: Frame::begin(id.clone()),
+            epoch: Some(epoch),
+            receipt: None,
+        })?;
+        Ok(Transaction {
+            client: self,
+            id,
+            epoch,
+            finished: false,
+        })
+    }
+
+    /// Disconnects gracefully: sends DISCONNECT, waits for its receipt (at
+    /// most the disconnect timeout; a broker that never answers cannot hold
+    /// the caller), closes the socket and stops the I/O thread.
+    ///
+    /// Returns the broker error pending for the program, if one is.
+    pub fn disconnect(self) -> Result<()> {
+        self.close()
+    }
+
+    fn close(&self) -> Result<()> {
+        let timeout = self.inner.opts.disconnect_timeout;
+        let pending = self.inner.state().pending_error.take();
+        let result = if self.state() == ConnectionState::Closed {
+            Ok(())
+        } else {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            match self.inner.push(Cmd::Disconnect { done: tx }) {
+                Ok(()) => wait_receipt(&rx, timeout),
+                Err(e) => Err(e),
+            }
+        };
+        self.stop_thread(Duration::from_secs(1));
+        match (pending, result) {
+            (Some(e), _) => Err(e),
+            (None, Err(Error::Closed)) => Ok(()),
+            (None, r) => r,
+        }
+    }
+
+    /// Tells the I/O thread to stop and joins it, waiting at most `bound`.
+    fn stop_thread(&self, bound: Duration) {
+        self.inner.shutdown.store(true, Ordering::SeqCst);
+        let _ = self.inner.waker.wake();
+        let taken = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((handle, done)) = taken {
+            // The I/O thread never blocks without a timeout; if it still
+            // has not stopped, detach it rather than hang the caller.
+            if done.recv_timeout(bound).is_ok() {
+                let _ = handle.join();
+            }
+        }
+        self.inner.update(|st| st.status = ConnectionState::Closed);
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let running = self
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if running {
+            let _ = self.close();
+        }
+    }
+}
+
+fn send_frame(destination: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Frame {
+    let mut frame = Frame::send(destination.to_owned());
+    for (k, v) in headers {
+        frame = frame.header((*k).to_owned(), (*v).to_owned());
+    }
+    frame.body(body)
+}
+
+/// The messages of one subscription.
+///
+/// Receive them with [`recv`](Subscription::recv),
+/// [`recv_timeout`](Subscription::recv_timeout),
+/// [`try_recv`](Subscription::try_recv) or by iterating (`for msg in &sub`);
+/// to spread them over worker threads, clone the
+/// [`receiver`](Subscription::receiver). Dropping the subscription
+/// unsubscribes (without waiting); [`unsubscribe`](Subscription::unsubscribe)
+/// waits for the broker's receipt.
+pub struct Subscription {
+    id: String,
+    destination: String,
+    ack: AckMode,
+    rx: Receiver<Message>,
+    inner: Arc<Inner>,
+    active: bool,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("destination", &self.destination)
+            .field("ack", &self.ack)
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// The subscription id (the `id` header of SUBSCRIBE, and the
+    /// `subscription` header of its messages).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The destination subscribed to.
+    pub fn destination(&self) -> &str {
+        &self.destination
+    }
+
+    /// The ack mode.
+    pub fn ack_mode(&self) -> AckMode {
+        self.ack
+    }
+
+    /// Waits for the next message. Fails when the client is closed (a
+    /// reconnecting client keeps the subscription: this keeps waiting).
+    pub fn recv(&self) -> Result<Message> {
+        self.rx.recv().map_err(|_| self.inner.closed_error())
+    }
+
+    /// Waits at most `timeout` for the next message (`Ok(None)`: none came).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Message>> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(m) => Ok(Some(m)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(self.inner.closed_error()),
+        }
+    }
+
+    /// The next message if one is waiting (`Ok(None)`: none).
+    pub fn try_recv(&self) -> Result<Option<Message>> {
+        match self.rx.try_recv() {
+            Ok(m) => Ok(Some(m)),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(self.inner.closed_error()),
+        }
+    }
+
+    /// Iterates over messages until the client closes.
+    pub fn iter(&self) -> impl Iterator<Item = Message> + '_ {
+        self.rx.iter()
+    }
+
+    /// A handle on the message queue, to share among worker threads.
+    pub fn receiver(&self) -> Receiver<Message> {
+        self.rx.clone()
+    }
+
+    /// Unsubscribes and waits for the broker's receipt.
+    pub fn unsubscribe(mut self) -> Result<()> {
+        self.active = false;
+        let id = self.id.clone();
+        let timeout = self.inner.opts.receipt_timeout;
+        match self.inner.submit_confirmed(
+            |w| Cmd::Unsubscribe {
+                id,
+                receipt: Some(w),
+            },
+            timeout,
+        ) {
+            // Closed or reconnecting: the subscription is gone either way
+            // (a reconnecting client forgets it before the next session).
+            Err(Error::NotConnected) => {
+                let _ = self.inner.push(Cmd::Unsubscribe {
+                    id: self.id.clone(),
+                    receipt: None,
+                });
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.active && self.inner.state().status != ConnectionState::Closed {
+            let _ = self.inner.cmd_tx.try_send(Cmd::Unsubscribe {
+                id: self.id.clone(),
+                receipt: None,
+            });
+            self.inner.wake();
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Subscription {
+    type Item = Message;
+    type IntoIter = crossbeam_channel::Iter<'a, Message>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.rx.iter()
+    }
+}
+
+/// A message received on a [`Subscription`].
+///
+/// Acknowledge it with [`ack`](Message::ack) or [`nack`](Message::nack)
+/// when its subscription is in `client` or `client-individual` mode; the
+/// right frame for the negotiated version is sent (1.2: `id` from the `ack`
+/// header; 1.1: `message-id` + `subscription`; 1.0: `message-id`).
+pub struct Message {
+    pub(crate) frame: Frame,
+    pub(crate) epoch: u64,
+    pub(crate) ack_mode: AckMode,
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("headers", &self.frame.headers)
+            .field("body_len", &self.frame.body.len())
+            .finish()
+    }
+}
+
+impl Message {
+    /// The `destination` header.
+    pub fn destination(&self) -> Option<&str> {
+        self.frame.destination()
+    }
+
+    /// The `message-id` header.
+    pub fn message_id(&self) -> Option<&str> {
+        self.frame.message_id()
+    }
+
+    /// The `subscription` header.
+    pub fn subscription(&self) -> Option<&str> {
+        self.frame.subscription()
+    }
+
+    /// The first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.frame.headers.get(name)
+    }
+
+    /// Every header, in order.
+    pub fn headers(&self) -> &Headers {
+        &self.frame.headers
+    }
+
+    /// The body (shared, not copied).
+    pub fn body(&self) -> &Bytes {
+        &self.frame.body
+    }
+
+    /// Whether the broker marked it as delivered before (`redelivered:true`).
+    pub fn redelivered(&self) -> bool {
+        self.frame.headers.get("redelivered") == Some("true")
+    }
+
+    /// The MESSAGE frame.
+    pub fn frame(&self) -> &Frame {
+        &self.frame
+    }
+
+    /// Takes the MESSAGE frame.
+    pub fn into_frame(self) -> Frame {
+        self.frame
+    }
+
+    /// Acknowledges the message (in `client` mode, also every earlier one of
+    /// its subscription). Does not wait for the broker.
+    pub fn ack(&self) -> Result<()> {
+        self.acknowledge(Command::Ack, None)
+    }
+
+    /// Rejects the message (STOMP 1.1+). What the broker does with it is
+    /// its own policy: RabbitMQ requeues, ActiveMQ dead-letters.
+    pub fn nack(&self) -> Result<()> {
+        self.acknowledge(Command::Nack, None)
+    }
+
+    pub(crate) fn acknowledge(
+        &self,
+        command: Command,
+        transaction: Option<(&str, u64)>,
+    ) -> Result<()> {
+        if !self.ack_mode.needs_ack() {
+            return Err(Error::CannotAck("its subscription is in auto mode"));
+        }
+        let epoch = self.inner.ready()?;
+        if epoch != self.epoch {
+            return Err(Error::CannotAck(
+                "it came from an earlier connection (the broker redelivers it)",
+            ));
+        }
+        if let Some((id, tx_epoch)) = transaction
+            && tx_epoch != epoch
+        {
+            return Err(Error::TransactionLost(id.to_owned()));
+        }
+        self.inner.push(Cmd::Ack {
+            message: self.frame.clone(),
+            nack: command == Command::Nack,
+            transaction: transaction.map(|(id, _)| id.to_owned()),
+            epoch: self.epoch,
+        })
+    }
+}
+
+/// A transaction: sends and acks that take effect together at
+/// [`commit`](Transaction::commit), or not at all ([`abort`](Transaction::abort),
+/// or dropping it).
+///
+/// A transaction lives in one session: if the connection is lost, the
+/// broker aborts it and every later call on it fails with
+/// [`Error::TransactionLost`].
+pub struct Transaction<'c> {
+    client: &'c Client,
+    id: String,
+    epoch: u64,
+    finished: bool,
+}
+
+impl fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction").field("id", &self.id).finish()
+    }
+}
+
+impl Transaction<'_> {
+    /// The transaction id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn check(&self) -> Result<()> {
+        let epoch = self.client.inner.ready()?;
+        if epoch != self.epoch {
+            return Err(Error::TransactionLost(self.id.clone()));
+        }
+        Ok(())
+    }
+
+    /// Sends `body` to `destination` within the transaction.
+    pub fn send(&self, destination: &str, body: impl Into<Bytes>) -> Result<()> {
+        self.send_frame(Frame::send(destination.to_owned()).body(body))
+    }
+
+    /// Sends with extra headers within the transaction.
+    pub fn send_with(
+        &self,
+        destination: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<()> {
+        self.send_frame(send_frame(destination, headers, body))
+    }
+
+    /// Sends a frame within the transaction (its `transaction` header is set).
+    pub fn send_frame(&self, mut frame: Frame) -> Result<()> {
+        self.check()?;
+        frame.headers.set("transaction", self.id.clone());
+        self.client.inner.push(Cmd::Send {
+            frame,
+            epoch: Some(self.epoch),
+            receipt: None,
+        })
+    }
+
+    /// Acknowledges a message within the transaction.
+    pub fn ack(&self, message: &Message) -> Result<()> {
+        message.acknowledge(Command::Ack, Some((&self.id, self.epoch)))
+    }
+
+    /// Rejects a message within the transaction.
+    pub fn nack(&self, message: &Message) -> Result<()> {
+        message.acknowledge(Command::Nack, Some((&self.id, self.epoch)))
+    }
+
+    /// Commits, and waits for the broker's receipt (receipt timeout).
+    pub fn commit(mut self) -> Result<()> {
+        self.finished = true;
+        self.finish(Frame::commit(self.id.clone()))
+    }
+
+    /// Aborts, and waits for the broker's receipt (receipt timeout).
+    pub fn abort(mut self) -> Result<()> {
+        self.finished = true;
+        self.finish(Frame::abort(self.id.clone()))
+    }
+
+    fn finish(&self, frame: Frame) -> Result<()> {
+        self.check()?;
+        let epoch = self.epoch;
+        self.client.inner.submit_confirmed(
+            |w| Cmd::Send {
+                frame,
+                epoch: Some(epoch),
+                receipt: Some(w),
+            },
+            self.client.inner.opts.receipt_timeout,
+        )
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.client.inner.live_epoch() == Some(self.epoch) {
+            let _ = self.client.inner.push(Cmd::Send {
+                frame: Frame::abort(self.id.clone()),
+                epoch: Some(self.epoch),
+                receipt: None,
+            });
+        }
+    }
+}

@@ -1,0 +1,697 @@
+//! The I/O thread: a thin mio driver around [`Core`].
+//!
+//! One thread per client owns the socket, a `mio::Poll` and a `Waker`.
+//! API calls push [`Cmd`]s onto a bounded channel and wake it; it writes
+//! them through the core, reads the socket, and sorts what arrives onto
+//! channels: messages to their subscription's queue, receipts to the call
+//! waiting for them, unmatched errors to the shared state. It never blocks
+//! without a timeout (poll is capped at [`MAX_POLL`]), so it notices a
+//! shutdown request promptly.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use stomp_frame::{AckMode, Frame};
+
+use crate::client::{ConnectionEvent, ConnectionState, Inner, Message};
+use crate::core::{Core, CoreConfig, Event};
+use crate::error::{Error, Result};
+use crate::options::OutagePolicy;
+
+pub(crate) const WAKER: Token = Token(0);
+const SOCKET: Token = Token(1);
+/// The longest the thread sleeps without looking at the shutdown flag.
+const MAX_POLL: Duration = Duration::from_millis(250);
+/// Stop taking commands while this many bytes wait to be written.
+const OUT_HIGH_WATER: usize = 1 << 20;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where the answer to a frame with a receipt goes.
+pub(crate) struct Waiter {
+    pub(crate) tx: Sender<Result<()>>,
+    pub(crate) timeout: Duration,
+}
+
+impl Waiter {
+    fn answer(self, r: Result<()>) {
+        let _ = self.tx.send(r);
+    }
+}
+
+/// What API calls ask of the I/O thread.
+pub(crate) enum Cmd {
+    /// Write a frame. `epoch`: only valid in that session (transactions).
+    Send {
+        frame: Frame,
+        epoch: Option<u64>,
+        receipt: Option<Waiter>,
+    },
+    /// ACK or NACK a message of session `epoch`.
+    Ack {
+        message: Frame,
+        nack: bool,
+        transaction: Option<String>,
+        epoch: u64,
+    },
+    Subscribe {
+        frame: Frame,
+        sink: Sender<Message>,
+        ack: AckMode,
+        receipt: Option<Waiter>,
+    },
+    Unsubscribe {
+        id: String,
+        receipt: Option<Waiter>,
+    },
+    Disconnect {
+        done: Sender<Result<()>>,
+    },
+}
+
+impl Cmd {
+    fn fail(self, err: Error) {
+        match self {
+            Cmd::Send {
+                receipt: Some(w), ..
+            }
+            | Cmd::Subscribe {
+                receipt: Some(w), ..
+            }
+            | Cmd::Unsubscribe {
+                receipt: Some(w), ..
+            } => w.answer(Err(err)),
+            Cmd::Disconnect { done } => {
+                let _ = done.send(Err(err));
+            }
+            _ => {}
+        }
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// The TCP connect has completed.
+    established: bool,
+    /// CONNECTED arrived on this connection.
+    opened: bool,
+    address: String,
+}
+
+struct Driver {
+    inner: Arc<Inner>,
+    poll: Poll,
+    cmds: Receiver<Cmd>,
+    core: Core<Waiter>,
+    conn: Option<Conn>,
+    rbuf: BytesMut,
+    scratch: Vec<u8>,
+    sinks: HashMap<String, (Sender<Message>, AckMode)>,
+    /// Messages waiting for room in their subscription's queue: while any
+    /// wait, the socket is not read (back-pressure to the broker).
+    stalled: VecDeque<(String, Message)>,
+    /// Calls that arrived while reconnecting (outage policy `Wait`).
+    outbox: VecDeque<Cmd>,
+    /// Addresses tried in the current round; which one is next.
+    next_address: usize,
+    initial_tries: usize,
+    ever_connected: bool,
+    reconnect_at: Option<Instant>,
+    attempt: u32,
+    disconnecting: bool,
+    ready: Option<Sender<Result<()>>>,
+    /// Stop: set when the session ends for good.
+    finished: Option<Option<Error>>,
+    read_pending: bool,
+}
+
+/// The I/O thread's body.
+pub(crate) fn run(
+    inner: Arc<Inner>,
+    poll: Poll,
+    cmds: Receiver<Cmd>,
+    ready: Sender<Result<()>>,
+    done: Sender<()>,
+) {
+    let o = &inner.opts;
+    let cfg = CoreConfig {
+        login: o.login.clone(),
+        passcode: o.passcode.clone(),
+        versions: o.versions.clone(),
+        heart_beat: o.heart_beat,
+        grace: o.heartbeat_grace,
+        connect_timeout: o.connect_timeout,
+        limits: o.limits,
+        connect_headers: o.connect_headers.clone(),
+    };
+    let mut d = Driver {
+        core: Core::new(cfg, Instant::now()),
+        inner: Arc::clone(&inner),
+        poll,
+        cmds,
+        conn: None,
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        scratch: vec![0; READ_CHUNK],
+        sinks: HashMap::new(),
+        stalled: VecDeque::new(),
+        outbox: VecDeque::new(),
+        next_address: 0,
+        initial_tries: 0,
+        ever_connected: false,
+        reconnect_at: None,
+        attempt: 0,
+        disconnecting: false,
+        ready: Some(ready),
+        finished: None,
+        read_pending: false,
+    };
+    d.start_attempt(Instant::now());
+    d.event_loop();
+    d.finish();
+    let _ = done.send(());
+}
+
+impl Driver {
+    fn event_loop(&mut self) {
+        let mut events = Events::with_capacity(64);
+        while self.finished.is_none() {
+            if self.inner.shutdown.load(Ordering::SeqCst) {
+                self.finished = Some(None);
+                break;
+            }
+            let now = Instant::now();
+            let mut deadline = now + MAX_POLL;
+            if let Some(t) = self.core.poll_timeout() {
+                deadline = deadline.min(t);
+            }
+            if let Some(t) = self.reconnect_at {
+                deadline = deadline.min(t);
+            }
+            let mut timeout = deadline.saturating_duration_since(now);
+            if !self.stalled.is_empty() {
+                timeout = timeout.min(Duration::from_millis(1));
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                self.finished = Some(Some(Error::lost(format!("poll failed: {e}"))));
+                break;
+            }
+            let mut socket_event = false;
+            for ev in events.iter() {
+                if ev.token() == SOCKET {
+                    socket_event = true;
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        self.read_pending = true;
+                    }
+                }
+            }
+            let now = Instant::now();
+            if socket_event {
+                self.check_established(now);
+            }
+            self.deliver_stalled();
+            if self.read_pending && self.stalled.is_empty() {
+                self.read(now);
+            }
+            self.take_commands(now);
+            self.core.handle_timeout(now);
+            if self.reconnect_at.is_some_and(|t| now >= t) {
+                self.reconnect_at = None;
+                self.start_attempt(now);
+            }
+            self.process_events(now);
+            self.flush(now);
+            self.process_events(now);
+        }
+    }
+
+    /// Opens a TCP connection to the next address and starts a session on it.
+    fn start_attempt(&mut self, now: Instant) {
+        let addresses = &self.inner.opts.addresses;
+        let address = addresses[self.next_address % addresses.len()].clone();
+        self.next_address = (self.next_address + 1) % addresses.len();
+        let host = self.inner.opts.host_header_for(&address).to_owned();
+        self.core.start(&host, now);
+        let result = resolve(&address).and_then(|sa| {
+            let mut stream = TcpStream::connect(sa)?;
+            self.poll.registry().register(
+                &mut stream,
+                SOCKET,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(stream)
+        });
+        match result {
+            Ok(stream) => {
+                self.conn = Some(Conn {
+                    stream,
+                    established: false,
+                    opened: false,
+                    address,
+                });
+                self.rbuf.clear();
+                self.read_pending = false;
+            }
+            Err(e) => {
+                self.conn = None;
+                self.core.connection_lost(Error::Connect {
+                    address,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Completes a non-blocking connect (mio: on an event, check
+    /// `take_error`, then `peer_addr`).
+    fn check_established(&mut self, _now: Instant) {
+        let Some(conn) = &mut self.conn else { return };
+        if conn.established {
+            return;
+        }
+        let err = match conn.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match conn.stream.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => Some(e),
+            },
+        };
+        match err {
+            None => {
+                conn.established = true;
+                let _ = conn.stream.set_nodelay(true);
+            }
+            Some(e) => {
+                let address = conn.address.clone();
+                self.core.connection_lost(Error::Connect {
+                    address,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+
+    fn read(&mut self, now: Instant) {
+        loop {
+            let Some(conn) = &mut self.conn else { return };
+            if !conn.established || self.core.is_closed() || !self.stalled.is_empty() {
+                return;
+            }
+            // Read into a reused scratch buffer and append what came: a copy
+            // of the bytes read, cheaper than zeroing a fresh chunk per read.
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.read_pending = false;
+                    self.core
+                        .connection_lost(Error::lost("the broker closed the connection"));
+                    return;
+                }
+                Ok(n) => {
+                    self.rbuf.extend_from_slice(&self.scratch[..n]);
+                    self.core.handle_input(&mut self.rbuf, now);
+                    self.process_events(now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_pending = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.read_pending = false;
+                    self.core.connection_lost(Error::lost(e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes what the core has queued until the socket would block.
+    fn flush(&mut self, _now: Instant) {
+        let Some(conn) = &mut self.conn else { return };
+        if !conn.established {
+            return;
+        }
+        loop {
+            let out = self.core.output();
+            if out.is_empty() {
+                return;
+            }
+            match conn.stream.write(out) {
+                Ok(0) => {
+                    self.core.connection_lost(Error::lost("write returned 0"));
+                    return;
+                }
+                Ok(n) => out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.core.connection_lost(Error::lost(e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves commands from the channel into the core (or the outbox).
+    fn take_commands(&mut self, now: Instant) {
+        self.inner.wake_pending.store(false, Ordering::SeqCst);
+        loop {
+            if self.core.output().len() >= OUT_HIGH_WATER {
+                // The socket is behind: leave the rest in the channel, whose
+                // bound then holds back the senders.
+                return;
+            }
+            if !self.core.is_open() && self.outbox.len() >= 4096 {
+                return;
+            }
+            let Ok(cmd) = self.cmds.try_recv() else {
+                return;
+            };
+            self.command(cmd, now);
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd, now: Instant) {
+        if let Cmd::Disconnect { done } = cmd {
+            if self.core.is_open() {
+                let timeout = self.inner.opts.disconnect_timeout;
+                // The RECEIPT (or its timeout) answers `done`; then the core
+                // closes the session and `on_closed` ends the thread.
+                match self
+                    .core
+                    .disconnect(Waiter { tx: done, timeout }, timeout, now)
+                {
+                    Ok(()) => self.disconnecting = true,
+                    Err((w, e)) => {
+                        w.answer(Err(e));
+                        self.finished = Some(None);
+                    }
+                }
+            } else {
+                let _ = done.send(Ok(()));
+                self.finished = Some(None);
+            }
+            return;
+        }
+        if !self.core.is_open() {
+            match cmd {
+                Cmd::Unsubscribe { id, receipt } => {
+                    self.sinks.remove(&id);
+                    let _ = self.core.unsubscribe(&id, None, now);
+                    if let Some(w) = receipt {
+                        w.answer(Ok(()));
+                    }
+                }
+                cmd => match self.inner.opts.outage {
+                    OutagePolicy::Wait(_) if self.finished.is_none() => self.outbox.push_back(cmd),
+                    _ => cmd.fail(Error::NotConnected),
+                },
+            }
+            return;
+        }
+        let epoch = self.core.epoch();
+        match cmd {
+            Cmd::Send {
+                frame,
+                epoch: e,
+                receipt,
+            } => {
+                if let Some(e) = e
+                    && e != epoch
+                {
+                    let tx = frame.transaction().unwrap_or_default().to_owned();
+                    if let Some(w) = receipt {
+                        w.answer(Err(Error::TransactionLost(tx)));
+                    }
+                    return;
+                }
+                match receipt {
+                    Some(w) => {
+                        let timeout = w.timeout;
+                        if let Err((w, e)) = self.core.send_with_receipt(frame, w, timeout, now) {
+                            w.answer(Err(e));
+                        }
+                    }
+                    None => {
+                        if let Err(e) = self.core.send(&frame, now) {
+                            self.soft_error(e);
+                        }
+                    }
+                }
+            }
+            Cmd::Ack {
+                message,
+                nack,
+                transaction,
+                epoch: e,
+            } => {
+                if e != epoch {
+                    return;
+                }
+                let version = self.core.version();
+                let frame = if nack {
+                    Frame::nack_for(&message, version)
+                } else {
+                    Frame::ack_for(&message, version)
+                };
+                match frame {
+                    Some(f) => {
+                        let f = f.header_opt("transaction", transaction);
+                        if let Err(e) = self.core.send(&f, now) {
+                            self.soft_error(e);
+                        }
+                    }
+                    None => self.soft_error(Error::CannotAck(
+                        "the MESSAGE lacks the header this version acks by",
+                    )),
+                }
+            }
+            Cmd::Subscribe {
+                frame,
+                sink,
+                ack,
+                receipt,
+            } => {
+                let id = frame.id().unwrap_or_default().to_owned();
+                let token = receipt.map(|w| {
+                    let t = w.timeout;
+                    (w, t)
+                });
+                match self.core.subscribe(frame, token, now) {
+                    Ok(()) => {
+                        self.sinks.insert(id, (sink, ack));
+                    }
+                    Err((w, e)) => {
+                        if let Some(w) = w {
+                            w.answer(Err(e));
+                        }
+                    }
+                }
+            }
+            Cmd::Unsubscribe { id, receipt } => {
+                self.sinks.remove(&id);
+                let token = receipt.map(|w| {
+                    let t = w.timeout;
+                    (w, t)
+                });
+                if let Err((Some(w), e)) = self.core.unsubscribe(&id, token, now) {
+                    w.answer(Err(e));
+                }
+            }
+            Cmd::Disconnect { .. } => unreachable!("handled above"),
+        }
+    }
+
+    /// An error with no call waiting for it: the next call returns it.
+    fn soft_error(&self, e: Error) {
+        self.inner.emit(ConnectionEvent::Error(e.clone()));
+        self.inner.update(|st| st.pending_error = Some(e));
+    }
+
+    fn deliver_stalled(&mut self) {
+        while let Some((id, msg)) = self.stalled.pop_front() {
+            let Some((sink, _)) = self.sinks.get(&id) else {
+                continue;
+            };
+            match sink.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(msg)) => {
+                    self.stalled.push_front((id, msg));
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+
+    fn process_events(&mut self, now: Instant) {
+        while let Some(ev) = self.core.poll_event() {
+            match ev {
+                Event::Connected(info) => self.on_connected(info, now),
+                Event::Message(sub, frame) => {
+                    let Some(id) = sub else { continue };
+                    let Some((sink, ack)) = self.sinks.get(&id) else {
+                        continue;
+                    };
+                    let msg = Message {
+                        frame,
+                        epoch: self.core.epoch(),
+                        ack_mode: *ack,
+                        inner: Arc::clone(&self.inner),
+                    };
+                    if !self.stalled.is_empty() {
+                        self.stalled.push_back((id, msg));
+                        continue;
+                    }
+                    match sink.try_send(msg) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(msg)) => self.stalled.push_back((id, msg)),
+                        Err(TrySendError::Disconnected(_)) => {}
+                    }
+                }
+                Event::Receipt(w, r) => w.answer(r),
+                Event::Error(e) => self.soft_error(e),
+                Event::Closed(r) => self.on_closed(r, now),
+            }
+        }
+    }
+
+    fn on_connected(&mut self, info: crate::core::SessionInfo, now: Instant) {
+        if let Some(conn) = &mut self.conn {
+            conn.opened = true;
+        }
+        let epoch = self.core.epoch();
+        self.attempt = 0;
+        let first = !self.ever_connected;
+        self.ever_connected = true;
+        self.inner.update(|st| {
+            st.status = ConnectionState::Connected;
+            st.info = Some(info.clone());
+            st.epoch = epoch;
+        });
+        if first {
+            self.inner.emit(ConnectionEvent::Connected(info));
+            if let Some(r) = self.ready.take() {
+                let _ = r.send(Ok(()));
+            }
+        } else {
+            self.inner.emit(ConnectionEvent::Reconnected {
+                info,
+                subscriptions: self.sinks.len(),
+            });
+        }
+        // Calls that waited out the outage go after the re-subscriptions.
+        while let Some(cmd) = self.outbox.pop_front() {
+            self.command(cmd, now);
+        }
+    }
+
+    fn on_closed(&mut self, result: Result<()>, now: Instant) {
+        let opened = self.conn.as_ref().is_some_and(|c| c.opened);
+        if let Some(mut conn) = self.conn.take() {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.stalled.retain(|_| false);
+        if self.disconnecting || self.finished.is_some() {
+            self.finished = Some(None);
+            return;
+        }
+        let err = match result {
+            Ok(()) => Error::lost("the session ended"),
+            Err(e) => e,
+        };
+        if !self.ever_connected {
+            self.initial_tries += 1;
+            if self.initial_tries < self.inner.opts.addresses.len() {
+                self.start_attempt(now);
+            } else {
+                if let Some(r) = self.ready.take() {
+                    let _ = r.send(Err(err.clone()));
+                }
+                self.finished = Some(Some(err));
+            }
+            return;
+        }
+        let Some(policy) = self.inner.opts.reconnect else {
+            self.inner.emit(ConnectionEvent::Lost(err.clone()));
+            self.finished = Some(Some(err));
+            return;
+        };
+        if opened {
+            self.inner.emit(ConnectionEvent::Lost(err));
+            self.inner
+                .update(|st| st.status = ConnectionState::Reconnecting);
+            self.attempt = 0;
+            self.next_address = 0;
+        } else {
+            self.attempt += 1;
+            if policy.max_attempts.is_some_and(|m| self.attempt >= m) {
+                self.finished = Some(Some(Error::lost(format!(
+                    "gave up reconnecting after {} attempts; last error: {err}",
+                    self.attempt
+                ))));
+                return;
+            }
+        }
+        self.reconnect_at = Some(now + policy.delay(self.attempt));
+    }
+
+    /// The thread is stopping: close everything and tell everyone.
+    fn finish(&mut self) {
+        let reason = self.finished.take().flatten();
+        if let Some(mut conn) = self.conn.take() {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
+        self.core.connection_lost(Error::Closed);
+        while let Some(ev) = self.core.poll_event() {
+            if let Event::Receipt(w, r) = ev {
+                w.answer(r);
+            }
+        }
+        let closed = reason.clone().unwrap_or(Error::Closed);
+        for cmd in self.outbox.drain(..) {
+            cmd.fail(closed.clone());
+        }
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                Cmd::Disconnect { done } => {
+                    let _ = done.send(Ok(()));
+                }
+                cmd => cmd.fail(closed.clone()),
+            }
+        }
+        if let Some(r) = self.ready.take() {
+            let _ = r.send(Err(closed.clone()));
+        }
+        // Dropping the sinks ends every subscription's iterator.
+        self.sinks.clear();
+        self.stalled.clear();
+        self.inner.update(|st| {
+            st.status = ConnectionState::Closed;
+            if st.closed_reason.is_none() {
+                st.closed_reason = reason.clone();
+            }
+        });
+        self.inner.emit(ConnectionEvent::Closed(reason));
+    }
+}
+
+fn resolve(address: &str) -> io::Result<SocketAddr> {
+    address.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{address} resolves to no address"),
+        )
+    })
+}

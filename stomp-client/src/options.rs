@@ -1,0 +1,560 @@
+//! Connection options, the `stomp://` URL parser and the reconnect policy.
+
+use std::time::Duration;
+
+use stomp_frame::{HeartBeat, Limits, Version};
+
+use crate::error::{Error, Result};
+
+/// The port used when an address or URL names none (the IANA STOMP port).
+pub const DEFAULT_PORT: u16 = 61613;
+
+/// How to connect: where, as whom, and how patient to be.
+///
+/// Build one from an address or a URL and adjust it with the builder
+/// methods:
+///
+/// ```
+/// use std::time::Duration;
+/// use stomp_client::{ConnectOptions, ReconnectPolicy};
+///
+/// let opts = ConnectOptions::from_url("stomp://guest:guest@127.0.0.1:61713/%2F")?
+///     .heart_beat(5_000, 5_000)
+///     .connect_timeout(Duration::from_secs(3))
+///     .failover("127.0.0.1:61714")
+///     .reconnect(ReconnectPolicy::default());
+/// assert_eq!(opts.virtual_host(), "/");
+/// assert_eq!(opts.addresses(), ["127.0.0.1:61713", "127.0.0.1:61714"]);
+/// assert_eq!(opts.login_name(), Some("guest"));
+/// # Ok::<(), stomp_client::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub(crate) addresses: Vec<String>,
+    pub(crate) login: Option<String>,
+    pub(crate) passcode: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) versions: Vec<Version>,
+    pub(crate) heart_beat: HeartBeat,
+    pub(crate) heartbeat_grace: f64,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) receipt_timeout: Duration,
+    pub(crate) disconnect_timeout: Duration,
+    pub(crate) send_timeout: Duration,
+    pub(crate) reconnect: Option<ReconnectPolicy>,
+    pub(crate) outage: OutagePolicy,
+    pub(crate) limits: Limits,
+    pub(crate) connect_headers: Vec<(String, String)>,
+    pub(crate) subscription_capacity: usize,
+}
+
+/// When and how often to try again after the connection is lost.
+///
+/// The delay before attempt *n* (counting from 0) is
+/// `initial_delay * multiplier^n`, capped at `max_delay`. Each attempt goes
+/// to the next address of the failover list, round-robin, starting with the
+/// first. After a successful reconnection the delay starts over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReconnectPolicy {
+    /// Delay before the first attempt. Default 100 ms.
+    pub initial_delay: Duration,
+    /// Upper bound of the delay. Default 10 s.
+    pub max_delay: Duration,
+    /// Growth of the delay per failed attempt. Default 2.
+    pub multiplier: f64,
+    /// Give up (the client becomes closed) after this many failed attempts
+    /// in a row; `None` (the default) tries forever.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> ReconnectPolicy {
+        ReconnectPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            multiplier: 2.0,
+            max_attempts: None,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The delay before attempt `attempt` (0 for the first).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = self.multiplier.max(1.0).powi(attempt.min(64) as i32);
+        let secs = self.initial_delay.as_secs_f64() * factor;
+        if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
+            self.max_delay
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+}
+
+/// What a call that must reach the broker does while the client is
+/// reconnecting (only with a [`ReconnectPolicy`]).
+///
+/// Applies to sends, subscribes, acks and transactions. Whatever the
+/// policy, frames already handed to a connection that then failed may be
+/// lost: use a confirmed send ([`Client::send_confirmed`](crate::Client::send_confirmed))
+/// for what must arrive, and send it again on error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutagePolicy {
+    /// Fail at once with [`Error::NotConnected`] (the default: a web handler
+    /// answers quickly instead of piling up).
+    #[default]
+    FailFast,
+    /// Wait for the connection to come back, at most this long, then fail
+    /// with [`Error::NotConnected`].
+    Wait(Duration),
+}
+
+impl ConnectOptions {
+    /// Options for a broker at `address` (`host:port`, or `host` for port
+    /// 61613), with the defaults: no login, STOMP 1.0 to 1.2, heart-beats
+    /// `10000,10000`, grace factor 1.5, connect timeout 10 s, receipt timeout
+    /// 10 s, disconnect timeout 5 s, no reconnect.
+    ///
+    /// The `host` header (virtual host) defaults to the host name of the
+    /// address.
+    pub fn new(address: impl Into<String>) -> ConnectOptions {
+        ConnectOptions {
+            addresses: vec![with_port(address.into())],
+            login: None,
+            passcode: None,
+            host: None,
+            versions: Version::ALL.to_vec(),
+            heart_beat: HeartBeat::new(10_000, 10_000),
+            heartbeat_grace: 1.5,
+            connect_timeout: Duration::from_secs(10),
+            receipt_timeout: Duration::from_secs(10),
+            disconnect_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(30),
+            reconnect: None,
+            outage: OutagePolicy::default(),
+            limits: Limits::DEFAULT,
+            connect_headers: Vec::new(),
+            subscription_capacity: 4096,
+        }
+    }
+
+    /// Parses a `stomp://[user[:pass]@]host[:port][/vhost]` URL.
+    ///
+    /// - user and password are percent-decoded and become `login` / `passcode`;
+    /// - the port defaults to 61613; an IPv6 host is written in brackets;
+    /// - the path names the virtual host sent in the `host` header,
+    ///   percent-decoded as in AMQP URIs: `/%2F` is `/` (what RabbitMQ
+    ///   expects), `/prod` is `prod`. With no path (or an empty one) the
+    ///   `host` header is the URL's host name;
+    /// - a query or fragment is an error (nothing is defined for them yet).
+    ///
+    /// ```
+    /// use stomp_client::ConnectOptions;
+    /// let o = ConnectOptions::from_url("stomp://guest:guest@127.0.0.1:61713/%2F")?;
+    /// assert_eq!(o.addresses(), ["127.0.0.1:61713"]);
+    /// assert_eq!(o.virtual_host(), "/");
+    /// let o = ConnectOptions::from_url("stomp://broker.example")?;
+    /// assert_eq!(o.addresses(), ["broker.example:61613"]);
+    /// assert_eq!(o.virtual_host(), "broker.example");
+    /// assert_eq!(o.login_name(), None);
+    /// # Ok::<(), stomp_client::Error>(())
+    /// ```
+    pub fn from_url(url: &str) -> Result<ConnectOptions> {
+        let parsed = StompUrl::parse(url)?;
+        let mut o = ConnectOptions::new(parsed.address());
+        o.login = parsed.user;
+        o.passcode = parsed.password;
+        o.host = parsed.vhost;
+        Ok(o)
+    }
+
+    /// Sets `login` and `passcode`.
+    pub fn login(mut self, login: impl Into<String>, passcode: impl Into<String>) -> Self {
+        self.login = Some(login.into());
+        self.passcode = Some(passcode.into());
+        self
+    }
+
+    /// Sets the virtual host sent in the `host` header (RabbitMQ: `/`).
+    pub fn host(mut self, vhost: impl Into<String>) -> Self {
+        self.host = Some(vhost.into());
+        self
+    }
+
+    /// Sets the versions offered in `accept-version` (at least one).
+    pub fn versions(mut self, versions: &[Version]) -> Self {
+        self.versions = versions.to_vec();
+        self
+    }
+
+    /// Sets the `heart-beat` header: the client can send a beat every
+    /// `send_ms` and wants one every `receive_ms` (0: none). The intervals
+    /// used are negotiated with the broker's answer by the spec's rule.
+    pub fn heart_beat(mut self, send_ms: u32, receive_ms: u32) -> Self {
+        self.heart_beat = HeartBeat::new(send_ms, receive_ms);
+        self
+    }
+
+    /// Sets the grace factor: the broker is declared lost when nothing has
+    /// arrived from it for `negotiated receive interval x factor` (default
+    /// 1.5, as ActiveMQ's `hbGracePeriodMultiplier`; values below 1 are taken as 1).
+    pub fn heartbeat_grace(mut self, factor: f64) -> Self {
+        self.heartbeat_grace = if factor.is_finite() {
+            factor.max(1.0)
+        } else {
+            1.5
+        };
+        self
+    }
+
+    /// Bounds the TCP connect plus the STOMP handshake, per attempt.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Bounds the waits for receipts of calls that have no timeout argument
+    /// (subscribe, unsubscribe, commit, abort).
+    pub fn receipt_timeout(mut self, timeout: Duration) -> Self {
+        self.receipt_timeout = timeout;
+        self
+    }
+
+    /// Bounds [`Client::disconnect`](crate::Client::disconnect) (and the
+    /// close on drop): the wait for the DISCONNECT receipt.
+    pub fn disconnect_timeout(mut self, timeout: Duration) -> Self {
+        self.disconnect_timeout = timeout;
+        self
+    }
+
+    /// Bounds how long a send waits for room when the client's outgoing
+    /// queue is full (the broker reads slower than the program sends).
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// Adds a broker to the failover list (tried in order after the first
+    /// when reconnecting).
+    pub fn failover(mut self, address: impl Into<String>) -> Self {
+        self.addresses.push(with_port(address.into()));
+        self
+    }
+
+    /// Turns reconnection on.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+
+    /// Sets what calls do while the client is reconnecting.
+    pub fn on_outage(mut self, policy: OutagePolicy) -> Self {
+        self.outage = policy;
+        self
+    }
+
+    /// Sets the limits on frames received from the broker.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Adds a header to CONNECT (for example ActiveMQ's `client-id`).
+    pub fn connect_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.connect_headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets how many received messages each subscription buffers before the
+    /// client stops reading from the socket (TCP back-pressure towards the
+    /// broker). Default 4096.
+    pub fn subscription_capacity(mut self, messages: usize) -> Self {
+        self.subscription_capacity = messages.max(1);
+        self
+    }
+
+    /// The brokers to connect to, first the primary.
+    pub fn addresses(&self) -> &[String] {
+        &self.addresses
+    }
+
+    /// The `login`, if any.
+    pub fn login_name(&self) -> Option<&str> {
+        self.login.as_deref()
+    }
+
+    /// The virtual host sent in the `host` header for the first address.
+    pub fn virtual_host(&self) -> &str {
+        self.host_header_for(&self.addresses[0])
+    }
+
+    pub(crate) fn host_header_for<'a>(&'a self, address: &'a str) -> &'a str {
+        match &self.host {
+            Some(h) => h,
+            None => host_part(address),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.addresses.is_empty() || self.addresses.iter().any(|a| host_part(a).is_empty()) {
+            return Err(Error::InvalidOption(
+                "every broker address needs a host, as host:port".into(),
+            ));
+        }
+        if self.versions.is_empty() {
+            return Err(Error::InvalidOption("offer at least one version".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Adds `:61613` to an address without a port.
+fn with_port(address: String) -> String {
+    let has_port = if let Some(rest) = address.strip_prefix('[') {
+        rest.split_once(']')
+            .is_some_and(|(_, tail)| tail.starts_with(':'))
+    } else {
+        address.contains(':') && address.matches(':').count() == 1
+    };
+    if has_port || (address.matches(':').count() > 1 && !address.starts_with('[')) {
+        address
+    } else {
+        format!("{address}:{DEFAULT_PORT}")
+    }
+}
+
+/// The host name of `host:port` or `[v6]:port`, brackets removed.
+fn host_part(address: &str) -> &str {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(h, _)| h);
+    }
+    match address.rsplit_once(':') {
+        Some((h, _)) if !h.contains(':') => h,
+        _ => address,
+    }
+}
+
+/// A parsed `stomp://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StompUrl {
+    /// The host (IPv6 without brackets).
+    pub host: String,
+    /// The port (61613 when absent).
+    pub port: u16,
+    /// The percent-decoded user name.
+    pub user: Option<String>,
+    /// The percent-decoded password.
+    pub password: Option<String>,
+    /// The percent-decoded virtual host from the path (`None` without a path).
+    pub vhost: Option<String>,
+}
+
+impl StompUrl {
+    /// Parses a URL (see [`ConnectOptions::from_url`] for the rules).
+    pub fn parse(url: &str) -> Result<StompUrl> {
+        let bad = |reason: &str| Error::InvalidUrl {
+            url: redact(url),
+            reason: reason.to_owned(),
+        };
+        let rest = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("stomp") => rest,
+            Some(_) => return Err(bad("the scheme must be stomp://")),
+            None => return Err(bad("expected stomp://host[:port][/vhost]")),
+        };
+        if rest.contains(['?', '#']) {
+            return Err(bad("query strings and fragments are not supported"));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(u) => {
+                let (name, pass) = match u.split_once(':') {
+                    Some((n, p)) => (n, Some(p)),
+                    None => (u, None),
+                };
+                let dec = |s: &str| percent_decode(s).ok_or_else(|| bad("bad percent-encoding"));
+                (Some(dec(name)?), pass.map(dec).transpose()?)
+            }
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, tail) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed [ in an IPv6 host"))?;
+            let port = match tail {
+                "" => None,
+                t => Some(t.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?),
+            };
+            (h, port)
+        } else {
+            match hostport.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("the host is missing"));
+        }
+        let port = match port {
+            None | Some("") => DEFAULT_PORT,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?,
+        };
+        let vhost = match path {
+            None | Some("") => None,
+            Some(p) => {
+                if p.contains('/') {
+                    return Err(bad(
+                        "the path is one virtual host; write / inside it as %2F",
+                    ));
+                }
+                Some(percent_decode(p).ok_or_else(|| bad("bad percent-encoding in the path"))?)
+            }
+        };
+        Ok(StompUrl {
+            host: host.to_owned(),
+            port,
+            user,
+            password,
+            vhost,
+        })
+    }
+
+    /// `host:port`, with brackets around an IPv6 host.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The URL with its password replaced by `***`, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split_once(':').map_or(user, |(n, _)| n);
+            format!("{scheme}://{name}:***@{host}{}", &rest[end..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Decodes `%XX` escapes; `None` on a bad escape or non-UTF-8 result.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_vhost_rules() {
+        let u = StompUrl::parse("stomp://guest:guest@127.0.0.1:61713/%2F").unwrap();
+        assert_eq!(u.vhost.as_deref(), Some("/"));
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 61713));
+        assert_eq!(
+            (u.user.as_deref(), u.password.as_deref()),
+            (Some("guest"), Some("guest"))
+        );
+        let o = ConnectOptions::from_url("stomp://h.example:1234").unwrap();
+        assert_eq!(o.virtual_host(), "h.example");
+        let o = ConnectOptions::from_url("stomp://h.example:1234/").unwrap();
+        assert_eq!(o.virtual_host(), "h.example");
+        let o = ConnectOptions::from_url("stomp://h/prod%20one").unwrap();
+        assert_eq!(o.virtual_host(), "prod one");
+        assert_eq!(o.addresses(), ["h:61613"]);
+    }
+
+    #[test]
+    fn url_userinfo_is_percent_decoded() {
+        let u = StompUrl::parse("stomp://us%40er:p%3Ass%2F@h").unwrap();
+        assert_eq!(u.user.as_deref(), Some("us@er"));
+        assert_eq!(u.password.as_deref(), Some("p:ss/"));
+        let u = StompUrl::parse("stomp://only@h").unwrap();
+        assert_eq!((u.user.as_deref(), u.password), (Some("only"), None));
+        // '@' in the password unescaped: the last '@' ends the userinfo.
+        let u = StompUrl::parse("stomp://a:b@c@h:1").unwrap();
+        assert_eq!(u.password.as_deref(), Some("b@c"));
+        assert_eq!(u.host, "h");
+    }
+
+    #[test]
+    fn url_ipv6_and_errors() {
+        let u = StompUrl::parse("stomp://[::1]:61614/%2F").unwrap();
+        assert_eq!(u.host, "::1");
+        assert_eq!(u.address(), "[::1]:61614");
+        let o = ConnectOptions::from_url("stomp://[::1]").unwrap();
+        assert_eq!(o.addresses(), ["[::1]:61613"]);
+        assert_eq!(o.virtual_host(), "::1");
+        for bad in [
+            "http://h",
+            "h:61613",
+            "stomp://",
+            "stomp://:1",
+            "stomp://h:0",
+            "stomp://h:99999",
+            "stomp://h:x",
+            "stomp://h/a/b",
+            "stomp://h/%zz",
+            "stomp://h?x=1",
+            "stomp://[::1",
+        ] {
+            assert!(StompUrl::parse(bad).is_err(), "{bad}");
+        }
+        let e = StompUrl::parse("stomp://u:secret@h:x").unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn addresses_get_default_port() {
+        assert_eq!(with_port("h".into()), "h:61613");
+        assert_eq!(with_port("h:1".into()), "h:1");
+        assert_eq!(with_port("[::1]".into()), "[::1]:61613");
+        assert_eq!(with_port("[::1]:5".into()), "[::1]:5");
+        assert_eq!(host_part("h:1"), "h");
+        assert_eq!(host_part("[::1]:1"), "::1");
+    }
+
+    #[test]
+    fn backoff_grows_to_cap() {
+        let p = ReconnectPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            multiplier: 2.0,
+            max_attempts: None,
+        };
+        let d: Vec<_> = (0..6).map(|n| p.delay(n).as_millis()).collect();
+        assert_eq!(d, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(p.delay(u32::MAX), Duration::from_secs(1));
+    }
+}
