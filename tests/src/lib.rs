@@ -321,6 +321,7 @@ pub struct Conn {
     dec: Decoder,
     enc: Encoder,
     eof: bool,
+    barriers: usize,
     /// Heart-beat EOLs received so far.
     pub heartbeats: usize,
     /// When the last heart-beat EOL was received.
@@ -345,6 +346,7 @@ impl Conn {
             dec: Decoder::with_limits(Version::V1_2, limits),
             enc: Encoder::new(Version::V1_2),
             eof: false,
+            barriers: 0,
             heartbeats: 0,
             heartbeat_times: Vec::new(),
         }
@@ -371,7 +373,7 @@ impl Conn {
     pub fn connect(&mut self, version: Version) -> Frame {
         let frame = match version {
             Version::V1_0 => Frame::new(Command::Connect),
-            v => Frame::connect("localhost", &[v]),
+            v => Frame::connect(vhost(), &[v]),
         };
         self.connect_with(frame)
     }
@@ -560,12 +562,29 @@ impl Conn {
         self.send_sync(frame, &format!("sub-{id}"));
     }
 
+    /// Waits until the broker has processed every frame sent so far, without
+    /// putting a `receipt` on those frames: sends a SUBSCRIBE to a topic
+    /// nobody publishes to, with a receipt (frames are processed in order).
+    /// Used after transactional SENDs, whose RECEIPT some brokers defer.
+    pub fn barrier(&mut self) {
+        self.barriers += 1;
+        let id = format!("barrier-{}", self.barriers);
+        let frame = Frame::subscribe(id.as_str(), "/topic/stomp-tests-barrier", AckMode::Auto);
+        self.send_sync(frame, &id);
+    }
+
     /// Sends DISCONNECT with a receipt, expects the RECEIPT and the close.
     pub fn disconnect(mut self) {
         self.send(&Frame::disconnect().header("receipt", "bye"));
         self.expect_receipt("bye");
         self.expect_closed(T);
     }
+}
+
+/// The `host` header the harness's CONNECT frames carry: `localhost`, or
+/// `$STOMP_VHOST` (lets the same tests talk to a broker with other vhosts).
+pub fn vhost() -> String {
+    std::env::var("STOMP_VHOST").unwrap_or_else(|_| "localhost".to_owned())
 }
 
 /// A body of `n` bytes holding every byte value, NULs included.
