@@ -26,6 +26,20 @@ use crate::{Command, Frame, Headers, Version};
 /// Limits on what the decoder buffers. Crossing one is a
 /// [`DecodeError::LimitExceeded`] naming it, raised as soon as it is seen
 /// (a declared `content-length` is checked before its body is read).
+///
+/// ```
+/// use bytes::BytesMut;
+/// use stomp_frame::{DecodeError, Decoder, Limit, Limits, Version};
+///
+/// let limits = Limits { max_body_len: 1024, ..Limits::DEFAULT };
+/// let mut dec = Decoder::with_limits(Version::V1_2, limits);
+/// // The head alone is enough to refuse the frame: no body byte is awaited.
+/// let mut buf = BytesMut::from(&b"SEND\ndestination:/q\ncontent-length:4096\n\n"[..]);
+/// match dec.decode(&mut buf) {
+///     Err(DecodeError::LimitExceeded { limit: Limit::BodyLength, value: 4096, max: 1024, .. }) => {}
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes in one command or header line, EOL excluded. Default 64 KiB.
