@@ -48,3 +48,6 @@ pub use config::{Config, SlowConsumerPolicy};
 pub use engine::{ConnId, Engine};
 pub use server::{Broker, RunningBroker, ShutdownHandle};
 pub use session::Output;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,755 @@
+//! Engine tests without sockets: frames and injected time in, frames out.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use stomp_frame::{AckMode, Command, Frame, Version};
+
+use crate::config::{Config, SlowConsumerPolicy};
+use crate::engine::{ConnId, Engine};
+use crate::session::Output;
+
+struct H {
+    e: Engine,
+    now: Instant,
+}
+
+impl H {
+    fn new() -> H {
+        H::with(Config::default())
+    }
+
+    fn with(cfg: Config) -> H {
+        H {
+            e: Engine::new(cfg),
+            now: Instant::now(),
+        }
+    }
+
+    fn check(&self) {
+        self.e.check_invariants().unwrap();
+    }
+
+    /// A connection that sent CONNECT for `versions` and got CONNECTED.
+    fn connect(&mut self, versions: &str) -> ConnId {
+        let c = self.e.open(self.now);
+        let f = Frame::new(Command::Connect)
+            .header("accept-version", versions)
+            .header("host", "x");
+        self.frame(c, f);
+        let got = self.frames(c);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].command, Command::Connected, "{got:?}");
+        c
+    }
+
+    fn frame(&mut self, c: ConnId, f: Frame) {
+        self.e.handle_frame(c, f, self.now);
+        self.check();
+    }
+
+    fn raw(&mut self, c: ConnId, bytes: &[u8]) -> BytesMut {
+        let mut buf = BytesMut::from(bytes);
+        self.e.handle_input(c, &mut buf, self.now);
+        self.check();
+        buf
+    }
+
+    /// Everything owed to `c`, as a driver that writes it all would take it.
+    fn out(&mut self, c: ConnId) -> Vec<Output> {
+        let mut v = Vec::new();
+        while let Some(o) = self.e.pop_output(c) {
+            v.push(o);
+        }
+        self.e.wrote(c, 0, self.now);
+        self.check();
+        v
+    }
+
+    fn frames(&mut self, c: ConnId) -> Vec<Frame> {
+        self.out(c)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Frame(f) => Some(f),
+                Output::Heartbeat => None,
+            })
+            .collect()
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += Duration::from_millis(ms);
+        self.e.handle_timeout(self.now);
+        self.check();
+    }
+
+    fn sub(&mut self, c: ConnId, id: &str, dest: &str, ack: AckMode) {
+        self.frame(c, Frame::subscribe(id, dest, ack));
+    }
+
+    fn send(&mut self, c: ConnId, dest: &str, body: &str) {
+        self.frame(c, Frame::send(dest).body(body.as_bytes().to_vec()));
+    }
+
+    fn close(&mut self, c: ConnId) {
+        self.e.close(c, self.now);
+        self.check();
+    }
+
+    fn error_of(&mut self, c: ConnId) -> Frame {
+        let got = self.frames(c);
+        let err = got
+            .iter()
+            .find(|f| f.command == Command::Error)
+            .unwrap_or_else(|| panic!("no ERROR in {got:?}"))
+            .clone();
+        assert!(self.e.is_closing(c), "an ERROR closes the connection");
+        assert!(self.e.should_close(c, 0));
+        err
+    }
+}
+
+fn bodies(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f.command == Command::Message)
+        .map(|f| String::from_utf8(f.body.to_vec()).unwrap())
+        .collect()
+}
+
+#[test]
+fn version_negotiation_and_connected_headers() {
+    let mut h = H::new();
+    for (accept, want) in [
+        (None, "1.0"),
+        (Some("1.0,1.1"), "1.1"),
+        (Some("1.1,1.2,3.14"), "1.2"),
+    ] {
+        let c = h.e.open(h.now);
+        h.frame(
+            c,
+            Frame::new(Command::Stomp).header_opt("accept-version", accept),
+        );
+        let got = h.frames(c);
+        let f = &got[0];
+        assert_eq!(f.command, Command::Connected);
+        assert_eq!(f.headers.get("version"), Some(want));
+        assert!(f.session().is_some());
+        assert_eq!(f.server(), Some(crate::engine::SERVER));
+        assert_eq!(f.headers.get("heart-beat"), Some("0,0"));
+        assert_eq!(h.e.version(c).as_str(), want);
+    }
+    let c = h.e.open(h.now);
+    h.frame(
+        c,
+        Frame::new(Command::Connect).header("accept-version", "2.0"),
+    );
+    let err = h.error_of(c);
+    assert_eq!(err.headers.get("version"), Some("1.0,1.1,1.2"));
+    assert!(err.message_header().unwrap().contains("version"));
+}
+
+#[test]
+fn sessions_are_unique() {
+    let mut h = H::new();
+    let a = h.e.open(h.now);
+    h.frame(a, Frame::connect("x", &Version::ALL));
+    let b = h.e.open(h.now);
+    h.frame(b, Frame::connect("x", &Version::ALL));
+    let (fa, fb) = (h.frames(a), h.frames(b));
+    assert_ne!(fa[0].session(), fb[0].session());
+}
+
+#[test]
+fn frame_before_connect_is_an_error_with_receipt_id() {
+    let mut h = H::new();
+    let c = h.e.open(h.now);
+    h.frame(c, Frame::send("/queue/a").header("receipt", "77"));
+    let err = h.error_of(c);
+    assert_eq!(err.receipt_id(), Some("77"));
+    assert_eq!(err.content_type(), Some("text/plain"));
+    assert!(!err.body.is_empty());
+    // Nothing more is processed.
+    h.frame(c, Frame::connect("x", &Version::ALL));
+    assert!(h.frames(c).is_empty());
+}
+
+#[test]
+fn protocol_violations_each_get_an_error() {
+    let cases: Vec<(Frame, &str)> = vec![
+        (Frame::new(Command::Send), "destination"),
+        (Frame::send("/elsewhere/a"), "/queue/"),
+        (
+            Frame::new(Command::Subscribe).header("destination", "/queue/a"),
+            "id",
+        ),
+        (
+            Frame::new(Command::Subscribe)
+                .header("id", "1")
+                .header("destination", "/queue/a")
+                .header("ack", "x"),
+            "ack",
+        ),
+        (Frame::unsubscribe("nope"), "subscription"),
+        (Frame::new(Command::Ack).header("id", "0.99"), "ack id"),
+        (Frame::new(Command::Ack), "id"),
+        (Frame::commit("t9"), "transaction"),
+        (
+            Frame::send("/queue/a").header("transaction", "t9"),
+            "transaction",
+        ),
+        (Frame::new(Command::Begin), "transaction"),
+        (Frame::new(Command::Message), "MESSAGE"),
+        (Frame::connect("x", &Version::ALL), "connected"),
+    ];
+    for (frame, says) in cases {
+        let mut h = H::new();
+        let c = h.connect("1.2");
+        let other = h.connect("1.2");
+        h.frame(c, frame.clone().header("receipt", "r"));
+        let err = h.error_of(c);
+        let text = format!(
+            "{} {}",
+            err.message_header().unwrap(),
+            String::from_utf8_lossy(&err.body)
+        );
+        assert!(text.contains(says), "{frame:?}: {text}");
+        assert_eq!(err.receipt_id(), Some("r"));
+        assert!(!h.e.is_closing(other), "other connections never notice");
+    }
+}
+
+#[test]
+fn decode_errors_close_with_error() {
+    for bytes in [
+        &b"CONNECT\naccept-version:1.1\n\n\0SEND\ndestination:/queue/a\nk:a\\tb\n\n\0"[..],
+        &b"CONNECT\n\n\0send\n\n\0"[..],
+        &b"CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:1\ndestination:/queue/a\n\nbody\0"[..],
+    ] {
+        let mut h = H::with(Config {
+            max_body_size: 10,
+            ..Config::default()
+        });
+        let c = h.e.open(h.now);
+        h.raw(c, bytes);
+        let err = h.error_of(c);
+        assert!(err.message_header().is_some());
+    }
+    // A limit crossed.
+    let mut h = H::with(Config {
+        max_body_size: 10,
+        ..Config::default()
+    });
+    let c = h.e.open(h.now);
+    h.raw(
+        c,
+        b"CONNECT\n\n\0SEND\ndestination:/queue/a\ncontent-length:11\n\n",
+    );
+    let err = h.error_of(c);
+    assert!(err.message_header().unwrap().contains("limit"));
+}
+
+#[test]
+fn auto_ack_queue_delivers_every_header() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/queue/a", AckMode::Auto);
+    h.frame(
+        p,
+        Frame::send("/queue/a")
+            .header("content-type", "text/plain")
+            .header("x-custom", "v:1")
+            .header("receipt", "r1")
+            .body("hello"),
+    );
+    assert_eq!(h.frames(p)[0].receipt_id(), Some("r1"));
+    let got = h.frames(c);
+    assert_eq!(got.len(), 1);
+    let m = &got[0];
+    assert_eq!(m.command, Command::Message);
+    assert_eq!(m.destination(), Some("/queue/a"));
+    assert_eq!(m.subscription(), Some("s"));
+    assert!(m.message_id().is_some());
+    assert_eq!(m.content_type(), Some("text/plain"));
+    assert_eq!(m.headers.get("x-custom"), Some("v:1"));
+    assert_eq!(m.ack(), None);
+    assert!(m.receipt_request().is_none());
+    assert_eq!(&m.body[..], b"hello");
+    assert_eq!(h.e.stats().consumed, 1);
+}
+
+#[test]
+fn queue_keeps_messages_while_nobody_subscribes() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    for i in 0..3 {
+        h.send(p, "/queue/k", &i.to_string());
+    }
+    assert_eq!(h.e.queue_depth("/queue/k"), 3);
+    let c = h.connect("1.1");
+    h.sub(c, "0", "/queue/k", AckMode::Auto);
+    assert_eq!(bodies(&h.frames(c)), ["0", "1", "2"]);
+}
+
+#[test]
+fn client_ack_is_cumulative_and_rest_is_redelivered_in_order() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/queue/a", AckMode::Client);
+    for i in 0..4 {
+        h.send(p, "/queue/a", &i.to_string());
+    }
+    let got = h.frames(c);
+    assert_eq!(bodies(&got), ["0", "1", "2", "3"]);
+    assert!(got.iter().all(|m| m.ack().is_some()));
+    h.frame(c, Frame::ack_for(&got[1], Version::V1_2).unwrap());
+    assert_eq!(h.e.stats().consumed, 2);
+    h.close(c);
+    let d = h.connect("1.2");
+    h.sub(d, "s", "/queue/a", AckMode::ClientIndividual);
+    let again = h.frames(d);
+    assert_eq!(bodies(&again), ["2", "3"]);
+    assert!(
+        again
+            .iter()
+            .all(|m| m.headers.get("redelivered") == Some("true"))
+    );
+}
+
+#[test]
+fn client_individual_acks_one_and_redelivers_the_others_first() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/queue/a", AckMode::ClientIndividual);
+    for i in 0..3 {
+        h.send(p, "/queue/a", &i.to_string());
+    }
+    let got = h.frames(c);
+    h.frame(c, Frame::ack_for(&got[1], Version::V1_2).unwrap());
+    h.frame(c, Frame::unsubscribe("s"));
+    h.send(p, "/queue/a", "3");
+    let d = h.connect("1.2");
+    h.sub(d, "s", "/queue/a", AckMode::Auto);
+    let again = h.frames(d);
+    assert_eq!(bodies(&again), ["0", "2", "3"]);
+    assert_eq!(again[0].headers.get("redelivered"), Some("true"));
+    assert_eq!(again[2].headers.get("redelivered"), None);
+}
+
+#[test]
+fn nack_redelivers_then_dead_letters() {
+    let mut h = H::with(Config {
+        max_deliveries: 2,
+        ..Config::default()
+    });
+    let p = h.connect("1.2");
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/queue/work", AckMode::ClientIndividual);
+    h.send(p, "/queue/work", "job");
+    let first = h.frames(c);
+    assert_eq!(first[0].headers.get("redelivered"), None);
+    h.frame(c, Frame::nack_for(&first[0], Version::V1_2).unwrap());
+    let second = h.frames(c);
+    assert_eq!(bodies(&second), ["job"]);
+    assert_eq!(second[0].headers.get("redelivered"), Some("true"));
+    h.frame(c, Frame::nack_for(&second[0], Version::V1_2).unwrap());
+    assert!(h.frames(c).is_empty(), "delivered twice: dead-lettered");
+    assert_eq!(h.e.stats().dead_lettered, 1);
+    let d = h.connect("1.2");
+    h.sub(d, "dlq", "/queue/DLQ.work", AckMode::Auto);
+    let dead = h.frames(d);
+    assert_eq!(bodies(&dead), ["job"]);
+    assert_eq!(dead[0].destination(), Some("/queue/DLQ.work"));
+    assert_eq!(
+        dead[0].headers.get("original-destination"),
+        Some("/queue/work")
+    );
+}
+
+#[test]
+fn acks_in_each_version_form() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    // 1.1: message-id + subscription.
+    let c11 = h.connect("1.1");
+    h.sub(c11, "s", "/queue/v11", AckMode::Client);
+    h.send(p, "/queue/v11", "a");
+    let m = h.frames(c11).remove(0);
+    assert!(m.ack().is_some(), "ack header in every version");
+    h.frame(c11, Frame::ack_for(&m, Version::V1_1).unwrap());
+    assert!(!h.e.is_closing(c11));
+    // 1.1 may also use the 1.2 id (stomp.py interop).
+    h.send(p, "/queue/v11", "b");
+    let m = h.frames(c11).remove(0);
+    h.frame(c11, Frame::ack_for(&m, Version::V1_2).unwrap());
+    assert!(!h.e.is_closing(c11));
+    // 1.0: message-id only; SUBSCRIBE without id uses the destination.
+    let c10 = h.connect("1.0");
+    h.frame(
+        c10,
+        Frame::new(Command::Subscribe)
+            .header("destination", "/queue/v10")
+            .header("ack", "client"),
+    );
+    h.send(p, "/queue/v10", "c");
+    let m = h.frames(c10).remove(0);
+    assert_eq!(m.subscription(), Some("/queue/v10"));
+    h.frame(c10, Frame::ack_for(&m, Version::V1_0).unwrap());
+    assert!(!h.e.is_closing(c10));
+    assert_eq!(h.e.stats().consumed, 3);
+    // NACK is not 1.0.
+    h.send(p, "/queue/v10", "d");
+    let m = h.frames(c10).remove(0);
+    h.frame(c10, Frame::nack_for(&m, Version::V1_1).unwrap());
+    assert!(h.error_of(c10).message_header().unwrap().contains("1.0"));
+}
+
+#[test]
+fn ack_of_auto_subscription_and_unknown_ids_are_errors() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    let c = h.connect("1.1");
+    h.sub(c, "s", "/queue/a", AckMode::Auto);
+    h.send(p, "/queue/a", "x");
+    let m = h.frames(c).remove(0);
+    h.frame(c, Frame::ack_for(&m, Version::V1_1).unwrap());
+    assert!(h.error_of(c).message_header().unwrap().contains("auto"));
+
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/queue/b", AckMode::Client);
+    h.send(p, "/queue/b", "y");
+    let m = h.frames(c).remove(0);
+    let ack = Frame::ack_for(&m, Version::V1_2).unwrap();
+    h.frame(c, ack.clone());
+    h.frame(c, ack.header("receipt", "again"));
+    let err = h.error_of(c);
+    assert!(err.message_header().unwrap().contains("unknown ack id"));
+    assert_eq!(err.receipt_id(), Some("again"));
+}
+
+#[test]
+fn duplicate_subscription_id_is_an_error() {
+    let mut h = H::new();
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/queue/a", AckMode::Auto);
+    h.sub(c, "s", "/topic/b", AckMode::Auto);
+    assert!(
+        h.error_of(c)
+            .message_header()
+            .unwrap()
+            .contains("duplicate")
+    );
+}
+
+#[test]
+fn transactions_commit_abort_and_abort_at_disconnect() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/queue/t", AckMode::Client);
+    h.frame(p, Frame::begin("tx1"));
+    h.frame(
+        p,
+        Frame::send("/queue/t")
+            .header("transaction", "tx1")
+            .body("in-tx"),
+    );
+    assert!(h.frames(c).is_empty(), "nothing before COMMIT");
+    h.frame(p, Frame::commit("tx1").header("receipt", "c1"));
+    assert_eq!(h.frames(p)[0].receipt_id(), Some("c1"));
+    let m = h.frames(c).remove(0);
+    assert_eq!(&m.body[..], b"in-tx");
+
+    h.frame(p, Frame::begin("tx2"));
+    h.frame(
+        p,
+        Frame::send("/queue/t")
+            .header("transaction", "tx2")
+            .body("aborted"),
+    );
+    h.frame(p, Frame::abort("tx2"));
+    assert!(h.frames(c).is_empty());
+    h.frame(p, Frame::commit("tx2"));
+    assert!(
+        h.error_of(p)
+            .message_header()
+            .unwrap()
+            .contains("transaction")
+    );
+
+    // ACK in a transaction counts at COMMIT only; ABORT leaves it unacked.
+    h.frame(c, Frame::begin("a1"));
+    h.frame(
+        c,
+        Frame::ack_for(&m, Version::V1_2)
+            .unwrap()
+            .header("transaction", "a1"),
+    );
+    assert_eq!(h.e.stats().consumed, 0);
+    h.frame(c, Frame::abort("a1"));
+    assert_eq!(h.e.stats().consumed, 0);
+    h.frame(c, Frame::begin("a2"));
+    h.frame(
+        c,
+        Frame::ack_for(&m, Version::V1_2)
+            .unwrap()
+            .header("transaction", "a2"),
+    );
+    h.frame(c, Frame::commit("a2"));
+    assert_eq!(h.e.stats().consumed, 1);
+
+    // An open transaction at disconnect is aborted.
+    let p2 = h.connect("1.2");
+    h.frame(p2, Frame::begin("tx3"));
+    h.frame(
+        p2,
+        Frame::send("/queue/t")
+            .header("transaction", "tx3")
+            .body("lost"),
+    );
+    assert!(h.e.memory() > 0);
+    h.close(p2);
+    assert_eq!(h.e.memory(), 0);
+    assert!(h.frames(c).is_empty());
+}
+
+#[test]
+fn disconnect_receipt_comes_after_everything_before_it() {
+    let mut h = H::new();
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/queue/a", AckMode::Auto);
+    h.raw(
+        c,
+        b"SEND\ndestination:/queue/a\nreceipt:1\n\nx\0DISCONNECT\nreceipt:2\n\n\0SEND\ndestination:/queue/a\n\nlate\0",
+    );
+    let got = h.frames(c);
+    let cmds: Vec<_> = got.iter().map(|f| f.command).collect();
+    assert_eq!(
+        cmds,
+        [Command::Message, Command::Receipt, Command::Receipt],
+        "{got:?}"
+    );
+    assert_eq!(got[1].receipt_id(), Some("1"));
+    assert_eq!(got[2].receipt_id(), Some("2"));
+    assert!(h.e.should_close(c, 0));
+    assert_eq!(h.e.stats().accepted, 1, "nothing after DISCONNECT");
+}
+
+#[test]
+fn heart_beats_both_ways_with_grace() {
+    let mut h = H::new();
+    let c = h.e.open(h.now);
+    h.frame(
+        c,
+        Frame::connect("x", &[Version::V1_2]).header("heart-beat", "1000,2000"),
+    );
+    let got = h.frames(c);
+    // We send every 2000 (their cy), expect every 1000 (their cx).
+    assert_eq!(got[0].headers.get("heart-beat"), Some("2000,1000"));
+    h.advance(1000);
+    assert!(h.out(c).is_empty());
+    h.raw(c, b"\n");
+    h.advance(1000);
+    assert_eq!(h.out(c), [Output::Heartbeat]);
+    // Any byte counts as life: 1400 ms silent is within 1000 x 1.5.
+    h.raw(c, b"\n");
+    h.advance(1400);
+    assert!(!h.e.is_closing(c));
+    h.raw(c, b"S");
+    h.advance(1400);
+    assert!(!h.e.is_closing(c));
+    h.advance(200);
+    let err = h.error_of(c);
+    assert!(err.message_header().unwrap().contains("heart-beat"));
+}
+
+#[test]
+fn heart_beats_are_clamped() {
+    let mut h = H::with(Config {
+        heartbeat_min: 500,
+        heartbeat_max: 10_000,
+        ..Config::default()
+    });
+    let c = h.e.open(h.now);
+    h.frame(
+        c,
+        Frame::connect("x", &[Version::V1_1]).header("heart-beat", "10,99999"),
+    );
+    assert_eq!(h.frames(c)[0].headers.get("heart-beat"), Some("10000,500"));
+    let c = h.e.open(h.now);
+    h.frame(
+        c,
+        Frame::connect("x", &[Version::V1_1]).header("heart-beat", "0,50"),
+    );
+    assert_eq!(h.frames(c)[0].headers.get("heart-beat"), Some("500,0"));
+    h.advance(10_000);
+    assert!(!h.e.is_closing(c), "no beats expected from it");
+}
+
+#[test]
+fn prefetch_window_and_round_robin() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    let a = h.connect("1.2");
+    let b = h.connect("1.2");
+    h.frame(
+        a,
+        Frame::subscribe("s", "/queue/w", AckMode::ClientIndividual).header("prefetch-count", "2"),
+    );
+    h.frame(
+        b,
+        Frame::subscribe("s", "/queue/w", AckMode::ClientIndividual)
+            .header("activemq.prefetchSize", "1"),
+    );
+    for i in 0..6 {
+        h.send(p, "/queue/w", &i.to_string());
+    }
+    let ga = h.frames(a);
+    let gb = h.frames(b);
+    assert_eq!(bodies(&ga), ["0", "2"]);
+    assert_eq!(bodies(&gb), ["1"]);
+    assert_eq!(h.e.queue_depth("/queue/w"), 3);
+    h.frame(b, Frame::ack_for(&gb[0], Version::V1_2).unwrap());
+    assert_eq!(bodies(&h.frames(b)), ["3"]);
+    h.frame(a, Frame::ack_for(&ga[1], Version::V1_2).unwrap());
+    assert_eq!(bodies(&h.frames(a)), ["4"]);
+}
+
+#[test]
+fn topic_fan_out_shares_the_body() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    let a = h.connect("1.2");
+    let b = h.connect("1.0");
+    h.sub(a, "1", "/topic/news", AckMode::Auto);
+    h.sub(b, "2", "/topic/news", AckMode::Client);
+    h.send(p, "/topic/nobody", "lost");
+    h.send(p, "/topic/news", "extra");
+    let ma = h.frames(a).remove(0);
+    let mb = h.frames(b).remove(0);
+    assert_eq!(ma.body.as_ptr(), mb.body.as_ptr(), "one body, shared");
+    assert_eq!(ma.message_id(), mb.message_id());
+    assert_eq!(ma.subscription(), Some("1"));
+    assert_eq!(mb.subscription(), Some("2"));
+    h.frame(b, Frame::ack_for(&mb, Version::V1_0).unwrap());
+    assert!(!h.e.is_closing(b));
+    // Topics keep nothing.
+    h.close(a);
+    h.close(b);
+    assert_eq!(h.e.memory(), 0);
+}
+
+#[test]
+fn slow_topic_consumer_is_disconnected_or_dropped() {
+    for policy in [SlowConsumerPolicy::Disconnect, SlowConsumerPolicy::Drop] {
+        let mut h = H::with(Config {
+            max_write_backlog: 1000,
+            slow_consumer_policy: policy,
+            ..Config::default()
+        });
+        let p = h.connect("1.2");
+        let slow = h.connect("1.2");
+        h.sub(slow, "s", "/topic/t", AckMode::Auto);
+        for _ in 0..20 {
+            h.send(p, "/topic/t", &"x".repeat(100));
+        }
+        let got = h.frames(slow);
+        match policy {
+            SlowConsumerPolicy::Disconnect => {
+                let err = got.last().unwrap();
+                assert_eq!(err.command, Command::Error);
+                assert!(err.message_header().unwrap().contains("slow consumer"));
+                assert!(h.e.is_closing(slow));
+            }
+            SlowConsumerPolicy::Drop => {
+                assert!(bodies(&got).len() < 20);
+                assert!(!h.e.is_closing(slow));
+                assert!(h.e.stats().topic_dropped > 0);
+            }
+        }
+        assert!(!h.e.is_closing(p));
+    }
+}
+
+#[test]
+fn full_queue_pauses_the_producer_until_memory_frees() {
+    let mut h = H::with(Config {
+        max_queue_memory: 1000,
+        ..Config::default()
+    });
+    let p = h.connect("1.2");
+    let mut wire = Vec::new();
+    for _ in 0..10 {
+        wire.extend_from_slice(b"SEND\ndestination:/queue/full\n\n");
+        wire.extend_from_slice(&[b'x'; 200]);
+        wire.push(0);
+    }
+    let rest = h.raw(p, &wire);
+    assert!(h.e.is_paused(p), "reading stops");
+    assert!(!rest.is_empty(), "the rest stays in the read buffer");
+    let queued = h.e.queue_depth("/queue/full");
+    assert!(queued < 10, "{queued}");
+    let mut resumed = Vec::new();
+    h.e.take_resumed(&mut resumed);
+    assert!(resumed.is_empty());
+    // Paused connections are not timed out for silence.
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/queue/full", AckMode::Auto);
+    assert_eq!(bodies(&h.frames(c)).len(), queued);
+    h.e.take_resumed(&mut resumed);
+    assert_eq!(resumed, [p]);
+    assert!(!h.e.is_paused(p));
+    let mut rest = rest;
+    h.e.handle_input(p, &mut rest, h.now);
+    h.check();
+    assert_eq!(bodies(&h.frames(c)).len(), 10 - queued);
+}
+
+#[test]
+fn unknown_destination_names_the_prefixes() {
+    let mut h = H::with(Config {
+        queue_prefix: "/q/".into(),
+        topic_prefix: "/t/".into(),
+        dlq_prefix: "/q/dead.".into(),
+        ..Config::default()
+    });
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/q/a", AckMode::Auto);
+    h.send(c, "/q/a", "ok");
+    assert_eq!(bodies(&h.frames(c)), ["ok"]);
+    h.send(c, "/queue/a", "no");
+    let err = h.error_of(c);
+    let body = String::from_utf8_lossy(&err.body).into_owned();
+    assert!(body.contains("/q/") && body.contains("/t/"), "{body}");
+}
+
+#[test]
+fn one_producer_order_is_kept_with_redeliveries_in_front() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    let c = h.connect("1.2");
+    h.frame(
+        c,
+        Frame::subscribe("s", "/queue/o", AckMode::Client).header("prefetch-count", "3"),
+    );
+    for i in 0..6 {
+        h.send(p, "/queue/o", &i.to_string());
+    }
+    let got = h.frames(c);
+    assert_eq!(bodies(&got), ["0", "1", "2"]);
+    h.frame(c, Frame::nack_for(&got[2], Version::V1_2).unwrap());
+    assert_eq!(bodies(&h.frames(c)), ["0", "1", "2"]);
+}
+
+#[test]
+fn lenient_host_and_unknown_headers() {
+    let mut h = H::new();
+    let c = h.e.open(h.now);
+    h.frame(
+        c,
+        Frame::new(Command::Connect).header("accept-version", "1.2"),
+    );
+    assert_eq!(h.frames(c)[0].command, Command::Connected);
+}
