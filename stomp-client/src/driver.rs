@@ -677,10 +677,16 @@ impl Driver {
         // Dropping the sinks ends every subscription's iterator.
         self.sinks.clear();
         self.stalled.clear();
+        // Later calls say the connection is gone, whatever ended it (an
+        // ERROR itself was already reported once).
+        let lost = reason.as_ref().map(|e| match e {
+            Error::ConnectionLost { .. } | Error::Closed => e.clone(),
+            other => Error::lost(other.to_string()),
+        });
         self.inner.update(|st| {
             st.status = ConnectionState::Closed;
             if st.closed_reason.is_none() {
-                st.closed_reason = reason.clone();
+                st.closed_reason = lost;
             }
         });
         self.inner.emit(ConnectionEvent::Closed(reason));

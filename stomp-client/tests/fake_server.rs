@@ -1,0 +1,397 @@
+//! The client against a scripted fake server (a std TcpListener thread
+//! speaking raw STOMP): the cases a real broker will not produce on demand.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::FakeServer;
+use stomp_client::stomp_frame::Command;
+use stomp_client::{
+    AckMode, Client, ConnectOptions, ConnectionEvent, ConnectionState, Error, Frame, OutagePolicy,
+    ReconnectPolicy, Version,
+};
+
+const S5: Duration = Duration::from_secs(5);
+
+fn opts(server: &FakeServer) -> ConnectOptions {
+    ConnectOptions::new(server.address())
+        .heart_beat(0, 0)
+        .connect_timeout(Duration::from_secs(3))
+        .receipt_timeout(Duration::from_secs(3))
+        .disconnect_timeout(Duration::from_millis(500))
+}
+
+/// Waits for an event matching `pred`, for at most `d`.
+fn wait_event(
+    rx: &crossbeam_channel::Receiver<ConnectionEvent>,
+    d: Duration,
+    pred: impl Fn(&ConnectionEvent) -> bool,
+) -> Option<ConnectionEvent> {
+    let deadline = Instant::now() + d;
+    while let Ok(ev) = rx.recv_deadline(deadline) {
+        if pred(&ev) {
+            return Some(ev);
+        }
+    }
+    None
+}
+
+#[test]
+fn silent_broker_is_detected_within_interval_plus_grace() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        // The broker promises a beat every 200 ms, then falls silent.
+        peer.handshake(Version::V1_2, "200,0");
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let client = Client::connect(opts(&server).heart_beat(0, 200)).unwrap();
+    let events = client.events();
+    let t0 = Instant::now();
+    let ev = wait_event(&events, S5, |e| matches!(e, ConnectionEvent::Lost(_)))
+        .expect("the silent broker was not detected");
+    let took = t0.elapsed();
+    // 200 ms x grace 1.5 = 300 ms; allow scheduling slack, but not seconds.
+    assert!(took >= Duration::from_millis(250), "too early: {took:?}");
+    assert!(took < Duration::from_millis(1200), "too late: {took:?}");
+    let ConnectionEvent::Lost(Error::ConnectionLost { reason }) = ev else {
+        panic!("{ev:?}")
+    };
+    assert!(reason.contains("heart-beat"), "{reason}");
+    assert!(matches!(
+        client.send("/queue/a", "x"),
+        Err(Error::ConnectionLost { .. })
+    ));
+    assert_eq!(client.state(), ConnectionState::Closed);
+    drop(client);
+    server.join();
+}
+
+#[test]
+fn client_sends_heart_beats_at_the_negotiated_interval() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let server = FakeServer::start(1, move |_, mut peer| {
+        let connect = peer.handshake(Version::V1_2, "0,100");
+        tx.send((connect, peer.count_beats(Duration::from_millis(1000))))
+            .unwrap();
+    });
+    let client = Client::connect(opts(&server).heart_beat(100, 0)).unwrap();
+    let (connect, beats) = rx.recv_timeout(S5).unwrap();
+    assert_eq!(connect.headers.get("heart-beat"), Some("100,0"));
+    // One every ~90 ms for a second: about 11; the broker needs >= 1 per 100 ms.
+    assert!((8..=15).contains(&beats), "{beats} beats in 1 s");
+    drop(client);
+    server.join();
+}
+
+#[test]
+fn disconnect_is_bounded_when_the_receipt_never_comes() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        let f = peer.read_frame(S5).expect("DISCONNECT");
+        assert_eq!(f.command, Command::Disconnect);
+        assert!(f.receipt_request().is_some());
+        // Never answer; keep the socket open.
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let client = Client::connect(opts(&server)).unwrap();
+    let t0 = Instant::now();
+    let r = client.disconnect();
+    let took = t0.elapsed();
+    assert!(
+        matches!(r, Err(Error::Timeout { .. })),
+        "disconnect without receipt: {r:?}"
+    );
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    server.join();
+}
+
+#[test]
+fn drop_is_bounded_when_the_broker_never_answers() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let client = Client::connect(opts(&server)).unwrap();
+    let t0 = Instant::now();
+    drop(client);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    server.join();
+}
+
+#[test]
+fn error_reaches_the_call_whose_receipt_it_names() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        let a = peer.read_frame(S5).expect("SEND a");
+        let b = peer.read_frame(S5).expect("SEND b");
+        let (ok, bad) = if a.destination() == Some("/queue/ok") {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        peer.write(&Frame::receipt(ok.receipt_request().unwrap().to_owned()));
+        peer.write(
+            &Frame::error("access refused")
+                .header("receipt-id", bad.receipt_request().unwrap().to_owned())
+                .body("no writes to /queue/bad"),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let client = Client::connect(opts(&server)).unwrap();
+    std::thread::scope(|s| {
+        let ok = s.spawn(|| client.send_confirmed("/queue/ok", "1", S5));
+        std::thread::sleep(Duration::from_millis(100));
+        let bad = s.spawn(|| client.send_confirmed("/queue/bad", "2", S5));
+        assert!(ok.join().unwrap().is_ok());
+        match bad.join().unwrap() {
+            Err(Error::Broker {
+                message,
+                body,
+                receipt_id,
+            }) => {
+                assert_eq!(message, "access refused");
+                assert_eq!(body, "no writes to /queue/bad");
+                assert!(receipt_id.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    drop(client);
+    server.join();
+}
+
+#[test]
+fn unmatched_error_is_returned_by_the_next_call() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        peer.write(&Frame::error("boom").body("details"));
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let client = Client::connect(opts(&server)).unwrap();
+    let events = client.events();
+    let ev = wait_event(&events, S5, |e| matches!(e, ConnectionEvent::Error(_)));
+    assert!(ev.is_some());
+    match client.send("/queue/a", "x") {
+        Err(Error::Broker { message, .. }) => assert_eq!(message, "boom"),
+        other => panic!("{other:?}"),
+    }
+    // Reported once; then the call sees the closed session.
+    assert!(matches!(
+        client.send("/queue/a", "x"),
+        Err(Error::ConnectionLost { .. })
+    ));
+    drop(client);
+    server.join();
+}
+
+#[test]
+fn connect_times_out_when_connected_never_comes() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        let _ = peer.read_frame(S5);
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let t0 = Instant::now();
+    let r = Client::connect(opts(&server).connect_timeout(Duration::from_millis(300)));
+    assert!(
+        matches!(
+            r,
+            Err(Error::Timeout {
+                what: "CONNECTED",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_millis(1500));
+    server.join();
+}
+
+#[test]
+fn refused_connection_is_a_connect_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let r = Client::connect(ConnectOptions::new(format!("127.0.0.1:{port}")));
+    assert!(matches!(r, Err(Error::Connect { .. })), "{r:?}");
+}
+
+#[test]
+fn bad_login_is_a_broker_error() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        let connect = peer.read_frame(S5).unwrap();
+        assert_eq!(connect.login(), Some("bob"));
+        assert_eq!(connect.passcode(), Some("p:w\\d"));
+        peer.write(&Frame::error("bad credentials"));
+    });
+    let r = Client::connect(opts(&server).login("bob", "p:w\\d"));
+    assert!(
+        matches!(&r, Err(Error::Broker { message, .. }) if message == "bad credentials"),
+        "{r:?}"
+    );
+    server.join();
+}
+
+/// ACK and NACK frames per version (the spec's pitfall #11).
+#[test]
+fn ack_frames_follow_the_negotiated_version() {
+    for version in Version::ALL {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let server = FakeServer::start(1, move |_, mut peer| {
+            peer.handshake(version, "0,0");
+            let sub = peer.read_frame(S5).expect("SUBSCRIBE");
+            let id = sub.id().unwrap().to_owned();
+            peer.write(&Frame::receipt(sub.receipt_request().unwrap().to_owned()));
+            peer.write(
+                &Frame::message("/queue/a", "m-1", id.clone())
+                    .header("ack", "ack-1")
+                    .body("x"),
+            );
+            for _ in 0..2 {
+                if let Some(f) = peer.read_frame(S5) {
+                    tx.send(f).unwrap();
+                }
+            }
+        });
+        let client = Client::connect(opts(&server).versions(&[version])).unwrap();
+        assert_eq!(client.version(), version);
+        let sub = client
+            .subscribe("/queue/a", AckMode::ClientIndividual, &[])
+            .unwrap();
+        let msg = sub.recv_timeout(S5).unwrap().expect("MESSAGE");
+        msg.ack().unwrap();
+        let ack = rx.recv_timeout(S5).unwrap();
+        assert_eq!(ack.command, Command::Ack);
+        match version {
+            Version::V1_2 => {
+                assert_eq!(ack.id(), Some("ack-1"));
+                assert_eq!(ack.message_id(), None);
+            }
+            Version::V1_1 => {
+                assert_eq!(ack.message_id(), Some("m-1"));
+                assert_eq!(ack.subscription(), Some(sub.id()));
+            }
+            Version::V1_0 => assert_eq!(ack.message_id(), Some("m-1")),
+        }
+        if version == Version::V1_0 {
+            assert!(msg.nack().is_err() || rx.recv_timeout(S5).is_ok());
+        } else {
+            msg.nack().unwrap();
+            let nack = rx.recv_timeout(S5).unwrap();
+            assert_eq!(nack.command, Command::Nack);
+        }
+        drop(sub);
+        drop(client);
+        server.join();
+    }
+}
+
+#[test]
+fn reconnect_replays_subscriptions_with_the_same_ids() {
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    let server = FakeServer::start(2, move |n, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        let sub = peer.read_frame(S5).expect("SUBSCRIBE");
+        assert_eq!(sub.command, Command::Subscribe);
+        tx.send(sub.clone()).unwrap();
+        if n == 0 {
+            peer.write(&Frame::receipt(sub.receipt_request().unwrap().to_owned()));
+            // Drop the connection.
+        } else {
+            assert!(sub.receipt_request().is_none(), "replay needs no receipt");
+            peer.write(
+                &Frame::message("/queue/a", "m-9", sub.id().unwrap().to_owned()).body("after"),
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let policy = ReconnectPolicy {
+        initial_delay: Duration::from_millis(50),
+        ..ReconnectPolicy::default()
+    };
+    let client = Client::connect(opts(&server).reconnect(policy)).unwrap();
+    let events = client.events();
+    let sub = client
+        .subscribe("/queue/a", AckMode::Auto, &[("x-custom", "1")])
+        .unwrap();
+    let first = rx.recv_timeout(S5).unwrap();
+    assert!(wait_event(&events, S5, |e| matches!(e, ConnectionEvent::Lost(_))).is_some());
+    let ev = wait_event(&events, S5, |e| {
+        matches!(e, ConnectionEvent::Reconnected { .. })
+    });
+    assert!(
+        matches!(
+            ev,
+            Some(ConnectionEvent::Reconnected {
+                subscriptions: 1,
+                ..
+            })
+        ),
+        "{ev:?}"
+    );
+    let replay = rx.recv_timeout(S5).unwrap();
+    assert_eq!(replay.id(), first.id());
+    assert_eq!(replay.headers.get("x-custom"), Some("1"));
+    let msg = sub
+        .recv_timeout(S5)
+        .unwrap()
+        .expect("message after reconnect");
+    assert_eq!(&msg.body()[..], b"after");
+    drop(sub);
+    drop(client);
+    server.join();
+}
+
+#[test]
+fn calls_fail_fast_or_wait_while_reconnecting() {
+    // One connection, dropped at once; later attempts are never answered.
+    let server = FakeServer::start(1, |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+    });
+    let policy = ReconnectPolicy {
+        initial_delay: Duration::from_millis(50),
+        ..ReconnectPolicy::default()
+    };
+    let client = Client::connect(
+        opts(&server)
+            .connect_timeout(Duration::from_millis(200))
+            .reconnect(policy),
+    )
+    .unwrap();
+    let events = client.events();
+    assert!(wait_event(&events, S5, |e| matches!(e, ConnectionEvent::Lost(_))).is_some());
+    assert_eq!(client.state(), ConnectionState::Reconnecting);
+    let t0 = Instant::now();
+    assert!(matches!(
+        client.send("/queue/a", "x"),
+        Err(Error::NotConnected)
+    ));
+    assert!(t0.elapsed() < Duration::from_millis(100));
+    drop(client);
+    server.join();
+
+    let server = FakeServer::start(1, |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+    });
+    let client = Client::connect(
+        opts(&server)
+            .connect_timeout(Duration::from_millis(200))
+            .reconnect(policy)
+            .on_outage(OutagePolicy::Wait(Duration::from_millis(300))),
+    )
+    .unwrap();
+    let events = client.events();
+    assert!(wait_event(&events, S5, |e| matches!(e, ConnectionEvent::Lost(_))).is_some());
+    let t0 = Instant::now();
+    assert!(matches!(
+        client.send("/queue/a", "x"),
+        Err(Error::NotConnected)
+    ));
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(280) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    drop(client);
+    server.join();
+}
