@@ -23,6 +23,7 @@
 //! Every broker process is killed when its [`Broker`] is dropped, so a failing
 //! test leaves no process behind; every read has a deadline, so no test hangs.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -293,7 +294,7 @@ fn spawn_broker(args: &[&str]) -> (Child, SocketAddr, Tail) {
             // Give the stderr thread a moment to collect the last words.
             thread::sleep(Duration::from_millis(100));
             panic!(
-                "broker did not print `listening on ADDR` within {START_TIMEOUT:?} (args {args:?}, exit {status:?}); stderr:\n{}",
+                "broker exited or did not print `listening on ADDR` within {START_TIMEOUT:?} (args {args:?}, exit {status:?}); stderr:\n{}",
                 stderr.text()
             )
         }
@@ -322,6 +323,8 @@ pub struct Conn {
     enc: Encoder,
     eof: bool,
     barriers: usize,
+    /// MESSAGEs that arrived while waiting for a RECEIPT, handed out first.
+    stash: VecDeque<Frame>,
     /// Heart-beat EOLs received so far.
     pub heartbeats: usize,
     /// When the last heart-beat EOL was received.
@@ -347,6 +350,7 @@ impl Conn {
             enc: Encoder::new(Version::V1_2),
             eof: false,
             barriers: 0,
+            stash: VecDeque::new(),
             heartbeats: 0,
             heartbeat_times: Vec::new(),
         }
@@ -419,7 +423,16 @@ impl Conn {
     }
 
     /// Receives the next frame (heart-beats are counted and skipped).
+    /// MESSAGEs set aside while waiting for a RECEIPT come first.
     pub fn recv(&mut self, timeout: Duration) -> Result<Frame, RecvError> {
+        if let Some(f) = self.stash.pop_front() {
+            return Ok(f);
+        }
+        self.recv_wire(timeout)
+    }
+
+    /// Receives the next frame from the socket, ignoring the stash.
+    fn recv_wire(&mut self, timeout: Duration) -> Result<Frame, RecvError> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.recv_item_until(deadline)? {
@@ -508,15 +521,35 @@ impl Conn {
         self.expect(Command::Message)
     }
 
-    /// Expects a RECEIPT for `id`.
+    /// Expects a RECEIPT for `id`. MESSAGEs arriving first (the broker may
+    /// deliver before it confirms) are set aside for the next `recv`.
     pub fn expect_receipt(&mut self, id: &str) -> Frame {
-        let f = self.expect(Command::Receipt);
-        assert_eq!(
-            f.receipt_id(),
-            Some(id),
-            "RECEIPT for the wrong frame: {f:?}"
-        );
-        f
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let f = match self.recv_wire(left) {
+                Ok(f) => f,
+                Err(e) => panic!("expected RECEIPT {id:?}, got {e:?}"),
+            };
+            if f.command == Command::Message {
+                self.stash.push_back(f);
+                continue;
+            }
+            assert_eq!(
+                f.command,
+                Command::Receipt,
+                "expected RECEIPT {id:?}, got {} {:?} body {:?}",
+                f.command,
+                f.headers,
+                String::from_utf8_lossy(&f.body)
+            );
+            assert_eq!(
+                f.receipt_id(),
+                Some(id),
+                "RECEIPT for the wrong frame: {f:?}"
+            );
+            return f;
+        }
     }
 
     /// Sends `frame` with a `receipt` header and waits for its RECEIPT.

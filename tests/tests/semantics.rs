@@ -705,7 +705,8 @@ fn topic_fans_out_to_every_subscriber_and_stores_nothing() {
 
 #[test]
 fn configurable_queue_prefix() {
-    let b = Broker::start_with(&["--queue-prefix", "/q/"]);
+    // The broker wants the DLQ prefix inside the queue namespace.
+    let b = Broker::start_with(&["--queue-prefix", "/q/", "--dlq-prefix", "/q/DLQ."]);
     let mut p = b.connect(Version::V1_2);
     // Stored while nobody listens: a queue.
     send_seq(&mut p, "/q/work", 4);
