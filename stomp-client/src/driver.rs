@@ -534,6 +534,9 @@ impl Driver {
     }
 
     fn process_events(&mut self, now: Instant) {
+        // Answers go out after the whole batch, so that a caller woken by
+        // one already sees the state the batch leads to (closed, reconnecting).
+        let mut answers = Vec::new();
         while let Some(ev) = self.core.poll_event() {
             match ev {
                 Event::Connected(info) => self.on_connected(info, now),
@@ -558,10 +561,13 @@ impl Driver {
                         Err(TrySendError::Disconnected(_)) => {}
                     }
                 }
-                Event::Receipt(w, r) => w.answer(r),
+                Event::Receipt(w, r) => answers.push((w, r)),
                 Event::Error(e) => self.soft_error(e),
                 Event::Closed(r) => self.on_closed(r, now),
             }
+        }
+        for (w, r) in answers {
+            w.answer(r);
         }
     }
 
@@ -603,7 +609,7 @@ impl Driver {
         }
         self.stalled.retain(|_| false);
         if self.disconnecting || self.finished.is_some() {
-            self.finished = Some(None);
+            self.stop(None);
             return;
         }
         let err = match result {
@@ -618,13 +624,13 @@ impl Driver {
                 if let Some(r) = self.ready.take() {
                     let _ = r.send(Err(err.clone()));
                 }
-                self.finished = Some(Some(err));
+                self.stop(Some(err));
             }
             return;
         }
         let Some(policy) = self.inner.opts.reconnect else {
             self.inner.emit(ConnectionEvent::Lost(err.clone()));
-            self.finished = Some(Some(err));
+            self.stop(Some(err));
             return;
         };
         if opened {
@@ -636,7 +642,7 @@ impl Driver {
         } else {
             self.attempt += 1;
             if policy.max_attempts.is_some_and(|m| self.attempt >= m) {
-                self.finished = Some(Some(Error::lost(format!(
+                self.stop(Some(Error::lost(format!(
                     "gave up reconnecting after {} attempts; last error: {err}",
                     self.attempt
                 ))));
@@ -646,9 +652,27 @@ impl Driver {
         self.reconnect_at = Some(now + policy.delay(self.attempt));
     }
 
+    /// Ends the client for good: later calls fail with `reason`.
+    fn stop(&mut self, reason: Option<Error>) {
+        // Later calls say the connection is gone, whatever ended it (an
+        // ERROR itself was already reported once).
+        let lost = reason.as_ref().map(|e| match e {
+            Error::ConnectionLost { .. } | Error::Closed => e.clone(),
+            other => Error::lost(other.to_string()),
+        });
+        self.inner.update(|st| {
+            st.status = ConnectionState::Closed;
+            if st.closed_reason.is_none() {
+                st.closed_reason = lost;
+            }
+        });
+        self.finished = Some(reason);
+    }
+
     /// The thread is stopping: close everything and tell everyone.
     fn finish(&mut self) {
         let reason = self.finished.take().flatten();
+        self.stop(reason.clone());
         if let Some(mut conn) = self.conn.take() {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
@@ -677,18 +701,6 @@ impl Driver {
         // Dropping the sinks ends every subscription's iterator.
         self.sinks.clear();
         self.stalled.clear();
-        // Later calls say the connection is gone, whatever ended it (an
-        // ERROR itself was already reported once).
-        let lost = reason.as_ref().map(|e| match e {
-            Error::ConnectionLost { .. } | Error::Closed => e.clone(),
-            other => Error::lost(other.to_string()),
-        });
-        self.inner.update(|st| {
-            st.status = ConnectionState::Closed;
-            if st.closed_reason.is_none() {
-                st.closed_reason = lost;
-            }
-        });
         self.inner.emit(ConnectionEvent::Closed(reason));
     }
 }

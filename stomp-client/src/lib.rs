@@ -80,6 +80,8 @@ mod options;
 pub use bytes::Bytes;
 pub use client::{Client, ConnectionEvent, ConnectionState, Message, Subscription, Transaction};
 pub use core::SessionInfo;
+/// The channel crate of [`Client::events`] and [`Subscription::receiver`].
+pub use crossbeam_channel;
 pub use error::{Error, Result};
 pub use options::{ConnectOptions, DEFAULT_PORT, OutagePolicy, ReconnectPolicy, StompUrl};
 pub use stomp_frame::{self, AckMode, Frame, Headers, HeartBeat, Version};

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::FakeServer;
+use common::{FakeServer, wait_event};
 use stomp_client::stomp_frame::Command;
 use stomp_client::{
     AckMode, Client, ConnectOptions, ConnectionEvent, ConnectionState, Error, Frame, OutagePolicy,
@@ -20,21 +20,6 @@ fn opts(server: &FakeServer) -> ConnectOptions {
         .connect_timeout(Duration::from_secs(3))
         .receipt_timeout(Duration::from_secs(3))
         .disconnect_timeout(Duration::from_millis(500))
-}
-
-/// Waits for an event matching `pred`, for at most `d`.
-fn wait_event(
-    rx: &crossbeam_channel::Receiver<ConnectionEvent>,
-    d: Duration,
-    pred: impl Fn(&ConnectionEvent) -> bool,
-) -> Option<ConnectionEvent> {
-    let deadline = Instant::now() + d;
-    while let Ok(ev) = rx.recv_deadline(deadline) {
-        if pred(&ev) {
-            return Some(ev);
-        }
-    }
-    None
 }
 
 #[test]

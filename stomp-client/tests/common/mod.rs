@@ -301,3 +301,18 @@ impl FakeServer {
         }
     }
 }
+
+/// Waits for a connection event matching `pred`, for at most `d`.
+pub fn wait_event(
+    rx: &crossbeam_channel::Receiver<stomp_client::ConnectionEvent>,
+    d: Duration,
+    pred: impl Fn(&stomp_client::ConnectionEvent) -> bool,
+) -> Option<stomp_client::ConnectionEvent> {
+    let deadline = Instant::now() + d;
+    while let Ok(ev) = rx.recv_deadline(deadline) {
+        if pred(&ev) {
+            return Some(ev);
+        }
+    }
+    None
+}

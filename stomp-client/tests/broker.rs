@@ -1,0 +1,458 @@
+//! The client against our broker, run as a real process
+//! (`stomp-broker --listen 127.0.0.1:0 --memory`), for STOMP 1.0, 1.1 and 1.2.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Broker, unique, wait_event};
+use stomp_client::{
+    AckMode, Client, ConnectOptions, ConnectionEvent, ConnectionState, Error, Frame,
+    ReconnectPolicy, Version,
+};
+
+const S5: Duration = Duration::from_secs(5);
+const SHORT: Duration = Duration::from_millis(300);
+
+fn connect(broker: &Broker, version: Version) -> Client {
+    let c = Client::connect(
+        ConnectOptions::new(broker.address())
+            .versions(&[version])
+            .connect_timeout(S5)
+            .receipt_timeout(S5)
+            .disconnect_timeout(Duration::from_secs(2)),
+    )
+    .expect("connect to our broker");
+    assert_eq!(c.version(), version);
+    c
+}
+
+/// Runs a test body once per protocol version.
+macro_rules! per_version {
+    ($($name:ident => $body:ident;)*) => {
+        mod v1_0 { use super::*; $( #[test] fn $name() { super::$body(Version::V1_0) } )* }
+        mod v1_1 { use super::*; $( #[test] fn $name() { super::$body(Version::V1_1) } )* }
+        mod v1_2 { use super::*; $( #[test] fn $name() { super::$body(Version::V1_2) } )* }
+    };
+}
+
+per_version! {
+    send_and_receive_auto => send_and_receive_auto;
+    confirmed_send_gets_receipt => confirmed_send_gets_receipt;
+    client_individual_ack_and_nack => client_individual_ack_and_nack;
+    client_ack_is_cumulative => client_ack_is_cumulative;
+    transactions_commit_abort_and_drop => transactions_commit_abort_and_drop;
+    unsubscribe_explicit_and_on_drop => unsubscribe_explicit_and_on_drop;
+    headers_survive_escaping => headers_survive_escaping;
+    large_binary_body => large_binary_body;
+    topic_fan_out_and_worker_pool => topic_fan_out_and_worker_pool;
+    broker_error_reaches_the_call => broker_error_reaches_the_call;
+}
+
+fn send_and_receive_auto(v: Version) {
+    let broker = Broker::start();
+    let client = connect(&broker, v);
+    let q = format!("/queue/{}", unique("auto"));
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    client.send(&q, "hello").unwrap();
+    client
+        .send_with(&q, &[("content-type", "text/plain"), ("x-n", "2")], "world")
+        .unwrap();
+    let a = sub.recv_timeout(S5).unwrap().expect("first message");
+    let b = sub.recv_timeout(S5).unwrap().expect("second message");
+    assert_eq!(&a.body()[..], b"hello");
+    assert_eq!(&b.body()[..], b"world");
+    assert_eq!(b.header("content-type"), Some("text/plain"));
+    assert_eq!(b.header("x-n"), Some("2"));
+    assert_eq!(a.destination(), Some(q.as_str()));
+    assert!(a.message_id().is_some());
+    assert_eq!(a.subscription(), Some(sub.id()));
+    assert!(matches!(a.ack(), Err(Error::CannotAck(_))), "auto mode");
+    assert!(sub.try_recv().unwrap().is_none());
+    client.disconnect().unwrap();
+}
+
+fn confirmed_send_gets_receipt(v: Version) {
+    let broker = Broker::start();
+    let client = connect(&broker, v);
+    let q = format!("/queue/{}", unique("rcpt"));
+    for i in 0..20 {
+        client.send_confirmed(&q, format!("m{i}"), S5).unwrap();
+    }
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    let got: Vec<_> = (0..20)
+        .map(|_| sub.recv_timeout(S5).unwrap().expect("message"))
+        .map(|m| String::from_utf8(m.body().to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    client.disconnect().unwrap();
+}
+
+fn client_individual_ack_and_nack(v: Version) {
+    let broker = Broker::start();
+    let client = connect(&broker, v);
+    let q = format!("/queue/{}", unique("ci"));
+    let mode = if v == Version::V1_0 {
+        AckMode::Client
+    } else {
+        AckMode::ClientIndividual
+    };
+    for i in 0..3 {
+        client.send_confirmed(&q, format!("m{i}"), S5).unwrap();
+    }
+    {
+        let sub = client.subscribe(&q, mode, &[]).unwrap();
+        let m0 = sub.recv_timeout(S5).unwrap().unwrap();
+        assert_eq!(&m0.body()[..], b"m0");
+        m0.ack().unwrap();
+        if v != Version::V1_0 {
+            let m1 = sub.recv_timeout(S5).unwrap().unwrap();
+            m1.nack().unwrap();
+        }
+        sub.unsubscribe().unwrap();
+    }
+    // What was not acked comes back on a new subscription; m0 does not.
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    let mut rest = HashSet::new();
+    while let Some(m) = sub.recv_timeout(SHORT).unwrap() {
+        rest.insert(String::from_utf8(m.body().to_vec()).unwrap());
+    }
+    assert!(!rest.contains("m0"), "acked message redelivered: {rest:?}");
+    assert!(rest.contains("m2"), "{rest:?}");
+    client.disconnect().unwrap();
+}
+
+fn client_ack_is_cumulative(v: Version) {
+    let broker = Broker::start();
+    let client = connect(&broker, v);
+    let q = format!("/queue/{}", unique("cum"));
+    for i in 0..5 {
+        client.send_confirmed(&q, format!("m{i}"), S5).unwrap();
+    }
+    {
+        let sub = client.subscribe(&q, AckMode::Client, &[]).unwrap();
+        let msgs: Vec<_> = (0..5)
+            .map(|_| sub.recv_timeout(S5).unwrap().unwrap())
+            .collect();
+        // Acking the 4th covers m0..m3.
+        client.ack(&msgs[3]).unwrap();
+        sub.unsubscribe().unwrap();
+    }
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    let mut rest = Vec::new();
+    while let Some(m) = sub.recv_timeout(SHORT).unwrap() {
+        rest.push(String::from_utf8(m.body().to_vec()).unwrap());
+    }
+    assert_eq!(rest, ["m4"]);
+    client.disconnect().unwrap();
+}
+
+fn transactions_commit_abort_and_drop(v: Version) {
+    let broker = Broker::start();
+    let client = connect(&broker, v);
+    let q = format!("/queue/{}", unique("tx"));
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+
+    let tx = client.begin().unwrap();
+    tx.send(&q, "in-tx-1").unwrap();
+    tx.send_with(&q, &[("x", "y")], "in-tx-2").unwrap();
+    assert!(
+        sub.recv_timeout(SHORT).unwrap().is_none(),
+        "visible before commit"
+    );
+    tx.commit().unwrap();
+    let a = sub.recv_timeout(S5).unwrap().unwrap();
+    let b = sub.recv_timeout(S5).unwrap().unwrap();
+    assert_eq!(
+        (&a.body()[..], &b.body()[..]),
+        (&b"in-tx-1"[..], &b"in-tx-2"[..])
+    );
+    assert!(a.header("transaction").is_none() || v == Version::V1_0);
+
+    let tx = client.begin().unwrap();
+    tx.send(&q, "aborted").unwrap();
+    tx.abort().unwrap();
+    {
+        let tx = client.begin().unwrap();
+        tx.send(&q, "dropped").unwrap();
+    }
+    client.send_confirmed(&q, "after", S5).unwrap();
+    let next = sub.recv_timeout(S5).unwrap().unwrap();
+    assert_eq!(&next.body()[..], b"after");
+    assert!(sub.recv_timeout(SHORT).unwrap().is_none());
+
+    // Acks inside a transaction take effect at commit.
+    let q2 = format!("/queue/{}", unique("txack"));
+    client.send_confirmed(&q2, "to-ack", S5).unwrap();
+    {
+        let sub2 = client.subscribe(&q2, AckMode::Client, &[]).unwrap();
+        let m = sub2.recv_timeout(S5).unwrap().unwrap();
+        let tx = client.begin().unwrap();
+        tx.ack(&m).unwrap();
+        tx.commit().unwrap();
+        sub2.unsubscribe().unwrap();
+    }
+    let sub2 = client.subscribe(&q2, AckMode::Auto, &[]).unwrap();
+    assert!(
+        sub2.recv_timeout(SHORT).unwrap().is_none(),
+        "acked in tx, redelivered"
+    );
+    client.disconnect().unwrap();
+}
+
+fn unsubscribe_explicit_and_on_drop(v: Version) {
+    let broker = Broker::start();
+    let client = connect(&broker, v);
+    let t = format!("/topic/{}", unique("unsub"));
+    let keep = client.subscribe(&t, AckMode::Auto, &[]).unwrap();
+    let gone = client.subscribe(&t, AckMode::Auto, &[]).unwrap();
+    let dropped = client.subscribe(&t, AckMode::Auto, &[]).unwrap();
+    let gone_rx = gone.receiver();
+    let dropped_rx = dropped.receiver();
+    gone.unsubscribe().unwrap();
+    drop(dropped);
+    client.send_confirmed(&t, "one", S5).unwrap();
+    assert!(keep.recv_timeout(S5).unwrap().is_some());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(gone_rx.try_recv().is_err());
+    assert!(dropped_rx.try_recv().is_err());
+    client.disconnect().unwrap();
+}
+
+fn headers_survive_escaping(v: Version) {
+    let broker = Broker::start();
+    let client = connect(&broker, v);
+    let q = format!("/queue/{}", unique("esc"));
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    let tricky = "a:b\\c\nd";
+    let r = client.send_with_confirmed(&q, &[("x-tricky", tricky), ("x-colon", "k:v:w")], "e", S5);
+    if v == Version::V1_0 {
+        // 1.0 has no escaping: a newline in a value cannot be written.
+        assert!(matches!(r, Err(Error::Encode(_))), "{r:?}");
+        client
+            .send_with_confirmed(&q, &[("x-colon", "k:v:w")], "e", S5)
+            .unwrap();
+        let m = sub.recv_timeout(S5).unwrap().unwrap();
+        assert_eq!(m.header("x-colon"), Some("k:v:w"));
+    } else {
+        r.unwrap();
+        let m = sub.recv_timeout(S5).unwrap().unwrap();
+        assert_eq!(m.header("x-tricky"), Some(tricky));
+        assert_eq!(m.header("x-colon"), Some("k:v:w"));
+    }
+    client.disconnect().unwrap();
+}
+
+fn large_binary_body(v: Version) {
+    let broker = Broker::start();
+    let client = connect(&broker, v);
+    let q = format!("/queue/{}", unique("big"));
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    let body: Vec<u8> = (0..1024 * 1024u32).map(|i| (i * 31 % 256) as u8).collect();
+    assert!(body.contains(&0));
+    client.send_confirmed(&q, body.clone(), S5).unwrap();
+    let m = sub.recv_timeout(S5).unwrap().unwrap();
+    assert_eq!(m.body().len(), body.len());
+    assert!(m.body()[..] == body[..]);
+    client.disconnect().unwrap();
+}
+
+fn topic_fan_out_and_worker_pool(v: Version) {
+    let broker = Broker::start();
+    let client = Arc::new(connect(&broker, v));
+    let t = format!("/topic/{}", unique("fan"));
+    let subs: Vec<_> = (0..3)
+        .map(|_| client.subscribe(&t, AckMode::Auto, &[]).unwrap())
+        .collect();
+    // Publish from 4 threads at once: the client is Send + Sync.
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            let client = &client;
+            let t = &t;
+            s.spawn(move || {
+                for i in 0..25 {
+                    client.send(t, format!("{w}-{i}")).unwrap();
+                }
+            });
+        }
+    });
+    // Each subscription's messages shared by two worker threads.
+    for sub in &subs {
+        let seen: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let rx = sub.receiver();
+                    s.spawn(move || {
+                        let mut got = Vec::new();
+                        while let Ok(m) = rx.recv_timeout(Duration::from_millis(500)) {
+                            got.push(String::from_utf8(m.body().to_vec()).unwrap());
+                        }
+                        got
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let set: HashSet<_> = seen.iter().cloned().collect();
+        assert_eq!(seen.len(), 100);
+        assert_eq!(set.len(), 100);
+    }
+    drop(subs);
+    Arc::try_unwrap(client).unwrap().disconnect().unwrap();
+}
+
+fn broker_error_reaches_the_call(v: Version) {
+    let broker = Broker::start();
+    let client = connect(&broker, v);
+    // A SEND without a destination is an error the broker must answer
+    // with ERROR + receipt-id, then close.
+    let bad = Frame::new(stomp_client::stomp_frame::Command::Send).body("x");
+    match client.send_frame_confirmed(bad, S5) {
+        Err(Error::Broker { receipt_id, .. }) => assert!(receipt_id.is_some()),
+        other => panic!("{other:?}"),
+    }
+    let r = client.send("/queue/a", "x");
+    assert!(matches!(r, Err(Error::ConnectionLost { .. })), "{r:?}");
+}
+
+#[test]
+fn connects_by_url_and_reports_session() {
+    let broker = Broker::start();
+    let client = Client::connect_url(&format!("{}/", broker.url())).unwrap();
+    let info = client.session_info().unwrap();
+    assert_eq!(info.version, Version::V1_2);
+    assert!(info.server.unwrap_or_default().starts_with("stomp-rs/"));
+    assert!(info.session.is_some());
+    assert_eq!(
+        info.heart_beat.send,
+        Some(Duration::from_millis(10_000)),
+        "the broker follows what the client asks"
+    );
+    assert!(client.is_connected());
+    client.disconnect().unwrap();
+}
+
+#[test]
+fn reconnects_after_broker_restart_and_restores_subscriptions() {
+    let mut broker = Broker::start();
+    let client = Client::connect(
+        ConnectOptions::new(broker.address())
+            .heart_beat(200, 200)
+            .connect_timeout(Duration::from_secs(2))
+            .reconnect(ReconnectPolicy {
+                initial_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(400),
+                ..ReconnectPolicy::default()
+            }),
+    )
+    .unwrap();
+    let events = client.events();
+    let q = format!("/queue/{}", unique("restart"));
+    let sub = client
+        .subscribe(&q, AckMode::ClientIndividual, &[])
+        .unwrap();
+    client.send_confirmed(&q, "before", S5).unwrap();
+    let before = sub.recv_timeout(S5).unwrap().unwrap();
+
+    broker.kill();
+    assert!(wait_event(&events, S5, |e| matches!(e, ConnectionEvent::Lost(_))).is_some());
+    assert_eq!(client.state(), ConnectionState::Reconnecting);
+    std::thread::sleep(Duration::from_millis(200));
+    broker.restart();
+    let t0 = Instant::now();
+    let ev = wait_event(&events, S5, |e| {
+        matches!(e, ConnectionEvent::Reconnected { .. })
+    });
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(
+        matches!(
+            ev,
+            Some(ConnectionEvent::Reconnected {
+                subscriptions: 1,
+                ..
+            })
+        ),
+        "{ev:?}"
+    );
+    // The ack of a message from the lost session is refused, not sent.
+    assert!(matches!(before.ack(), Err(Error::CannotAck(_))));
+    // The restored subscription (same id) receives new messages.
+    client.send_confirmed(&q, "after", S5).unwrap();
+    let after = sub
+        .recv_timeout(S5)
+        .unwrap()
+        .expect("message after restart");
+    assert_eq!(&after.body()[..], b"after");
+    assert_eq!(after.subscription(), Some(sub.id()));
+    after.ack().unwrap();
+    drop(sub);
+    client.disconnect().unwrap();
+}
+
+#[test]
+fn transaction_is_lost_with_its_connection() {
+    let mut broker = Broker::start();
+    let client = Client::connect(
+        ConnectOptions::new(broker.address())
+            .connect_timeout(Duration::from_secs(2))
+            .reconnect(ReconnectPolicy {
+                initial_delay: Duration::from_millis(50),
+                ..ReconnectPolicy::default()
+            }),
+    )
+    .unwrap();
+    let events = client.events();
+    let q = format!("/queue/{}", unique("txlost"));
+    let tx = client.begin().unwrap();
+    tx.send(&q, "x").unwrap();
+    broker.restart();
+    loop {
+        let ev = events.recv_timeout(S5).expect("Reconnected");
+        if matches!(ev, ConnectionEvent::Reconnected { .. }) {
+            break;
+        }
+    }
+    assert!(matches!(tx.send(&q, "y"), Err(Error::TransactionLost(_))));
+    assert!(matches!(tx.commit(), Err(Error::TransactionLost(_))));
+    client.disconnect().unwrap();
+}
+
+#[test]
+fn gives_up_after_max_attempts_and_closes() {
+    let mut broker = Broker::start();
+    let client = Client::connect(
+        ConnectOptions::new(broker.address())
+            .connect_timeout(Duration::from_millis(500))
+            .reconnect(ReconnectPolicy {
+                initial_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(50),
+                multiplier: 2.0,
+                max_attempts: Some(3),
+            }),
+    )
+    .unwrap();
+    let events = client.events();
+    let q = format!("/queue/{}", unique("giveup"));
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    broker.kill();
+    let deadline = Instant::now() + S5;
+    let closed = loop {
+        match events.recv_deadline(deadline) {
+            Ok(ConnectionEvent::Closed(reason)) => break reason,
+            Ok(_) => {}
+            Err(_) => panic!("never closed"),
+        }
+    };
+    assert!(closed.is_some());
+    assert_eq!(client.state(), ConnectionState::Closed);
+    assert!(
+        sub.recv_timeout(SHORT).is_err(),
+        "subscription ends with the client"
+    );
+    assert!(client.send(&q, "x").is_err());
+}
