@@ -286,8 +286,91 @@ fn violation(b: &Broker, version: Option<Version>, bad: &[u8]) -> Frame {
     }
     c.send_raw(bad);
     let err = c.expect_error();
+    assert_eq!(
+        err.content_type(),
+        Some("text/plain"),
+        "ERROR explains itself in a text/plain body (contract): {err:?}"
+    );
+    assert!(!err.body.is_empty(), "ERROR without details: {err:?}");
     round_trip(&mut by, "/queue/bystander", "unaffected");
     err
+}
+
+#[test]
+fn duplicate_subscription_id_is_an_error() {
+    // 1.2 §SUBSCRIBE: different subscriptions of a connection MUST use
+    // different ids.
+    let b = Broker::start();
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"SUBSCRIBE\nid:0\ndestination:/queue/a\n\n\0SUBSCRIBE\nid:0\ndestination:/queue/b\n\n\0",
+    );
+}
+
+#[test]
+fn duplicate_open_transaction_id_is_an_error() {
+    // 1.2 §BEGIN: different transactions of a connection MUST use different ids.
+    let b = Broker::start();
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"BEGIN\ntransaction:t\n\n\0BEGIN\ntransaction:t\n\n\0",
+    );
+}
+
+#[test]
+fn crlf_line_endings_are_accepted_in_1_2() {
+    let b = Broker::start();
+    let mut c = b.open();
+    c.send_raw(b"CONNECT\r\naccept-version:1.2\r\nhost:localhost\r\n\r\n\0");
+    c.expect(Command::Connected);
+    c.set_version(Version::V1_2);
+    c.send_raw(b"SUBSCRIBE\r\nid:0\r\ndestination:/queue/crlf\r\nreceipt:s\r\n\r\n\0\r\n");
+    c.expect_receipt("s");
+    // Mixed LF and CRLF in one frame is valid 1.2 too.
+    c.send_raw(b"SEND\ndestination:/queue/crlf\r\nk:v\r\nreceipt:r\n\r\nbody\0\r\n\n");
+    c.expect_receipt("r");
+    let m = c.expect_message();
+    assert_eq!(
+        m.headers.get("k"),
+        Some("v"),
+        "the CR is not part of the value"
+    );
+    assert_eq!(&m.body[..], b"body");
+}
+
+#[test]
+fn max_connections_refuses_with_an_error() {
+    let b = Broker::start_with(&["--max-connections", "2"]);
+    let _one = b.connect(Version::V1_2);
+    let _two = b.connect(Version::V1_2);
+    let mut three = b.open();
+    three.send(&Frame::connect("localhost", &[Version::V1_2]));
+    let f = three.expect(Command::Error);
+    assert!(f.message_header().is_some());
+    three.expect_closed(T);
+    drop(_one);
+    // A slot frees up once a connection goes.
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            let mut c = b.open();
+            c.send(&Frame::connect("localhost", &[Version::V1_2]));
+            matches!(c.recv(T), Ok(f) if f.command == Command::Connected)
+        }),
+        "no connection accepted after one of two closed"
+    );
+}
+
+#[test]
+fn any_frame_counts_as_liveness() {
+    let b = Broker::start_with(&["--heartbeat-grace", "1.5"]);
+    let mut c = b.open();
+    c.connect_with(Frame::connect("localhost", &[Version::V1_2]).header("heart-beat", "500,0"));
+    for i in 0..8 {
+        c.send_sync(Frame::begin(format!("t{i}")), &format!("b{i}"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 #[test]
@@ -500,6 +583,52 @@ fn sigterm_exits_zero_promptly_and_closes_sessions() {
             Err(e) => panic!("session not closed after shutdown: {e:?}"),
         }
     }
+}
+
+#[test]
+fn sigint_exits_zero_too() {
+    let mut b = Broker::start();
+    let _c = b.connect(Version::V1_2);
+    let status = b
+        .signal_and_wait(rustix::process::Signal::INT, Duration::from_secs(2))
+        .expect("broker still running 2 s after SIGINT");
+    assert!(status.success(), "exit status {status:?} after SIGINT");
+}
+
+#[test]
+fn config_file_sets_flags_and_flags_override_it() {
+    let dir = std::env::temp_dir().join(format!("stomp-tests-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("broker.toml");
+    std::fs::write(&file, "max_body_size = 100\nprefetch = 1\n").unwrap();
+    let path = file.to_str().unwrap();
+    // From the file: a 200-byte body is over the limit.
+    let b = Broker::start_with(&["--config", path]);
+    let mut c = b.connect(Version::V1_2);
+    c.send(&Frame::send("/queue/cfg").body(vec![b'x'; 200]));
+    c.expect_error();
+    // The flag wins over the file.
+    let b = Broker::start_with(&["--config", path, "--max-body-size", "1000"]);
+    let mut c = b.connect(Version::V1_2);
+    c.send_sync(Frame::send("/queue/cfg").body(vec![b'x'; 200]), "r");
+    // And the rest of the file still applies: a window of one.
+    c.send_sync(Frame::send("/queue/cfg").body("second"), "r2");
+    c.subscribe("0", "/queue/cfg", AckMode::ClientIndividual);
+    let m = c.expect_message();
+    assert_eq!(m.body.len(), 200);
+    c.expect_nothing(QUIET);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unreadable_config_is_a_clear_failure() {
+    let out = run_to_exit(&["--config", "/nonexistent/stomp-broker.toml"]);
+    assert!(!out.0.success());
+    assert!(
+        out.1.contains("stomp-broker.toml"),
+        "stderr should name the file: {}",
+        out.1
+    );
 }
 
 #[test]
