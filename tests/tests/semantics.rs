@@ -736,3 +736,156 @@ fn configurable_topic_prefix() {
     assert_eq!(&s1.expect_message().body[..], b"both");
     assert_eq!(&s2.expect_message().body[..], b"both");
 }
+
+#[test]
+fn client_nack_is_cumulative() {
+    // 1.2 §NACK: in client mode NACK, like ACK, covers the earlier messages.
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/cnack", 3);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/cnack", AckMode::Client);
+    let ms = recv_n(&mut c, 3);
+    c.send_sync(Frame::nack_for(&ms[1], Version::V1_2).unwrap(), "n");
+    let again = recv_n(&mut c, 2);
+    assert_eq!(
+        again.iter().map(seq).collect::<BTreeSet<_>>(),
+        BTreeSet::from([1, 2]),
+        "NACK of 2 returns 1 and 2, not 3"
+    );
+    again.iter().for_each(assert_redelivered);
+    c.expect_nothing(QUIET);
+}
+
+// ------------------------------------------------------------ flow control
+
+#[test]
+fn full_queue_pushes_back_on_the_producer_and_loses_nothing() {
+    const N: usize = 8192;
+    let b = Broker::start_with(&["--max-queue-memory", "65536"]);
+    let addr = b.addr();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done2 = done.clone();
+    let producer = std::thread::spawn(move || {
+        let mut p = Conn::open(addr);
+        p.connect(Version::V1_2);
+        p.stream()
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut batch = Vec::new();
+        for i in 1..=N {
+            let f = Frame::send("/queue/full")
+                .header("seq", i.to_string())
+                .body(vec![b'p'; 1024]);
+            batch.extend(p.encode(&f));
+            if batch.len() > 64 * 1024 || i == N {
+                p.send_raw(&batch);
+                batch.clear();
+            }
+        }
+        p.send_sync(Frame::send("/queue/other").body("end"), "end");
+        done2.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    // 8 MiB cannot fit in 64 KiB of queue plus the socket buffers: the
+    // producer is still blocked a second later.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !done.load(std::sync::atomic::Ordering::SeqCst),
+        "8 MiB went into a queue limited to 64 KiB with nobody consuming"
+    );
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/full", AckMode::Auto);
+    for i in 1..=N {
+        let m = c.recv_frame(Duration::from_secs(10));
+        assert_eq!(seq(&m), i, "lost or reordered under back-pressure");
+    }
+    producer
+        .join()
+        .expect("producer finishes once the queue drains");
+    c.expect_nothing(QUIET);
+}
+
+/// Topic messages sent by [`slow_topic_subscriber`].
+const TOPIC_MSGS: usize = 2048;
+
+/// A topic subscriber that never reads, on a broker with a small write
+/// backlog; returns it and the producer after pushing 16 MiB at the topic
+/// (more than the kernel's socket buffers hold).
+fn slow_topic_subscriber(b: &Broker) -> (Conn, Conn) {
+    let mut slow = b.connect(Version::V1_2);
+    slow.subscribe("0", "/topic/fast", AckMode::Auto);
+    let mut fast = b.connect(Version::V1_2);
+    fast.subscribe("0", "/topic/fast", AckMode::Auto);
+    let mut p = b.connect(Version::V1_2);
+    // In lockstep with a subscriber that keeps up, 64 KiB at a time, so
+    // only the one that never reads falls behind.
+    for chunk in 0..TOPIC_MSGS / 8 {
+        let mut batch = Vec::new();
+        for i in chunk * 8..chunk * 8 + 8 {
+            batch.extend(
+                p.encode(
+                    &Frame::send("/topic/fast")
+                        .header("seq", i.to_string())
+                        .body(vec![b't'; 8192]),
+                ),
+            );
+        }
+        p.send_raw(&batch);
+        for i in chunk * 8..chunk * 8 + 8 {
+            let m = fast.recv_frame(Duration::from_secs(10));
+            assert_eq!(seq(&m), i, "the subscriber that keeps up loses nothing");
+        }
+    }
+    p.send_sync(Frame::send("/topic/other").body("x"), "after");
+    (slow, p)
+}
+
+#[test]
+fn slow_topic_subscriber_is_disconnected_by_default() {
+    let b = Broker::start_with(&["--max-write-backlog", "262144"]);
+    let (mut slow, _p) = slow_topic_subscriber(&b);
+    // Its socket holds whatever fitted, then the ERROR, then the close.
+    let mut messages = 0;
+    loop {
+        match slow.recv(Duration::from_secs(5)) {
+            Ok(f) if f.command == Command::Message => messages += 1,
+            Ok(f) => {
+                assert_eq!(f.command, Command::Error, "{f:?}");
+                slow.expect_closed(T);
+                break;
+            }
+            Err(e) => {
+                panic!("slow subscriber not told and closed ({messages} messages read): {e:?}")
+            }
+        }
+    }
+    assert!(
+        messages < 1024,
+        "all {messages} messages fitted: the test proves nothing"
+    );
+}
+
+#[test]
+fn slow_topic_subscriber_loses_messages_under_the_drop_policy() {
+    let b = Broker::start_with(&[
+        "--max-write-backlog",
+        "262144",
+        "--slow-consumer-policy",
+        "drop",
+    ]);
+    let (mut slow, mut p) = slow_topic_subscriber(&b);
+    let mut seen = Vec::new();
+    while let Ok(f) = slow.recv(Duration::from_millis(500)) {
+        assert_eq!(f.command, Command::Message, "{f:?}");
+        seen.push(seq(&f));
+    }
+    assert!(
+        seen.len() < 1024,
+        "nothing dropped: the test proves nothing"
+    );
+    assert!(seen.is_sorted(), "what is kept stays in order");
+    // Still connected and served.
+    p.send_sync(Frame::send("/topic/fast").header("seq", "5000"), "late");
+    let m = slow.expect_message();
+    assert_eq!(seq(&m), 5000);
+}
