@@ -262,7 +262,16 @@ impl<R> Core<R> {
                     Some(p) => self
                         .events
                         .push_back(Event::Receipt(p.token, Err(err.clone()))),
-                    None => self.events.push_back(Event::Error(err.clone())),
+                    // Brokers often leave out `receipt-id` (RabbitMQ does for an
+                    // unknown destination): the calls waiting for a receipt are
+                    // the ones it most likely answers, so they get it.
+                    None if self.receipts.is_empty() => {
+                        self.events.push_back(Event::Error(err.clone()))
+                    }
+                    None => {
+                        self.close_with(Err(err.clone()), err);
+                        return;
+                    }
                 }
                 self.close(Err(err));
             }
@@ -448,14 +457,19 @@ impl<R> Core<R> {
     }
 
     fn close(&mut self, result: Result<(), Error>) {
-        if self.is_closed() {
-            return;
-        }
         let lost = match &result {
             Ok(()) => Error::lost("the client disconnected"),
             Err(e @ Error::ConnectionLost { .. }) => e.clone(),
             Err(e) => Error::lost(e.to_string()),
         };
+        self.close_with(result, lost);
+    }
+
+    /// Ends the session; receipts still pending fail with `lost`.
+    fn close_with(&mut self, result: Result<(), Error>, lost: Error) {
+        if self.is_closed() {
+            return;
+        }
         let mut pending: Vec<_> = self.receipts.drain().map(|(_, p)| p).collect();
         pending.sort_by_key(|p| p.deadline);
         for p in pending {
@@ -850,6 +864,28 @@ mod tests {
             matches!(
                 &ev[..],
                 [Event::Error(Error::Broker { .. }), Event::Closed(Err(_))]
+            ),
+            "{ev:?}"
+        );
+        // With calls waiting for receipts, they get the ERROR instead.
+        let mut core = connected(t0, "0,0", Version::V1_2);
+        let s = Duration::from_secs(1);
+        core.send_with_receipt(Frame::send("/nope/a"), 7, s, t0)
+            .unwrap();
+        feed(
+            &mut core,
+            &Frame::error("unknown destination"),
+            Version::V1_2,
+            t0,
+        );
+        let ev = events(&mut core);
+        assert!(
+            matches!(
+                &ev[..],
+                [
+                    Event::Receipt(7, Err(Error::Broker { .. })),
+                    Event::Closed(Err(_))
+                ]
             ),
             "{ev:?}"
         );

@@ -537,6 +537,7 @@ impl Driver {
         // Answers go out after the whole batch, so that a caller woken by
         // one already sees the state the batch leads to (closed, reconnecting).
         let mut answers = Vec::new();
+        let mut errors = Vec::new();
         while let Some(ev) = self.core.poll_event() {
             match ev {
                 Event::Connected(info) => self.on_connected(info, now),
@@ -562,9 +563,12 @@ impl Driver {
                     }
                 }
                 Event::Receipt(w, r) => answers.push((w, r)),
-                Event::Error(e) => self.soft_error(e),
+                Event::Error(e) => errors.push(e),
                 Event::Closed(r) => self.on_closed(r, now),
             }
+        }
+        for e in errors {
+            self.soft_error(e);
         }
         for (w, r) in answers {
             w.answer(r);
