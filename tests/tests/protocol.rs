@@ -187,6 +187,37 @@ fn heart_beat_intervals_are_clamped_to_the_minimum() {
 }
 
 #[test]
+fn heart_beat_intervals_are_clamped_to_the_maximum() {
+    let b = Broker::start_with(&["--heartbeat-max", "60000"]);
+    let mut c = b.open();
+    let connected = c.connect_with(
+        Frame::connect("localhost", &[Version::V1_2]).header("heart-beat", "0,99999999"),
+    );
+    assert_eq!(connected.headers.get("heart-beat"), Some("60000,0"));
+}
+
+#[test]
+fn malformed_connect_values_are_errors() {
+    let b = Broker::start();
+    for bad in [
+        &b"CONNECT\naccept-version:1.2\nhost:localhost\nheart-beat:soon\n\n\0"[..],
+        &b"CONNECT\naccept-version:1.2\nhost:localhost\nheart-beat:-1,0\n\n\0"[..],
+    ] {
+        violation(&b, None, bad);
+    }
+}
+
+#[test]
+fn unknown_ack_mode_is_an_error() {
+    let b = Broker::start();
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"SUBSCRIBE\nid:0\ndestination:/queue/a\nack:sometimes\n\n\0",
+    );
+}
+
+#[test]
 fn silent_client_is_closed_after_the_grace_period() {
     let b = Broker::start_with(&["--heartbeat-grace", "1.5"]);
     let mut c = b.open();

@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 
 use stomp_tests::*;
 
+/// These tests measure how fast others are served while one client is
+/// hostile; run in parallel on a 2-core machine they would measure each
+/// other instead. Each holds this lock for its whole run.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Queues three messages on `/queue/before` so the test can check they
 /// survive whatever comes next.
 fn queue_some(b: &Broker) {
@@ -54,6 +62,7 @@ fn served_within(b: &Broker, limit: Duration, tag: &str) -> Duration {
 
 #[test]
 fn garbage_bytes_get_an_error_and_a_close() {
+    let _serial = serial();
     let b = Broker::start();
     queue_some(&b);
     for garbage in [
@@ -74,6 +83,7 @@ fn garbage_bytes_get_an_error_and_a_close() {
 
 #[test]
 fn partial_frame_then_silence_does_not_block_others() {
+    let _serial = serial();
     let b = Broker::start();
     queue_some(&b);
     let mut stuck = Vec::new();
@@ -101,6 +111,7 @@ fn partial_frame_then_silence_does_not_block_others() {
 
 #[test]
 fn flooding_client_that_never_reads_does_not_starve_others() {
+    let _serial = serial();
     let b = Broker::start_with(&["--max-write-backlog", "1048576"]);
     queue_some(&b);
     let mut flood = b.connect(Version::V1_2);
@@ -152,6 +163,7 @@ fn flooding_client_that_never_reads_does_not_starve_others() {
 
 #[test]
 fn huge_declared_frame_is_refused_without_buffering_it() {
+    let _serial = serial();
     let b = Broker::start();
     queue_some(&b);
     let rss_before = b.rss_kib().expect("VmRSS");
@@ -174,6 +186,7 @@ fn huge_declared_frame_is_refused_without_buffering_it() {
 
 #[test]
 fn huge_frame_without_content_length_is_cut_at_the_limit() {
+    let _serial = serial();
     let b = Broker::start();
     queue_some(&b);
     let rss_before = b.rss_kib().expect("VmRSS");
@@ -219,6 +232,7 @@ fn huge_frame_without_content_length_is_cut_at_the_limit() {
 
 #[test]
 fn hundred_thousand_tiny_headers_are_refused_quickly() {
+    let _serial = serial();
     let b = Broker::start();
     queue_some(&b);
     let mut c = b.connect(Version::V1_2);
@@ -246,6 +260,7 @@ fn hundred_thousand_tiny_headers_are_refused_quickly() {
 
 #[test]
 fn never_ending_header_line_is_refused() {
+    let _serial = serial();
     let b = Broker::start();
     let mut c = b.connect(Version::V1_2);
     c.send_raw(b"SEND\ndestination:/queue/a\nk:");
@@ -271,6 +286,7 @@ fn never_ending_header_line_is_refused() {
 
 #[test]
 fn abrupt_disconnects_mid_frame_leave_the_broker_healthy() {
+    let _serial = serial();
     let b = Broker::start();
     queue_some(&b);
     for i in 0..50 {

@@ -889,3 +889,97 @@ fn slow_topic_subscriber_loses_messages_under_the_drop_policy() {
     let m = slow.expect_message();
     assert_eq!(seq(&m), 5000);
 }
+
+#[test]
+fn unacked_messages_are_redelivered_after_an_abrupt_close() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/abrupt", 3);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/abrupt", AckMode::ClientIndividual);
+    let ms = recv_n(&mut c, 3);
+    c.send_sync(Frame::ack_for(&ms[0], Version::V1_2).unwrap(), "a");
+    drop(c); // no DISCONNECT: the TCP connection just goes
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/abrupt", AckMode::Auto);
+    let again = recv_n(&mut d, 2);
+    assert_eq!(
+        again.iter().map(seq).collect::<BTreeSet<_>>(),
+        BTreeSet::from([2, 3])
+    );
+    again.iter().for_each(assert_redelivered);
+}
+
+#[test]
+fn deliveries_without_ack_count_towards_the_dead_letter_queue() {
+    let b = Broker::start_with(&["--max-deliveries", "2"]);
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::send("/queue/crashy").body("kills consumers"), "r");
+    for attempt in 1..=2 {
+        let mut c = b.connect(Version::V1_2);
+        c.subscribe("0", "/queue/crashy", AckMode::ClientIndividual);
+        let m = c.expect_message();
+        assert_eq!(&m.body[..], b"kills consumers", "delivery {attempt}");
+        drop(c); // the consumer dies without acking
+    }
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/crashy", AckMode::ClientIndividual);
+    c.expect_nothing(Duration::from_millis(500));
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/DLQ.crashy", AckMode::Auto);
+    assert_eq!(&d.expect_message().body[..], b"kills consumers");
+}
+
+#[test]
+fn ids_with_special_characters_are_escaped_in_1_2() {
+    // Receipt, subscription and ack ids go back to the client in headers,
+    // escaped (openmq #1534: unescaped `:` in ack ids).
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    let sub = "sub:1\\x\ny";
+    c.send_sync(
+        Frame::subscribe(sub, "/queue/odd:name", AckMode::ClientIndividual),
+        "rcpt:with\\colons\nand lines",
+    );
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::send("/queue/odd:name").body("odd"), "r");
+    let m = c.expect_message();
+    assert_eq!(m.subscription(), Some(sub));
+    assert_eq!(m.destination(), Some("/queue/odd:name"));
+    c.send_sync(Frame::ack_for(&m, Version::V1_2).unwrap(), "a");
+    c.disconnect();
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/odd:name", AckMode::Auto);
+    d.expect_nothing(QUIET);
+}
+
+#[test]
+fn ack_with_special_subscription_id_in_1_1() {
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_1);
+    let sub = "s:1\\x";
+    c.subscribe(sub, "/queue/odd11", AckMode::ClientIndividual);
+    let mut p = b.connect(Version::V1_1);
+    p.send_sync(Frame::send("/queue/odd11").body("odd"), "r");
+    let m = c.expect_message();
+    assert_eq!(m.subscription(), Some(sub));
+    c.send_sync(Frame::ack_for(&m, Version::V1_1).unwrap(), "a");
+    c.disconnect();
+    let mut d = b.connect(Version::V1_1);
+    d.subscribe("0", "/queue/odd11", AckMode::Auto);
+    d.expect_nothing(QUIET);
+}
+
+#[test]
+fn frames_after_disconnect_are_not_processed() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    let mut wire = p.encode(&Frame::disconnect().header("receipt", "bye"));
+    wire.extend(p.encode(&Frame::send("/queue/late").body("too late")));
+    p.send_raw(&wire);
+    p.expect_receipt("bye");
+    p.expect_closed(T);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/late", AckMode::Auto);
+    c.expect_nothing(QUIET);
+}
