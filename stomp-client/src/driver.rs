@@ -33,6 +33,9 @@ const MAX_POLL: Duration = Duration::from_millis(250);
 /// Stop taking commands while this many bytes wait to be written.
 const OUT_HIGH_WATER: usize = 1 << 20;
 const READ_CHUNK: usize = 64 * 1024;
+/// Message bytes held beyond full subscription queues before the socket is
+/// no longer read. Until then receipts and errors still get through.
+const STALL_MAX: usize = 1 << 20;
 
 /// Where the answer to a frame with a receipt goes.
 pub(crate) struct Waiter {
@@ -117,6 +120,7 @@ struct Driver {
     /// Messages waiting for room in their subscription's queue: while any
     /// wait, the socket is not read (back-pressure to the broker).
     stalled: VecDeque<(String, Message)>,
+    stalled_bytes: usize,
     /// Calls that arrived while reconnecting (outage policy `Wait`).
     outbox: VecDeque<Cmd>,
     /// Addresses tried in the current round; which one is next.
@@ -161,6 +165,7 @@ pub(crate) fn run(
         scratch: vec![0; READ_CHUNK],
         sinks: HashMap::new(),
         stalled: VecDeque::new(),
+        stalled_bytes: 0,
         outbox: VecDeque::new(),
         next_address: 0,
         initial_tries: 0,
@@ -218,7 +223,7 @@ impl Driver {
                 self.check_established(now);
             }
             self.deliver_stalled();
-            if self.read_pending && self.stalled.is_empty() {
+            if self.read_pending && self.stalled_bytes < STALL_MAX {
                 self.read(now);
             }
             self.take_commands(now);
@@ -303,7 +308,7 @@ impl Driver {
     fn read(&mut self, now: Instant) {
         loop {
             let Some(conn) = &mut self.conn else { return };
-            if !conn.established || self.core.is_closed() || !self.stalled.is_empty() {
+            if !conn.established || self.core.is_closed() || self.stalled_bytes >= STALL_MAX {
                 return;
             }
             // Read into a reused scratch buffer and append what came: a copy
@@ -519,18 +524,25 @@ impl Driver {
 
     fn deliver_stalled(&mut self) {
         while let Some((id, msg)) = self.stalled.pop_front() {
+            let size = stalled_size(&msg);
             let Some((sink, _)) = self.sinks.get(&id) else {
+                self.stalled_bytes -= size;
                 continue;
             };
             match sink.try_send(msg) {
-                Ok(()) => {}
+                Ok(()) => self.stalled_bytes -= size,
                 Err(TrySendError::Full(msg)) => {
                     self.stalled.push_front((id, msg));
                     return;
                 }
-                Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Disconnected(_)) => self.stalled_bytes -= size,
             }
         }
+    }
+
+    fn stall(&mut self, id: String, msg: Message) {
+        self.stalled_bytes += stalled_size(&msg);
+        self.stalled.push_back((id, msg));
     }
 
     fn process_events(&mut self, now: Instant) {
@@ -552,13 +564,14 @@ impl Driver {
                         ack_mode: *ack,
                         inner: Arc::clone(&self.inner),
                     };
+                    // Behind earlier stalled messages, to keep the order.
                     if !self.stalled.is_empty() {
-                        self.stalled.push_back((id, msg));
+                        self.stall(id, msg);
                         continue;
                     }
                     match sink.try_send(msg) {
                         Ok(()) => {}
-                        Err(TrySendError::Full(msg)) => self.stalled.push_back((id, msg)),
+                        Err(TrySendError::Full(msg)) => self.stall(id, msg),
                         Err(TrySendError::Disconnected(_)) => {}
                     }
                 }
@@ -611,7 +624,8 @@ impl Driver {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         }
-        self.stalled.retain(|_| false);
+        self.stalled.clear();
+        self.stalled_bytes = 0;
         if self.disconnecting || self.finished.is_some() {
             self.stop(None);
             return;
@@ -707,6 +721,11 @@ impl Driver {
         self.stalled.clear();
         self.inner.emit(ConnectionEvent::Closed(reason));
     }
+}
+
+/// What a stalled message counts for against [`STALL_MAX`].
+fn stalled_size(msg: &Message) -> usize {
+    msg.frame.body.len() + 64
 }
 
 fn resolve(address: &str) -> io::Result<SocketAddr> {

@@ -456,3 +456,40 @@ fn gives_up_after_max_attempts_and_closes() {
     );
     assert!(client.send(&q, "x").is_err());
 }
+
+#[test]
+fn slow_consumer_gets_every_message_in_order() {
+    // A tiny subscription queue: past it (and a bounded overflow) the
+    // client stops reading the socket; nothing is lost or reordered, and a
+    // confirmed send completes once the consumer catches up.
+    let broker = Broker::start();
+    let client = Client::connect(
+        ConnectOptions::new(broker.address())
+            .subscription_capacity(2)
+            .receipt_timeout(S5),
+    )
+    .unwrap();
+    let q = format!("/queue/{}", unique("slow"));
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    let body = vec![b'x'; 16 * 1024];
+    for i in 0..200u32 {
+        let mut b = body.clone();
+        b[..4].copy_from_slice(&i.to_be_bytes());
+        client.send(&q, b).unwrap();
+    }
+    std::thread::scope(|s| {
+        let consumer = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            for i in 0..200u32 {
+                let m = sub.recv_timeout(S5).unwrap().expect("message");
+                assert_eq!(m.body()[..4], i.to_be_bytes());
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let end = sub.recv_timeout(S5).unwrap().expect("end");
+            assert_eq!(&end.body()[..], b"end");
+        });
+        client.send_confirmed(&q, "end", S5).unwrap();
+        consumer.join().unwrap();
+    });
+    client.disconnect().unwrap();
+}
