@@ -1,0 +1,356 @@
+//! The journal handle the event loop holds.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use crate::format::{MAGIC, SEQ_RECORD};
+use crate::recover::{self, Books, Seg};
+use crate::writer::{Batch, Op, Shared, Writer};
+use crate::{CommitEvent, JournalOptions, Notify, Record, Recovered};
+
+/// The journal: an append-only log of messages in segment files, written by
+/// a thread of its own.
+///
+/// Every method returns at once (the disk is touched only by
+/// [`open`](Journal::open) and by the writer thread). Dropping the journal
+/// lets the writer finish the batches already committed (blocking until they
+/// are written) and stops it; what was appended but not committed is lost.
+pub struct Journal {
+    dir: PathBuf,
+    opts: JournalOptions,
+    books: Books,
+    active: u64,
+    ops: Vec<Op>,
+    op_bytes: usize,
+    ticket: u64,
+    shared: Arc<Shared>,
+    notify: Arc<dyn Fn(CommitEvent) + Send + Sync>,
+    tx: Option<mpsc::Sender<Batch>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Sizes, for monitoring and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Segment files (including ones scheduled for deletion by a batch not yet
+    /// written, excluding ones already scheduled).
+    pub segments: usize,
+    /// Live messages.
+    pub live_messages: usize,
+    /// Bytes their records take.
+    pub live_bytes: u64,
+    /// Bytes of all segment files (as written or scheduled).
+    pub file_bytes: u64,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.dir)
+            .field("active", &self.active)
+            .field("ticket", &self.ticket)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`, reads back what is in it and
+    /// starts the writer thread, which calls `notify` for every commit.
+    ///
+    /// A torn or damaged tail of the newest segment is cut off (truncated),
+    /// damage in an older segment makes the rest of that segment skipped;
+    /// either way with a `tracing::warn!` and an entry in
+    /// [`Recovered::cuts`], never an error. Errors are for what prevents
+    /// reading or writing at all (permissions, a missing device...).
+    pub fn open(
+        dir: &Path,
+        options: JournalOptions,
+        notify: Notify,
+    ) -> io::Result<(Journal, Recovered)> {
+        let scan = recover::scan(dir, options.fsync)?;
+        let active_len = scan
+            .books
+            .segs
+            .get(&scan.active)
+            .map_or(MAGIC.len() as u64, |s| s.bytes);
+        let shared = Arc::new(Shared::default());
+        let notify = shareable(notify);
+        let writer = Writer::new(
+            dir.to_path_buf(),
+            scan.active,
+            active_len,
+            options.clone(),
+            notify.clone(),
+            shared.clone(),
+        )?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("stomp-journal".into())
+            .spawn(move || writer.run(rx))?;
+        let mut messages: Vec<Record> = scan.books.index.values().map(|l| l.rec.clone()).collect();
+        messages.sort_unstable_by_key(|r| r.seq);
+        let mut journal = Journal {
+            dir: dir.to_path_buf(),
+            opts: options,
+            books: scan.books,
+            active: scan.active,
+            ops: Vec::new(),
+            op_bytes: 0,
+            ticket: 0,
+            shared,
+            notify,
+            tx: Some(tx),
+            thread: Some(thread),
+        };
+        let before = journal.books.segs.len();
+        journal.maintain();
+        let deleted_segments = journal
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Delete(_)))
+            .count();
+        if !journal.ops.is_empty() {
+            journal.send();
+        }
+        tracing::info!(
+            "journal {}: {} segments, {} live messages, {} segments to delete, {} damaged spots",
+            dir.display(),
+            before,
+            messages.len(),
+            deleted_segments,
+            scan.cuts.len()
+        );
+        let recovered = Recovered {
+            messages,
+            max_seq: scan.max_seq,
+            cuts: scan.cuts,
+            segments: scan.segments,
+            deleted_segments,
+        };
+        Ok((journal, recovered))
+    }
+
+    /// Adds a message to the next commit. Fails at once (nothing written) if
+    /// the record cannot be stored: a queue name over 65535 bytes, a record
+    /// bigger than a segment, or a `seq` that is already live.
+    pub fn append(&mut self, record: Record) -> io::Result<()> {
+        let size = record.encoded_len();
+        if record.queue.len() > u16::MAX as usize
+            || size + MAGIC.len() as u64 > self.opts.segment_size
+            || size > u32::MAX as u64
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "record too large for the journal",
+            ));
+        }
+        if self.books.index.contains_key(&record.seq) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seq already live in the journal",
+            ));
+        }
+        let at = self.place(size);
+        self.ops.push(Op::Append(record.clone()));
+        self.books.put(at, record, size);
+        Ok(())
+    }
+
+    /// Removes message `seq` for good (it was acknowledged), with the next
+    /// commit. Returns `false` (and writes nothing) if `seq` is not live.
+    pub fn remove(&mut self, seq: u64) -> bool {
+        if !self.books.index.contains_key(&seq) {
+            return false;
+        }
+        let at = self.place(SEQ_RECORD);
+        self.books.drop_seq(seq, at);
+        self.ops.push(Op::Remove(seq));
+        true
+    }
+
+    /// Records that message `seq` was delivered once more (recovery gives the
+    /// count back in [`Record::deliveries`]), with the next commit. Returns
+    /// `false` if `seq` is not live. Optional: a broker that marks every
+    /// recovered message redelivered need not call it.
+    pub fn delivered(&mut self, seq: u64) -> bool {
+        let Some(live) = self.books.index.get_mut(&seq) else {
+            return false;
+        };
+        live.rec.deliveries = live.rec.deliveries.saturating_add(1);
+        self.place(SEQ_RECORD);
+        self.ops.push(Op::Deliver(seq));
+        true
+    }
+
+    /// Hands everything appended, removed or delivered since the last commit
+    /// to the writer thread and returns its ticket. Tickets increase by one
+    /// per commit that had something to write; with nothing new, the last
+    /// ticket is returned again (it is durable when the one before was).
+    /// Call once per event-loop turn, after the turn's appends.
+    pub fn commit(&mut self) -> u64 {
+        if self.ops.is_empty() {
+            return self.ticket;
+        }
+        self.maintain();
+        self.send()
+    }
+
+    /// The highest ticket known to be on disk.
+    pub fn durable_ticket(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// The last ticket [`commit`](Journal::commit) returned.
+    pub fn last_ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// Whether `seq` is live (appended and not removed).
+    pub fn contains(&self, seq: u64) -> bool {
+        self.books.index.contains_key(&seq)
+    }
+
+    /// Sizes of the journal.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            segments: self.books.segs.len(),
+            live_messages: self.books.index.len(),
+            live_bytes: self.books.segs.values().map(|s| s.live_bytes).sum(),
+            file_bytes: self.books.segs.values().map(|s| s.bytes).sum(),
+        }
+    }
+
+    fn send(&mut self) -> u64 {
+        self.ticket += 1;
+        let batch = Batch {
+            ops: std::mem::take(&mut self.ops),
+            bytes: self.op_bytes,
+            ticket: self.ticket,
+        };
+        self.op_bytes = 0;
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
+        if !sent {
+            (self.notify)(CommitEvent::Failed {
+                ticket: self.ticket,
+                error: Arc::new(io::Error::other("the journal writer thread is gone")),
+            });
+        }
+        self.ticket
+    }
+
+    /// Chooses the segment for a record of `size` bytes, starting a new one
+    /// when the active one would grow past the segment size.
+    fn place(&mut self, size: u64) -> u64 {
+        let bytes = self.books.segs.get(&self.active).map_or(0, |s| s.bytes);
+        if bytes + size > self.opts.segment_size && bytes > MAGIC.len() as u64 {
+            self.active += 1;
+            self.books.segs.insert(
+                self.active,
+                Seg {
+                    bytes: MAGIC.len() as u64,
+                    ..Seg::default()
+                },
+            );
+            self.ops.push(Op::Roll(self.active));
+        }
+        self.books
+            .segs
+            .get_mut(&self.active)
+            .expect("active segment exists")
+            .bytes += size;
+        self.op_bytes += size as usize;
+        self.active
+    }
+
+    /// Compaction and deletion, appended to the pending batch: copies live
+    /// messages out of mostly dead segments (or out of the segment the most
+    /// dead ones wait on), then schedules every segment that may go.
+    fn maintain(&mut self) {
+        let mut budget = self.opts.compact_bytes_per_commit;
+        while budget > 0 {
+            let Some(victim) = self.compaction_victim() else {
+                break;
+            };
+            let mut seqs: Vec<u64> = self
+                .books
+                .segs
+                .get(&victim)
+                .map(|s| s.seqs.iter().copied().collect())
+                .unwrap_or_default();
+            seqs.sort_unstable();
+            for seq in seqs {
+                if budget == 0 {
+                    break;
+                }
+                let (rec, size) = {
+                    let live = &self.books.index[&seq];
+                    (live.rec.clone(), live.size)
+                };
+                let at = self.place(size);
+                self.ops.push(Op::Append(rec.clone()));
+                self.books.put(at, rec, size);
+                budget = budget.saturating_sub(size);
+            }
+        }
+        for id in self.books.collect_dead(self.active) {
+            self.ops.push(Op::Delete(id));
+        }
+    }
+
+    fn compaction_victim(&self) -> Option<u64> {
+        let active = self.active;
+        let candidates = || {
+            self.books
+                .segs
+                .iter()
+                .filter(move |(id, s)| **id != active && !s.seqs.is_empty())
+        };
+        let waiting: Vec<u64> = self
+            .books
+            .segs
+            .iter()
+            .filter(|(id, s)| **id != active && s.seqs.is_empty() && s.waits_on > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        if self.books.segs.len() <= self.opts.slack_segments {
+            return None;
+        }
+        if waiting.len() > self.opts.slack_segments {
+            // The oldest live segment that a waiting one has a kill in.
+            if let Some((id, _)) = candidates()
+                .find(|(_, s)| s.killers.keys().any(|k| waiting.binary_search(k).is_ok()))
+            {
+                return Some(*id);
+            }
+        }
+        let limit = (self.opts.segment_size as f64 * self.opts.compact_below) as u64;
+        candidates()
+            .find(|(_, s)| s.live_bytes < limit)
+            .map(|(id, _)| *id)
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("journal writer thread panicked");
+        }
+    }
+}
+
+/// Lets a `Send`-only callback be shared between the journal (which reports
+/// a dead writer) and the writer thread.
+fn shareable(notify: Notify) -> Arc<dyn Fn(CommitEvent) + Send + Sync> {
+    let notify = std::sync::Mutex::new(notify);
+    Arc::new(move |ev| {
+        let f = notify.lock().unwrap_or_else(|p| p.into_inner());
+        f(ev)
+    })
+}

@@ -1,0 +1,276 @@
+//! The writer thread: writes the batches the event loop commits, all queued
+//! batches at once with one fsync (group commit), reports tickets durable,
+//! then deletes the segments the batches made dead.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+
+use crate::format::{self, KIND_DELIVER, KIND_REMOVE, MAGIC};
+use crate::recover::{create_segment, seg_path, sync_dir};
+use crate::{CommitEvent, JournalOptions, Record};
+
+/// One step of a batch, in log order.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Start segment `id` and write the following records there.
+    Roll(u64),
+    Append(Record),
+    Remove(u64),
+    Deliver(u64),
+    /// Delete segment `id` once the batch is on disk.
+    Delete(u64),
+}
+
+/// What one [`Journal::commit`](crate::Journal::commit) hands over.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) ops: Vec<Op>,
+    pub(crate) bytes: usize,
+    pub(crate) ticket: u64,
+}
+
+/// State shared with the journal.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) durable: AtomicU64,
+}
+
+pub(crate) struct Writer {
+    dir: PathBuf,
+    /// The segment being appended to, and how much of it is durable.
+    seg: u64,
+    file: File,
+    len: u64,
+    opts: JournalOptions,
+    notify: Arc<dyn Fn(CommitEvent) + Send + Sync>,
+    shared: Arc<Shared>,
+    /// Set when the tail could not be restored after a failed write: nothing
+    /// more is written (what is durable stays intact).
+    poisoned: Option<Arc<io::Error>>,
+    /// Set when an unlink failed: no further segment is deleted (the order
+    /// of deletions matters, see `recover`).
+    no_deletes: bool,
+    failed_reported: u64,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        dir: PathBuf,
+        seg: u64,
+        len: u64,
+        opts: JournalOptions,
+        notify: Arc<dyn Fn(CommitEvent) + Send + Sync>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Writer> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(seg_path(&dir, seg))?;
+        Ok(Writer {
+            dir,
+            seg,
+            file,
+            len,
+            opts,
+            notify,
+            shared,
+            poisoned: None,
+            no_deletes: false,
+            failed_reported: 0,
+        })
+    }
+
+    /// Runs until the journal drops its sender; finishes what was queued.
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Batch>) {
+        let mut retry: Vec<Batch> = Vec::new();
+        let mut closed = false;
+        loop {
+            let mut batches = std::mem::take(&mut retry);
+            let mut bytes: usize = batches.iter().map(|b| b.bytes).sum();
+            if !closed {
+                let first = if batches.is_empty() {
+                    rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+                } else {
+                    rx.recv_timeout(self.opts.retry_interval)
+                };
+                match first {
+                    Ok(b) => {
+                        bytes += b.bytes;
+                        batches.push(b);
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => closed = true,
+                }
+                while bytes < self.opts.max_batch_bytes {
+                    match rx.try_recv() {
+                        Ok(b) => {
+                            bytes += b.bytes;
+                            batches.push(b);
+                        }
+                        Err(mpsc::TryRecvError::Empty) => break,
+                        Err(mpsc::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if batches.is_empty() {
+                if closed {
+                    return;
+                }
+                continue;
+            }
+            let top = batches.iter().map(|b| b.ticket).max().unwrap_or(0);
+            if let Some(err) = &self.poisoned {
+                self.report_failure(top, err.clone());
+                if closed {
+                    return;
+                }
+                continue;
+            }
+            match self.write(&batches) {
+                Ok(deletes) => {
+                    self.shared.durable.store(top, Ordering::Release);
+                    (self.notify)(CommitEvent::Durable(top));
+                    self.delete(&deletes);
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    tracing::error!(
+                        "journal: write failed: {e}; nothing new is confirmed until a retry succeeds"
+                    );
+                    self.report_failure(top, e);
+                    if closed {
+                        tracing::error!(
+                            "journal: closing with unwritten batches (tickets up to {top})"
+                        );
+                        return;
+                    }
+                    retry = batches;
+                }
+            }
+        }
+    }
+
+    fn report_failure(&mut self, top: u64, error: Arc<io::Error>) {
+        if top > self.failed_reported {
+            self.failed_reported = top;
+            (self.notify)(CommitEvent::Failed { ticket: top, error });
+        }
+    }
+
+    /// Writes and syncs `batches`; returns the segments to delete. On error,
+    /// the durable state is put back as it was.
+    fn write(&mut self, batches: &[Batch]) -> io::Result<Vec<u64>> {
+        let mut seg = self.seg;
+        let mut len = self.len;
+        let mut new_file: Option<File> = None;
+        let mut created: Vec<u64> = Vec::new();
+        let mut deletes = Vec::new();
+        let mut buf = Vec::with_capacity(batches.iter().map(|b| b.bytes).sum());
+        let result = (|| -> io::Result<()> {
+            for op in batches.iter().flat_map(|b| &b.ops) {
+                match op {
+                    Op::Append(r) => format::put_append(&mut buf, r),
+                    Op::Remove(s) => format::put_seq(&mut buf, KIND_REMOVE, *s),
+                    Op::Deliver(s) => format::put_seq(&mut buf, KIND_DELIVER, *s),
+                    Op::Delete(id) => deletes.push(*id),
+                    Op::Roll(id) => {
+                        let f = new_file.as_ref().unwrap_or(&self.file);
+                        self.put(f, &buf, len)?;
+                        if self.opts.fsync {
+                            f.sync_data()?;
+                        }
+                        buf.clear();
+                        created.push(*id);
+                        new_file = Some(create_segment(&self.dir, *id, false)?);
+                        seg = *id;
+                        len = MAGIC.len() as u64;
+                        continue;
+                    }
+                }
+            }
+            let f = new_file.as_ref().unwrap_or(&self.file);
+            self.put(f, &buf, len)?;
+            if self.opts.fsync {
+                f.sync_data()?;
+                if !created.is_empty() {
+                    sync_dir(&self.dir)?;
+                }
+            }
+            len += buf.len() as u64;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                if let Some(f) = new_file {
+                    self.file = f;
+                }
+                self.seg = seg;
+                self.len = len;
+                Ok(deletes)
+            }
+            Err(e) => {
+                if let Err(e2) = self.restore(&created) {
+                    tracing::error!(
+                        "journal: cannot restore the tail after a failed write: {e2}; refusing all writes"
+                    );
+                    self.poisoned = Some(Arc::new(e2));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes `buf` at `at`, or half of it and fails when the test hook says so.
+    fn put(&self, f: &File, buf: &[u8], at: u64) -> io::Result<()> {
+        if let Some(flag) = &self.opts.inject_write_error
+            && flag.load(Ordering::Acquire)
+        {
+            f.write_all_at(&buf[..buf.len() / 2], at)?;
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        f.write_all_at(buf, at)
+    }
+
+    /// Cuts the active segment back to its durable length and removes the
+    /// segments a failed batch created (the retry writes them again).
+    fn restore(&mut self, created: &[u64]) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        if self.opts.fsync {
+            self.file.sync_data()?;
+        }
+        for id in created {
+            match fs::remove_file(seg_path(&self.dir, *id)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes segments in order, making each deletion durable before the next.
+    fn delete(&mut self, ids: &[u64]) {
+        for id in ids {
+            if self.no_deletes {
+                return;
+            }
+            let res = match fs::remove_file(seg_path(&self.dir, *id)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ if self.opts.fsync => sync_dir(&self.dir),
+                _ => Ok(()),
+            };
+            if let Err(e) = res {
+                tracing::error!(
+                    "journal: cannot delete segment {id}: {e}; no more segments are deleted until restart"
+                );
+                self.no_deletes = true;
+            }
+        }
+    }
+}
