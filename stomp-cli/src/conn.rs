@@ -1,0 +1,358 @@
+//! Where to connect: the URL and flags of [`ConnArgs`] resolved into a
+//! [`Target`], turned into [`stomp_client::ConnectOptions`] for `send` and
+//! `subscribe`, or into raw connections for `bench`; and errors worded so
+//! the user knows what to fix.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use stomp_client::{ConnectOptions, StompUrl};
+use stomp_frame::{Command, Decoder, Encoder, Frame, HeartBeat, Item, Version};
+
+use crate::UsageError;
+
+/// The URL used when neither `--url` nor `STOMP_URL` is given.
+pub const DEFAULT_URL: &str = "stomp://127.0.0.1:61613";
+
+/// A resolved connection target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `login` header.
+    pub login: Option<String>,
+    /// `passcode` header.
+    pub passcode: Option<String>,
+    /// The `host` header (virtual host).
+    pub vhost: String,
+    /// Versions offered in `accept-version`.
+    pub versions: Vec<Version>,
+    /// Bound on connecting and on receipts.
+    pub timeout: Duration,
+}
+
+impl Target {
+    /// Resolves the flags: the URL first (`--url`, `STOMP_URL` via clap, or
+    /// [`DEFAULT_URL`]), then each separate flag overrides its part.
+    pub fn from_args(a: &crate::args::ConnArgs) -> Result<Target, UsageError> {
+        let url = a.url.as_deref().unwrap_or(DEFAULT_URL);
+        let u = StompUrl::parse(url).map_err(|e| UsageError(format!("--url: {e}")))?;
+        let host = a.host.clone().unwrap_or(u.host);
+        let port = a.port.unwrap_or(u.port);
+        let vhost = a.vhost.clone().or(u.vhost).unwrap_or_else(|| host.clone());
+        let versions = match &a.stomp_version {
+            None => Version::ALL.to_vec(),
+            Some(list) => parse_versions(list)?,
+        };
+        if !(a.connect_timeout.is_finite() && a.connect_timeout > 0.0) {
+            return Err(UsageError(format!(
+                "--connect-timeout expects a positive number of seconds, got {}",
+                a.connect_timeout
+            )));
+        }
+        Ok(Target {
+            host,
+            port,
+            login: a.login.clone().or(u.user),
+            passcode: a.passcode.clone().or(u.password),
+            vhost,
+            versions,
+            timeout: Duration::from_secs_f64(a.connect_timeout),
+        })
+    }
+
+    /// `host:port` (brackets around an IPv6 host).
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Options for [`stomp_client::Client::connect`].
+    pub fn client_options(&self) -> ConnectOptions {
+        let mut o = ConnectOptions::new(self.address())
+            .host(self.vhost.clone())
+            .versions(&self.versions)
+            .connect_timeout(self.timeout)
+            .receipt_timeout(self.timeout)
+            .disconnect_timeout(self.timeout);
+        if self.login.is_some() || self.passcode.is_some() {
+            o = o.login(
+                self.login.clone().unwrap_or_default(),
+                self.passcode.clone().unwrap_or_default(),
+            );
+        }
+        o
+    }
+
+    /// The CONNECT frame for a raw connection.
+    pub fn connect_frame(&self, heart_beat: HeartBeat) -> Frame {
+        Frame::connect(self.vhost.clone(), &self.versions)
+            .header("heart-beat", heart_beat.to_string())
+            .header_opt("login", self.login.clone())
+            .header_opt("passcode", self.passcode.clone())
+    }
+}
+
+/// Parses `1.2` or `1.1,1.2`.
+pub fn parse_versions(list: &str) -> Result<Vec<Version>, UsageError> {
+    let mut out = Vec::new();
+    for v in list.split(',').map(str::trim) {
+        out.push(match v {
+            "1.0" => Version::V1_0,
+            "1.1" => Version::V1_1,
+            "1.2" => Version::V1_2,
+            _ => {
+                return Err(UsageError(format!(
+                    "--stomp-version expects 1.0, 1.1, 1.2 or a comma-separated list, got {v:?}"
+                )));
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Parses `-H name:value` (the value may contain colons; the name may not be empty).
+pub fn parse_header(h: &str) -> Result<(String, String), UsageError> {
+    match h.split_once(':') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(UsageError(format!("-H expects name:value, got {h:?}"))),
+    }
+}
+
+/// Words a client error so that it says what to fix.
+pub fn explain(e: &stomp_client::Error) -> String {
+    match e {
+        stomp_client::Error::Connect { address, reason } => connect_hint(address, reason),
+        stomp_client::Error::Broker { message, body, .. } => {
+            let body = body.trim();
+            if body.is_empty() || body == message {
+                format!("the broker said: {message}")
+            } else {
+                format!("the broker said: {message} ({body})")
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// "cannot connect to ADDR: REASON; is a broker running? ..."
+pub fn connect_hint(address: &str, reason: &str) -> String {
+    let reason = reason
+        .split(" (os error")
+        .next()
+        .unwrap_or(reason)
+        .to_lowercase();
+    format!(
+        "cannot connect to {address}: {reason}; is a broker running? start one with `stomp broker`"
+    )
+}
+
+/// A connection made without the client library (for `bench`, whose
+/// producers and consumers need to be lean, and whose idle mode opens
+/// thousands of connections).
+#[derive(Debug)]
+pub struct RawConn {
+    /// The socket (blocking, `TCP_NODELAY`).
+    pub stream: TcpStream,
+    /// Bytes read after CONNECTED, not yet decoded.
+    pub buf: BytesMut,
+    /// The decoder, set to the negotiated version.
+    pub decoder: Decoder,
+    /// The negotiated version.
+    pub version: Version,
+}
+
+impl RawConn {
+    /// Connects, sends CONNECT and waits for CONNECTED (bounded by the
+    /// target's timeout). No heart-beats are asked for.
+    pub fn open(target: &Target) -> anyhow::Result<RawConn> {
+        let deadline = Instant::now() + target.timeout;
+        let address = target.address();
+        let addr = address
+            .to_socket_addrs()
+            .map_err(|e| anyhow::anyhow!(connect_hint(&address, &e.to_string())))?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{address} resolves to no address"))?;
+        let stream = TcpStream::connect_timeout(&addr, target.timeout)
+            .map_err(|e| anyhow::anyhow!(connect_hint(&address, &e.to_string())))?;
+        stream.set_nodelay(true)?;
+        let mut out = BytesMut::new();
+        Encoder::new(Version::V1_2).encode(&target.connect_frame(HeartBeat::NONE), &mut out)?;
+        (&stream).write_all(&out)?;
+        let mut decoder = Decoder::new(Version::V1_2);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        loop {
+            while let Some(item) = decoder.decode(&mut buf)? {
+                let Item::Frame(f) = item else { continue };
+                match f.command {
+                    Command::Connected => {
+                        let version = f.version().unwrap_or(Version::V1_0);
+                        decoder.set_version(version);
+                        return Ok(RawConn {
+                            stream,
+                            buf,
+                            decoder,
+                            version,
+                        });
+                    }
+                    Command::Error => {
+                        anyhow::bail!("the broker refused the connection: {}", error_text(&f))
+                    }
+                    other => anyhow::bail!("expected CONNECTED, got {other:?}"),
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                anyhow::bail!("no CONNECTED from {address} within {:?}", target.timeout);
+            }
+            stream.set_read_timeout(Some(left))?;
+            read_some(&stream, &mut buf)?;
+            if buf.is_empty() {
+                anyhow::bail!("{address} closed the connection before CONNECTED");
+            }
+        }
+    }
+
+    /// Sends a frame (blocking).
+    pub fn send(&self, frame: &Frame) -> anyhow::Result<()> {
+        let mut out = BytesMut::new();
+        Encoder::new(self.version).encode(frame, &mut out)?;
+        (&self.stream).write_all(&out)?;
+        Ok(())
+    }
+
+    /// The next frame, waiting at most `timeout` (`None`: none came).
+    pub fn next_frame(&mut self, timeout: Duration) -> anyhow::Result<Option<Frame>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(item) = self.decoder.decode(&mut self.buf)? {
+                if let Item::Frame(f) = item {
+                    return Ok(Some(f));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match read_some(&self.stream, &mut self.buf) {
+                Ok(0) => anyhow::bail!("the broker closed the connection"),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Reads what is available (up to 64 KiB) onto the end of `buf`.
+pub fn read_some(mut stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 16 * 1024 {
+        buf.reserve(64 * 1024);
+    }
+    let start = buf.len();
+    buf.resize(buf.capacity().min(start + 64 * 1024), 0);
+    match stream.read(&mut buf[start..]) {
+        Ok(n) => {
+            buf.truncate(start + n);
+            Ok(n)
+        }
+        Err(e) => {
+            buf.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// `message` header and body of an ERROR frame, for messages.
+pub fn error_text(f: &Frame) -> String {
+    let msg = f.message_header().unwrap_or("(no message header)");
+    let body = String::from_utf8_lossy(&f.body);
+    let body = body.trim();
+    if body.is_empty() || body == msg {
+        msg.to_owned()
+    } else {
+        format!("{msg} ({body})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::ConnArgs;
+
+    #[test]
+    fn flags_override_the_url() {
+        let a = ConnArgs {
+            url: Some("stomp://guest:guest@127.0.0.1:61713/%2F".into()),
+            port: Some(5),
+            login: Some("me".into()),
+            connect_timeout: 10.0,
+            ..ConnArgs::default()
+        };
+        let t = Target::from_args(&a).unwrap();
+        assert_eq!(t.address(), "127.0.0.1:5");
+        assert_eq!(t.vhost, "/");
+        assert_eq!(t.login.as_deref(), Some("me"));
+        assert_eq!(t.passcode.as_deref(), Some("guest"));
+    }
+
+    #[test]
+    fn default_url_and_host_header() {
+        let a = ConnArgs {
+            connect_timeout: 10.0,
+            ..ConnArgs::default()
+        };
+        let t = Target::from_args(&a).unwrap();
+        assert_eq!(t.address(), "127.0.0.1:61613");
+        assert_eq!(t.vhost, "127.0.0.1");
+        assert_eq!(t.versions, Version::ALL);
+        let a = ConnArgs {
+            url: Some("stomp://broker.example".into()),
+            host: Some("other".into()),
+            connect_timeout: 10.0,
+            ..ConnArgs::default()
+        };
+        assert_eq!(Target::from_args(&a).unwrap().vhost, "other");
+    }
+
+    #[test]
+    fn headers_and_versions() {
+        assert_eq!(
+            parse_header("a:b:c").unwrap(),
+            ("a".to_owned(), "b:c".to_owned())
+        );
+        assert_eq!(parse_header("a:").unwrap(), ("a".to_owned(), String::new()));
+        let e = parse_header("nocolon").unwrap_err().0;
+        assert_eq!(e, "-H expects name:value, got \"nocolon\"");
+        assert!(parse_header(":v").is_err());
+        assert_eq!(
+            parse_versions("1.1,1.2").unwrap(),
+            [Version::V1_1, Version::V1_2]
+        );
+        assert!(parse_versions("2.0").is_err());
+    }
+
+    #[test]
+    fn connect_hint_is_actionable() {
+        let m = connect_hint("127.0.0.1:61613", "Connection refused (os error 111)");
+        assert_eq!(
+            m,
+            "cannot connect to 127.0.0.1:61613: connection refused; is a broker running? start one with `stomp broker`"
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! `stomp send`: one message from an argument, a file or stdin, or one
+//! message per input line (`--lines`), pipelined and confirmed by a single
+//! receipt at the end.
+//!
+//! STOMP brokers handle a connection's frames in order, so the RECEIPT of
+//! the last SEND (or of the DISCONNECT) arriving means every earlier SEND
+//! was handled; an ERROR about any of them ends the connection first and
+//! fails the command.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+
+use anyhow::{Context, anyhow};
+use stomp_client::{Client, Frame};
+
+use crate::args::SendArgs;
+use crate::conn::{Target, explain, parse_header};
+
+/// Runs `stomp send`: exit status 0 only when the broker confirmed.
+pub fn run(a: &SendArgs) -> anyhow::Result<()> {
+    let target = Target::from_args(&a.conn)?;
+    let mut headers = a
+        .headers
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    if a.persistent {
+        headers.push(("persistent".into(), "true".into()));
+    }
+    let confirm = a.receipt || a.persistent;
+    let make = |body: Vec<u8>| {
+        let mut f = Frame::send(a.destination.clone());
+        for (k, v) in &headers {
+            f = f.header(k.clone(), v.clone());
+        }
+        f.body(body)
+    };
+    if a.lines {
+        let input: Box<dyn BufRead> = match &a.file {
+            Some(p) if p.as_os_str() != "-" => Box::new(BufReader::new(
+                File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
+            )),
+            _ => Box::new(BufReader::with_capacity(64 * 1024, std::io::stdin().lock())),
+        };
+        let client = connect(&target)?;
+        send_lines(&client, input, make, &target)?;
+        client.disconnect().map_err(|e| anyhow!(explain(&e)))?;
+        return Ok(());
+    }
+    let body = match (&a.body, &a.file) {
+        (Some(b), _) => b.clone().into_bytes(),
+        (None, Some(p)) if p.as_os_str() != "-" => {
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
+        }
+        _ => {
+            let mut v = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut v)
+                .context("cannot read the body from stdin")?;
+            v
+        }
+    };
+    let client = connect(&target)?;
+    let frame = make(body);
+    let sent = if confirm {
+        client.send_frame_confirmed(frame, target.timeout)
+    } else {
+        client.send_frame(frame)
+    };
+    sent.map_err(|e| anyhow!(explain(&e)))?;
+    client.disconnect().map_err(|e| anyhow!(explain(&e)))?;
+    Ok(())
+}
+
+fn connect(target: &Target) -> anyhow::Result<Client> {
+    Client::connect(target.client_options()).map_err(|e| anyhow!(explain(&e)))
+}
+
+/// Sends each line (without its `\n` or `\r\n`) as a message; all but the
+/// last without waiting, the last with a receipt. Returns how many were sent.
+pub fn send_lines(
+    client: &Client,
+    mut input: impl BufRead,
+    make: impl Fn(Vec<u8>) -> Frame,
+    target: &Target,
+) -> anyhow::Result<u64> {
+    let mut pending: Option<Vec<u8>> = None;
+    let mut n = 0u64;
+    loop {
+        let mut line = Vec::new();
+        let got = input
+            .read_until(b'\n', &mut line)
+            .context("cannot read the input")?;
+        if got == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        if let Some(prev) = pending.replace(line) {
+            client
+                .send_frame(make(prev))
+                .map_err(|e| anyhow!("after {n} messages: {}", explain(&e)))?;
+            n += 1;
+        }
+    }
+    if let Some(last) = pending {
+        client
+            .send_frame_confirmed(make(last), target.timeout)
+            .map_err(|e| anyhow!("after {n} messages: {}", explain(&e)))?;
+        n += 1;
+    }
+    Ok(n)
+}
