@@ -18,6 +18,7 @@ fn five_hundred_concurrent_connections() {
         2 * N + 64
     );
     let b = Broker::start();
+    let rss_idle = b.rss_kib().unwrap_or(0);
     let start = Instant::now();
     let mut conns: Vec<Conn> = (0..N).map(|_| b.open()).collect();
     // Pipelined: every CONNECT and SUBSCRIBE first, then the answers.
@@ -58,8 +59,9 @@ fn five_hundred_concurrent_connections() {
         let m = c.expect_message();
         assert_eq!(&m.body[..], b"to everyone");
     }
+    let rss = b.rss_kib().unwrap_or(0);
     eprintln!(
-        "{N} connections: connected+subscribed in {connected:?}, all exchanges in {:?}",
+        "{N} connections: connected+subscribed in {connected:?}, all exchanges in {:?}; broker RSS {rss_idle} KiB idle, {rss} KiB with {N} connections",
         start.elapsed()
     );
     assert!(start.elapsed() < Duration::from_secs(20));

@@ -983,3 +983,110 @@ fn frames_after_disconnect_are_not_processed() {
     c.subscribe("0", "/queue/late", AckMode::Auto);
     c.expect_nothing(QUIET);
 }
+
+/// A small deterministic PRNG (xorshift64*), so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+#[test]
+fn random_acks_nacks_and_crashes_lose_nothing_and_resurrect_nothing() {
+    const N: usize = 300;
+    let b = Broker::start_with(&["--max-deliveries", "1000"]);
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/chaos", N);
+    let mut rng = Rng(0x5EED_1234_ABCD_0001);
+    let new_consumer = |b: &Broker| {
+        let mut c = b.connect(Version::V1_2);
+        c.send_sync(
+            Frame::subscribe("0", "/queue/chaos", AckMode::ClientIndividual)
+                .header("activemq.prefetchSize", "10"),
+            "s",
+        );
+        c
+    };
+    // Each consumer with the seqs it holds unacked.
+    let mut consumers: Vec<(Conn, BTreeSet<usize>)> = (0..3)
+        .map(|_| (new_consumer(&b), BTreeSet::new()))
+        .collect();
+    let mut acked = BTreeSet::new();
+    let mut deliveries = 0usize;
+    let mut crashes = 0usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut idle_rounds = 0;
+    while acked.len() < N {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {N} acked after 30 s ({deliveries} deliveries, {crashes} crashes); held: {:?}",
+            acked.len(),
+            consumers.iter().map(|c| &c.1).collect::<Vec<_>>()
+        );
+        let mut got_any = false;
+        for (conn, held) in consumers.iter_mut() {
+            let Ok(m) = conn.recv(Duration::from_millis(2)) else {
+                continue;
+            };
+            got_any = true;
+            deliveries += 1;
+            assert_eq!(m.command, Command::Message, "{m:?}");
+            let s = seq(&m);
+            assert!(
+                !acked.contains(&s),
+                "message {s} delivered again after its ACK was confirmed"
+            );
+            match rng.below(100) {
+                0..70 => {
+                    conn.send_sync(Frame::ack_for(&m, Version::V1_2).unwrap(), "a");
+                    acked.insert(s);
+                }
+                70..88 => {
+                    conn.send_sync(Frame::nack_for(&m, Version::V1_2).unwrap(), "n");
+                }
+                88..92 => {
+                    held.insert(s); // unacked until the connection goes
+                }
+                _ => {
+                    // Crash: the new consumer replaces (drops) the old one.
+                    *conn = new_consumer(&b);
+                    held.clear();
+                    crashes += 1;
+                }
+            }
+        }
+        if got_any {
+            idle_rounds = 0;
+        } else {
+            idle_rounds += 1;
+            if idle_rounds > 20 {
+                // Every window may be full of held messages: crash the
+                // consumer holding the most; they must come back.
+                let k = (0..consumers.len())
+                    .max_by_key(|&k| consumers[k].1.len())
+                    .unwrap();
+                assert!(
+                    !consumers[k].1.is_empty(),
+                    "no delivery for 20 rounds although nobody holds anything; acked {} of {N}",
+                    acked.len()
+                );
+                consumers[k] = (new_consumer(&b), BTreeSet::new());
+                crashes += 1;
+                idle_rounds = 0;
+            }
+        }
+    }
+    eprintln!("chaos: {N} messages acked after {deliveries} deliveries, {crashes} crashes");
+    for (c, _) in &mut consumers {
+        c.expect_nothing(Duration::from_millis(100));
+    }
+    drop(consumers);
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/chaos", AckMode::Auto);
+    d.expect_nothing(QUIET);
+}
