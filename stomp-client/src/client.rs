@@ -743,6 +743,11 @@ impl Message {
         if !self.ack_mode.needs_ack() {
             return Err(Error::CannotAck("its subscription is in auto mode"));
         }
+        if command == Command::Nack
+            && self.inner.state().info.as_ref().map(|i| i.version) == Some(Version::V1_0)
+        {
+            return Err(Error::CannotAck("NACK needs STOMP 1.1 or later"));
+        }
         let epoch = self.inner.ready()?;
         if epoch != self.epoch {
             return Err(Error::CannotAck(

@@ -91,6 +91,9 @@ struct Pending<R> {
     deadline: Instant,
     timeout: Duration,
     disconnect: bool,
+    /// The SUBSCRIBE this receipt confirms: forgotten if the broker refuses
+    /// it, so that a reconnection does not replay it into the same ERROR.
+    subscription: Option<String>,
 }
 
 /// The client side of a STOMP session, without I/O. `R` is the driver's
@@ -259,9 +262,13 @@ impl<R> Core<R> {
                 let err = Error::from_error_frame(&frame);
                 let answered = frame.receipt_id().and_then(|id| self.receipts.remove(id));
                 match answered {
-                    Some(p) => self
-                        .events
-                        .push_back(Event::Receipt(p.token, Err(err.clone()))),
+                    Some(p) => {
+                        if let Some(id) = &p.subscription {
+                            self.subs.remove(id);
+                        }
+                        self.events
+                            .push_back(Event::Receipt(p.token, Err(err.clone())))
+                    }
                     // Brokers often leave out `receipt-id` (RabbitMQ does for an
                     // unknown destination): the calls waiting for a receipt are
                     // the ones it most likely answers, so they get it.
@@ -383,6 +390,7 @@ impl<R> Core<R> {
                 deadline,
                 timeout,
                 disconnect,
+                subscription: None,
             },
         );
     }
@@ -402,15 +410,27 @@ impl<R> Core<R> {
             ));
         };
         let result = match token {
-            Some((t, timeout)) => self
-                .send_with_receipt(frame.clone(), t, timeout, now)
-                .map_err(|(t, e)| (Some(t), e)),
+            Some((t, timeout)) => {
+                let receipt = self.next_receipt + 1;
+                let r = self
+                    .send_with_receipt(frame.clone(), t, timeout, now)
+                    .map_err(|(t, e)| (Some(t), e));
+                if let Some(p) = self.receipts.get_mut(&format!("rcpt-{receipt}")) {
+                    p.subscription = Some(id.clone());
+                }
+                r
+            }
             None => self.send(&frame, now).map_err(|e| (None, e)),
         };
         if result.is_ok() {
             self.subs.insert(id, frame);
         }
         result
+    }
+
+    /// How many subscriptions are recorded (replayed on a new session).
+    pub(crate) fn subscription_count(&self) -> usize {
+        self.subs.len()
     }
 
     /// Forgets a subscription and writes its UNSUBSCRIBE (when open).
@@ -473,6 +493,9 @@ impl<R> Core<R> {
         let mut pending: Vec<_> = self.receipts.drain().map(|(_, p)| p).collect();
         pending.sort_by_key(|p| p.deadline);
         for p in pending {
+            if let (Some(id), Error::Broker { .. }) = (&p.subscription, &lost) {
+                self.subs.remove(id);
+            }
             self.events
                 .push_back(Event::Receipt(p.token, Err(lost.clone())));
         }
@@ -925,6 +948,46 @@ mod tests {
             ),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn refused_subscription_is_not_replayed() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        for with_receipt_id in [true, false] {
+            let mut core = connected(t0, "0,0", Version::V1_2);
+            core.subscribe(Frame::subscribe("ok", "/queue/a", AckMode::Auto), None, t0)
+                .unwrap();
+            core.subscribe(
+                Frame::subscribe("bad", "/nope/b", AckMode::Auto),
+                Some((5, s)),
+                t0,
+            )
+            .unwrap();
+            let sent = written(&mut core, Version::V1_2);
+            let mut err = Frame::error("unknown destination");
+            if with_receipt_id {
+                err = err.header("receipt-id", sent[1].receipt_request().unwrap().to_owned());
+            }
+            feed(&mut core, &err, Version::V1_2, t0);
+            let ev = events(&mut core);
+            assert!(
+                matches!(ev[0], Event::Receipt(5, Err(Error::Broker { .. }))),
+                "{ev:?}"
+            );
+            assert_eq!(core.subscription_count(), 1);
+            core.start("/", t0);
+            written(&mut core, Version::V1_2);
+            feed(
+                &mut core,
+                &Frame::connected(Version::V1_2),
+                Version::V1_2,
+                t0,
+            );
+            let replay = written(&mut core, Version::V1_2);
+            assert_eq!(replay.len(), 1);
+            assert_eq!(replay[0].id(), Some("ok"));
+        }
     }
 
     #[test]

@@ -203,6 +203,9 @@ impl Driver {
             if !self.stalled.is_empty() {
                 timeout = timeout.min(Duration::from_millis(1));
             }
+            if self.read_pending && self.stalled_bytes < STALL_MAX {
+                timeout = Duration::ZERO;
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -306,7 +309,10 @@ impl Driver {
     }
 
     fn read(&mut self, now: Instant) {
-        loop {
+        // A bounded number of reads per turn, so that a broker that sends
+        // without pause cannot starve our writes, commands and timers;
+        // `read_pending` stays set and the next poll does not sleep.
+        for _ in 0..32 {
             let Some(conn) = &mut self.conn else { return };
             if !conn.established || self.core.is_closed() || self.stalled_bytes >= STALL_MAX {
                 return;
@@ -609,7 +615,7 @@ impl Driver {
         } else {
             self.inner.emit(ConnectionEvent::Reconnected {
                 info,
-                subscriptions: self.sinks.len(),
+                subscriptions: self.core.subscription_count(),
             });
         }
         // Calls that waited out the outage go after the re-subscriptions.
