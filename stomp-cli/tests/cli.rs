@@ -1,0 +1,561 @@
+//! Process-level tests of the `stomp` binary against a real broker process
+//! (`stomp broker --listen 127.0.0.1:0 --memory`). Every process is bounded
+//! in time and killed when its test ends.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const STOMP: &str = env!("CARGO_BIN_EXE_stomp");
+
+/// A broker process on an ephemeral port, killed on drop.
+struct Broker {
+    child: Child,
+    url: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let mut child = Command::new(STOMP)
+            .args([
+                "broker",
+                "--listen",
+                "127.0.0.1:0",
+                "--memory",
+                "--log-level",
+                "warn",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn stomp broker");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("broker printed `listening on ADDR`");
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Broker {
+            child,
+            url: format!("stomp://{addr}"),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// Waits for a child at most `limit`, killing it after that (and failing).
+fn finish(mut child: Child, limit: Duration) -> Output {
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let e = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process still running after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    }
+}
+
+fn spawn(args: &[&str], stdin: Option<Vec<u8>>) -> Child {
+    let mut child = Command::new(STOMP)
+        .args(args)
+        .env_remove("STOMP_URL")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stomp");
+    if let Some(data) = stdin {
+        let mut w = child.stdin.take().unwrap();
+        thread::spawn(move || {
+            let _ = w.write_all(&data);
+        });
+    }
+    child
+}
+
+fn run(args: &[&str], stdin: Option<Vec<u8>>) -> Output {
+    finish(spawn(args, stdin), Duration::from_secs(20))
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}, stderr: {}",
+        o.status,
+        o.stderr
+    );
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn send_and_subscribe_json_with_headers_and_binary_bodies() {
+    let b = Broker::start();
+    let u = b.url.as_str();
+    ok(&run(
+        &[
+            "send",
+            "--url",
+            u,
+            "-H",
+            "k:v:w",
+            "--receipt",
+            "/queue/j",
+            "héllo",
+        ],
+        None,
+    ));
+    let dir = std::env::temp_dir().join(format!("stomp-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bin");
+    std::fs::write(&file, [0xff, 0x00, 0x01]).unwrap();
+    ok(&run(
+        &["send", "--url", u, "-f", file.to_str().unwrap(), "/queue/j"],
+        None,
+    ));
+    ok(&run(
+        &["send", "--url", u, "--persistent", "/queue/j"],
+        Some(b"from stdin".to_vec()),
+    ));
+    let o = run(
+        &[
+            "subscribe",
+            "--url",
+            u,
+            "--json",
+            "--count",
+            "3",
+            "--timeout",
+            "10",
+            "/queue/j",
+        ],
+        None,
+    );
+    ok(&o);
+    let msgs = json_lines(&o);
+    assert_eq!(msgs.len(), 3);
+    assert_eq!(msgs[0]["body"], "héllo");
+    assert_eq!(msgs[0]["headers"]["k"], "v:w");
+    assert_eq!(msgs[0]["destination"], "/queue/j");
+    assert_eq!(msgs[1]["body_base64"], "/wAB");
+    assert!(msgs[1].get("body").is_none());
+    assert_eq!(msgs[2]["body"], "from stdin");
+    assert_eq!(msgs[2]["headers"]["persistent"], "true");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plain_and_header_output() {
+    let b = Broker::start();
+    let u = b.url.as_str();
+    ok(&run(
+        &["send", "--url", u, "-H", "color:red", "/queue/p", "one"],
+        None,
+    ));
+    let o = run(
+        &[
+            "subscribe",
+            "--url",
+            u,
+            "--headers",
+            "--count",
+            "1",
+            "--timeout",
+            "10",
+            "/queue/p",
+        ],
+        None,
+    );
+    ok(&o);
+    let s = String::from_utf8(o.stdout).unwrap();
+    assert!(s.contains("color:red\n"), "{s}");
+    assert!(s.ends_with("\n\none\n"), "{s:?}");
+    ok(&run(&["send", "--url", u, "/queue/p", "two"], None));
+    let o = run(
+        &[
+            "subscribe",
+            "--url",
+            u,
+            "--count",
+            "1",
+            "--timeout",
+            "10",
+            "/queue/p",
+        ],
+        None,
+    );
+    ok(&o);
+    assert_eq!(o.stdout, b"two\n");
+}
+
+#[test]
+fn hundred_thousand_lines_piped_arrive_in_order() {
+    const N: usize = 100_000;
+    let b = Broker::start();
+    let u = b.url.as_str();
+    let sub = spawn(
+        &[
+            "subscribe",
+            "--url",
+            u,
+            "--count",
+            "100000",
+            "--timeout",
+            "25",
+            "/queue/lines",
+        ],
+        None,
+    );
+    let input: String = (0..N).map(|i| format!("line {i}\n")).collect();
+    let send = run(
+        &["send", "--url", u, "--lines", "/queue/lines"],
+        Some(input.into_bytes()),
+    );
+    ok(&send);
+    let o = finish(sub, Duration::from_secs(28));
+    ok(&o);
+    let out = String::from_utf8(o.stdout).unwrap();
+    let mut n = 0;
+    for (i, l) in out.lines().enumerate() {
+        assert_eq!(l, format!("line {i}"));
+        n += 1;
+    }
+    assert_eq!(n, N);
+}
+
+#[test]
+fn only_printed_messages_are_acked() {
+    let b = Broker::start();
+    let u = b.url.as_str();
+    let input = b"a\nb\nc\n".to_vec();
+    ok(&run(
+        &["send", "--url", u, "--lines", "/queue/acks"],
+        Some(input),
+    ));
+    // All three are delivered (prefetch), two printed and acked.
+    let o = run(
+        &[
+            "subscribe",
+            "--url",
+            u,
+            "--ack",
+            "client-individual",
+            "--count",
+            "2",
+            "--timeout",
+            "10",
+            "/queue/acks",
+        ],
+        None,
+    );
+    ok(&o);
+    assert_eq!(o.stdout, b"a\nb\n");
+    // The third comes back to the next subscriber; nothing else does.
+    let o = run(
+        &[
+            "subscribe",
+            "--url",
+            u,
+            "--ack",
+            "client",
+            "--count",
+            "2",
+            "--timeout",
+            "1.5",
+            "/queue/acks",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", o.stderr);
+    assert_eq!(o.stdout, b"c\n");
+    assert!(o.stderr.contains("after 1 of 2"), "{}", o.stderr);
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_leaves_unprinted_messages() {
+    let b = Broker::start();
+    let u = b.url.as_str();
+    let mut sub = spawn(
+        &["subscribe", "--url", u, "--ack", "client", "/queue/intr"],
+        None,
+    );
+    ok(&run(
+        &["send", "--url", u, "--receipt", "/queue/intr", "first"],
+        None,
+    ));
+    // Wait for the first line, then interrupt.
+    let mut stdout = BufReader::new(sub.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut l = String::new();
+        let _ = stdout.read_line(&mut l);
+        let _ = tx.send(l);
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "first\n");
+    let k = Command::new("kill")
+        .args(["-INT", &sub.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = sub.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "subscribe ignored SIGINT");
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+    // "first" was printed and acked: not delivered again.
+    ok(&run(
+        &["send", "--url", u, "--receipt", "/queue/intr", "second"],
+        None,
+    ));
+    let o = run(
+        &[
+            "subscribe",
+            "--url",
+            u,
+            "--count",
+            "1",
+            "--timeout",
+            "10",
+            "/queue/intr",
+        ],
+        None,
+    );
+    ok(&o);
+    assert_eq!(o.stdout, b"second\n");
+}
+
+#[test]
+fn failures_have_exit_codes_and_say_what_to_fix() {
+    // A port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("stomp://127.0.0.1:{port}");
+    let o = run(&["send", "--url", &url, "/queue/a", "x"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        o.stderr.contains(&format!(
+            "cannot connect to 127.0.0.1:{port}: connection refused; is a broker running? start one with `stomp broker`"
+        )),
+        "{}",
+        o.stderr
+    );
+    let o = run(&["subscribe", "--url", &url, "/queue/a"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stderr.contains("cannot connect to"), "{}", o.stderr);
+    // Usage errors: exit 2, before any connection is tried.
+    let o = run(
+        &["send", "--url", &url, "-H", "nocolon", "/queue/a", "x"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        o.stderr.contains("-H expects name:value, got \"nocolon\""),
+        "{}",
+        o.stderr
+    );
+    let o = run(&["send", "--url", "http://x", "/queue/a", "x"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stderr.contains("stomp://"), "{}", o.stderr);
+    let o = run(&["send", "--stomp-version", "2.0", "/queue/a", "x"], None);
+    assert_eq!(o.status.code(), Some(2));
+    // STOMP_URL is read from the environment.
+    let o = finish(
+        Command::new(STOMP)
+            .args(["send", "/queue/a", "x"])
+            .env("STOMP_URL", &url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        o.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn broker_errors_are_reported() {
+    let b = Broker::start();
+    // A SEND without a destination is a protocol error the broker answers
+    // with an ERROR; an empty destination string is what we can send.
+    let o = run(&["send", "--url", &b.url, "--receipt", "", "x"], None);
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    assert!(o.stderr.contains("the broker said"), "{}", o.stderr);
+}
+
+#[test]
+fn help_has_examples() {
+    for sub in ["send", "subscribe", "broker", "bench"] {
+        let o = run(&[sub, "--help"], None);
+        ok(&o);
+        let s = String::from_utf8(o.stdout).unwrap();
+        assert!(s.contains("Examples:"), "{sub}: {s}");
+    }
+}
+
+#[test]
+fn bench_short_run_reports_no_loss() {
+    let b = Broker::start();
+    let u = b.url.as_str();
+    let o = run(
+        &[
+            "bench",
+            "--url",
+            u,
+            "--count",
+            "5000",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--json",
+        ],
+        None,
+    );
+    ok(&o);
+    let r = &json_lines(&o)[0];
+    assert_eq!(r["scenario"], "128b_2a_1queue_2");
+    assert_eq!(r["sent"], 5000);
+    assert_eq!(r["received"], 5000);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["duplicated"], 0);
+    assert!(r["msgs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["latency_us"]["p99"].as_f64().unwrap() >= r["latency_us"]["p50"].as_f64().unwrap());
+
+    let o = run(
+        &[
+            "bench",
+            "--url",
+            u,
+            "--topic",
+            "--consumers",
+            "3",
+            "--count",
+            "1000",
+            "--persistent",
+            "--ack",
+            "client-individual",
+            "--json",
+        ],
+        None,
+    );
+    ok(&o);
+    let r = &json_lines(&o)[0];
+    assert_eq!(r["scenario"], "128b_1p_1topic_3_client-individual");
+    assert_eq!(r["expected"], 3000);
+    assert_eq!(r["received"], 3000);
+    assert_eq!(r["confirmed"], 1000);
+    assert_eq!(r["lost"], 0);
+}
+
+#[test]
+fn bench_idle_connections_and_tcp_echo() {
+    let b = Broker::start();
+    let pid = b.child.id().to_string();
+    let o = run(
+        &[
+            "bench",
+            "--url",
+            &b.url,
+            "--idle-connections",
+            "200",
+            "--hold",
+            "0.5",
+            "--broker-pid",
+            &pid,
+            "--json",
+        ],
+        None,
+    );
+    ok(&o);
+    let r = &json_lines(&o)[0];
+    assert_eq!(r["opened"], 200);
+    assert_eq!(r["failed"], 0);
+    assert_eq!(r["closed_while_held"], 0);
+    assert!(r["rss_held_kib"].as_u64().unwrap() > 0);
+    assert!(r["accept_s"].as_f64().unwrap() < 10.0);
+
+    let o = run(
+        &[
+            "bench",
+            "--tcp-echo",
+            "--rate",
+            "2000",
+            "--count",
+            "500",
+            "--json",
+        ],
+        None,
+    );
+    ok(&o);
+    let r = &json_lines(&o)[0];
+    assert_eq!(r["messages"], 500);
+    assert!(r["rtt_us"]["p50"].as_f64().unwrap() > 0.0);
+}
