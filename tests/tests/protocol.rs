@@ -712,3 +712,106 @@ fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
     (status, err)
 }
+
+#[test]
+fn ack_of_another_connections_message_is_an_error_and_acks_nothing() {
+    let b = Broker::start();
+    let mut a = b.connect(Version::V1_2);
+    a.subscribe("0", "/queue/theirs", AckMode::ClientIndividual);
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::send("/queue/theirs").body("mine"), "r");
+    let m = a.expect_message();
+    let ack = Encoder::new(Version::V1_2)
+        .to_bytes(&Frame::ack_for(&m, Version::V1_2).unwrap())
+        .unwrap();
+    violation(&b, Some(Version::V1_2), &ack);
+    drop(a);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/theirs", AckMode::Auto);
+    assert_eq!(
+        &c.expect_message().body[..],
+        b"mine",
+        "the stranger's ACK counted"
+    );
+}
+
+#[test]
+fn second_ack_of_the_same_message_is_an_error() {
+    // ActiveMQ and RabbitMQ both refuse an ACK for a message already acked.
+    let b = Broker::start();
+    let mut a = b.connect(Version::V1_2);
+    a.subscribe("0", "/queue/twice", AckMode::ClientIndividual);
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::send("/queue/twice").body("x"), "r");
+    let m = a.expect_message();
+    let ack = Frame::ack_for(&m, Version::V1_2).unwrap();
+    a.send_sync(ack.clone(), "a1");
+    a.send(&ack.header("receipt", "a2"));
+    let err = a.expect_error();
+    assert_eq!(err.receipt_id(), Some("a2"));
+}
+
+#[test]
+fn unsubscribe_of_an_unknown_id_is_an_error() {
+    // ActiveMQ and RabbitMQ both answer with an ERROR.
+    let b = Broker::start();
+    let err = violation(
+        &b,
+        Some(Version::V1_2),
+        b"UNSUBSCRIBE\nid:never\nreceipt:u\n\n\0",
+    );
+    assert_eq!(err.receipt_id(), Some("u"));
+}
+
+#[test]
+fn several_listeners_each_print_their_line_and_accept() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(broker_bin())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--memory",
+        ])
+        .args(["--log-level", "debug"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn broker");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let line = rx.recv_timeout(START_TIMEOUT).expect("a listening line");
+        let addr: std::net::SocketAddr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("stdout line {line:?}"));
+        addrs.push(addr);
+    }
+    assert_ne!(addrs[0], addrs[1]);
+    for addr in &addrs {
+        let mut c = Conn::open(*addr);
+        c.connect(Version::V1_2);
+        c.subscribe("0", "/queue/l", AckMode::Auto);
+        c.disconnect();
+    }
+    // Debug logs go to stderr: stdout holds nothing but the listening lines.
+    let extra = rx.recv_timeout(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        extra.is_err(),
+        "stdout got more than listening lines: {extra:?}"
+    );
+}

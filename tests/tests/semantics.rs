@@ -793,6 +793,13 @@ fn full_queue_pushes_back_on_the_producer_and_loses_nothing() {
         !done.load(std::sync::atomic::Ordering::SeqCst),
         "8 MiB went into a queue limited to 64 KiB with nobody consuming"
     );
+    // Only that producer is held back: traffic on another queue flows.
+    let mut other = b.connect(Version::V1_2);
+    other.subscribe("0", "/queue/not-full", AckMode::Auto);
+    let t = std::time::Instant::now();
+    other.send_sync(Frame::send("/queue/not-full").body("free"), "free");
+    assert_eq!(&other.expect_message().body[..], b"free");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     let mut c = b.connect(Version::V1_2);
     c.subscribe("0", "/queue/full", AckMode::Auto);
     for i in 1..=N {
