@@ -493,3 +493,45 @@ fn slow_consumer_gets_every_message_in_order() {
     });
     client.disconnect().unwrap();
 }
+
+#[test]
+fn heart_beats_keep_an_idle_connection_alive() {
+    let broker = Broker::start();
+    let client =
+        Client::connect(ConnectOptions::new(broker.address()).heart_beat(100, 100)).unwrap();
+    let info = client.session_info().unwrap();
+    assert_eq!(info.heart_beat.send, Some(Duration::from_millis(100)));
+    assert_eq!(info.heart_beat.receive, Some(Duration::from_millis(100)));
+    let events = client.events();
+    // Idle for many intervals: both sides beat, nobody is declared lost.
+    std::thread::sleep(Duration::from_millis(1500));
+    let lost = wait_event(&events, Duration::from_millis(10), |e| {
+        matches!(e, ConnectionEvent::Lost(_))
+    });
+    assert!(lost.is_none(), "{lost:?}");
+    client
+        .send_confirmed("/queue/hb", "still here", S5)
+        .unwrap();
+    client.disconnect().unwrap();
+}
+
+#[test]
+fn recv_iter_and_try_recv() {
+    let broker = Broker::start();
+    let client = connect(&broker, Version::V1_2);
+    let q = format!("/queue/{}", unique("iter"));
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    assert!(sub.try_recv().unwrap().is_none());
+    for i in 0..5 {
+        client.send(&q, format!("{i}")).unwrap();
+    }
+    assert_eq!(&sub.recv().unwrap().body()[..], b"0");
+    let rest: Vec<_> = sub.iter().take(3).map(|m| m.body().clone()).collect();
+    assert_eq!(rest, ["1", "2", "3"]);
+    let last = (&sub).into_iter().next().unwrap();
+    assert_eq!(&last.body()[..], b"4");
+    // The subscription ends when the client does.
+    client.disconnect().unwrap();
+    assert!(sub.recv().is_err());
+    assert!(sub.iter().next().is_none());
+}
