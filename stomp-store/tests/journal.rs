@@ -1,0 +1,337 @@
+//! Restart, torn tail, damage, space and I/O-error tests on real files.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use stomp_store::{CommitEvent, JournalOptions};
+
+#[test]
+fn restart_gives_back_exactly_the_live_messages_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Small segments so the messages span several files.
+    let (mut j, r, rx) = open(dir, small(4096));
+    assert!(r.messages.is_empty());
+    assert!(r.cuts.is_empty());
+    let mut t = 0;
+    for seq in 1..=200 {
+        j.append(msg(seq)).unwrap();
+        if seq % 10 == 0 {
+            t = j.commit();
+        }
+    }
+    for seq in (3..=200).step_by(3) {
+        assert!(j.remove(seq));
+    }
+    assert!(!j.remove(3), "a removed seq is not live");
+    assert!(!j.remove(1000), "an unknown seq is not live");
+    assert!(j.delivered(5));
+    assert!(j.delivered(5));
+    assert!(
+        j.append(msg(5)).is_err(),
+        "a live seq cannot be appended twice"
+    );
+    let t2 = j.commit();
+    assert!(t2 > t);
+    assert_eq!(j.commit(), t2, "nothing new: same ticket");
+    wait(&j, &rx, t2);
+    assert_eq!(j.durable_ticket(), t2);
+    assert!(j.stats().segments > 3, "{:?}", j.stats());
+    drop(j);
+
+    let (mut j, r, rx) = open(dir, small(4096));
+    let want: Vec<u64> = (1..=200).filter(|s| s % 3 != 0).collect();
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(got, want);
+    assert_eq!(r.max_seq, 200);
+    assert!(r.cuts.is_empty());
+    for m in &r.messages {
+        assert_eq!(
+            m.deliveries,
+            if m.seq == 5 { 2 } else { 0 },
+            "deliveries of {}",
+            m.seq
+        );
+    }
+    // Keep going after a restart, then restart again.
+    j.append(msg(202)).unwrap();
+    assert!(j.remove(1));
+    let t = j.commit();
+    wait(&j, &rx, t);
+    drop(j);
+    let (_j, r, _rx) = open(dir, small(4096));
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    let want: Vec<u64> = (2..=202).filter(|s| s % 3 != 0).collect();
+    assert_eq!(got, want);
+}
+
+/// Writes `n` messages, each commit waited for, and returns the encoded length
+/// of the last one.
+fn write_n(dir: &std::path::Path, n: u64) -> u64 {
+    let (mut j, _, rx) = open(dir, JournalOptions::default());
+    for seq in 1..=n {
+        j.append(msg(seq)).unwrap();
+        let t = j.commit();
+        wait(&j, &rx, t);
+    }
+    msg(n).encoded_len()
+}
+
+#[test]
+fn torn_tail_at_every_byte_of_the_last_record_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let last_len = write_n(&base, 20);
+    let seg = segments(&base).pop().unwrap();
+    let full = std::fs::metadata(&seg).unwrap().len();
+    for cut in (full - last_len)..full {
+        let dir = tmp.path().join(format!("cut{cut}"));
+        copy_dir(&base, &dir);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(seg.file_name().unwrap()))
+            .unwrap();
+        f.set_len(cut).unwrap();
+        drop(f);
+        let (j, r, _rx) = open(&dir, JournalOptions::default());
+        let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(got, (1..=19).collect::<Vec<_>>(), "cut at {cut}");
+        if cut == full - last_len {
+            assert!(
+                r.cuts.is_empty(),
+                "a cut at a record boundary is a clean end"
+            );
+        } else {
+            assert_eq!(r.cuts.len(), 1, "cut at {cut}");
+            assert!(r.cuts[0].truncated);
+            assert_eq!(r.cuts[0].offset, full - last_len);
+        }
+        drop(j);
+        // The file was truncated: a second open finds nothing to cut.
+        let (_j, r, _rx) = open(&dir, JournalOptions::default());
+        assert!(r.cuts.is_empty());
+        assert_eq!(r.messages.len(), 19);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn scribbled_bytes_in_the_last_record_are_never_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let last_len = write_n(&base, 10);
+    let seg = segments(&base).pop().unwrap();
+    let full = std::fs::metadata(&seg).unwrap().len();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for at in (full - last_len)..full {
+        let dir = tmp.path().join(format!("s{at}"));
+        copy_dir(&base, &dir);
+        let path = dir.join(seg.file_name().unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Change this byte and maybe a few after it.
+        for b in bytes[at as usize..].iter_mut().take(1 + rng.usize(0..4)) {
+            *b ^= rng.u8(1..=255);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut j, r, rx) = open(&dir, JournalOptions::default());
+        let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(got, (1..=9).collect::<Vec<_>>(), "scribble at {at}");
+        assert_eq!(r.cuts.len(), 1);
+        // Writing goes on where the good data ends.
+        j.append(msg(11)).unwrap();
+        let t = j.commit();
+        wait(&j, &rx, t);
+        drop(j);
+        let (_j, r, _rx) = open(&dir, JournalOptions::default());
+        assert_eq!(r.messages.len(), 10);
+        assert!(r.cuts.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn damage_in_an_older_segment_skips_its_rest_and_keeps_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut j, _, rx) = open(dir, small(2048));
+    for seq in 1..=40 {
+        j.append(msg(seq)).unwrap();
+    }
+    let t = j.commit();
+    wait(&j, &rx, t);
+    drop(j);
+    let segs = segments(dir);
+    assert!(segs.len() >= 3);
+    // Flip a byte in the middle of the first segment.
+    let mut bytes = std::fs::read(&segs[0]).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&segs[0], &bytes).unwrap();
+    let (_j, r, _rx) = open(dir, small(2048));
+    assert_eq!(r.cuts.len(), 1);
+    assert!(!r.cuts[0].truncated);
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    // A prefix of the first segment is lost, every later message is there.
+    let first_lost = (1..=40).find(|s| !got.contains(s)).unwrap();
+    assert!(first_lost > 1);
+    let later = (first_lost..=40).filter(|s| got.contains(s)).count();
+    assert!(later > 0 && got.ends_with(&[39, 40]));
+    assert_eq!(
+        std::fs::read(&segs[0]).unwrap(),
+        bytes,
+        "an older segment is never rewritten"
+    );
+}
+
+/// Produces and consumes `rounds` messages of about 1 KiB, keeping `backlog`
+/// unconsumed, and returns the biggest directory size seen.
+fn steady_flow(dir: &std::path::Path, seg: u64, rounds: u64, backlog: u64, pinned: &[u64]) -> u64 {
+    let (mut j, _, rx) = open_raw(dir, small(seg));
+    let mut max = 0;
+    for seq in 1..=rounds {
+        let mut r = msg(seq);
+        r.body = bytes::Bytes::from(vec![seq as u8; 1000]);
+        j.append(r).unwrap();
+        if seq > backlog && !pinned.contains(&(seq - backlog)) {
+            assert!(j.remove(seq - backlog));
+        }
+        if seq % 8 == 0 {
+            let t = j.commit();
+            wait(&j, &rx, t);
+            max = max.max(dir_bytes(dir));
+        }
+    }
+    let t = j.commit();
+    wait(&j, &rx, t);
+    for p in pinned {
+        assert!(j.contains(*p));
+    }
+    drop(j);
+    max
+}
+
+#[test]
+fn space_stays_bounded_when_producing_and_consuming() {
+    let seg = 64 * 1024;
+    for (backlog, pinned) in [(1, vec![]), (100, vec![]), (10, vec![3, 500, 1700])] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // About 40 segments' worth of traffic.
+        let max = steady_flow(dir, seg, 2600, backlog, &pinned);
+        eprintln!("backlog {backlog} pinned {pinned:?}: max {max} bytes");
+        assert!(
+            max <= 8 * seg,
+            "backlog {backlog} pinned {pinned:?}: directory grew to {max} bytes"
+        );
+        let (_j, r, _rx) = open_raw(dir, small(seg));
+        let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+        let mut want: Vec<u64> = pinned.clone();
+        want.extend(2600 - backlog + 1..=2600);
+        want.sort();
+        assert_eq!(got, want, "backlog {backlog} pinned {pinned:?}");
+        for m in &r.messages {
+            assert_eq!(m.body, vec![m.seq as u8; 1000]);
+        }
+    }
+}
+
+#[test]
+fn a_failed_write_is_reported_then_retried_and_confirmed_data_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fail = Arc::new(AtomicBool::new(false));
+    let opts = JournalOptions {
+        inject_write_error: Some(fail.clone()),
+        retry_interval: Duration::from_millis(20),
+        ..JournalOptions::default()
+    };
+    let (mut j, _, rx) = open(dir, opts.clone());
+    for seq in 1..=5 {
+        j.append(msg(seq)).unwrap();
+    }
+    let t1 = j.commit();
+    wait(&j, &rx, t1);
+    let good = dir_bytes(dir);
+
+    fail.store(true, Ordering::Release);
+    for seq in 6..=8 {
+        j.append(msg(seq)).unwrap();
+    }
+    assert!(j.remove(1));
+    let t2 = j.commit();
+    match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+        CommitEvent::Failed { ticket, error } => {
+            assert_eq!(ticket, t2);
+            assert_eq!(error.raw_os_error(), Some(28));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Retries keep failing quietly (one report per ticket); the torn half
+    // write is cut back each time.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(rx.try_recv().is_err(), "a failed ticket is reported once");
+    assert_eq!(j.durable_ticket(), t1);
+    assert_eq!(dir_bytes(dir), good, "the half write was cut back");
+
+    // The disk has room again: the retry confirms everything, in order.
+    fail.store(false, Ordering::Release);
+    j.append(msg(9)).unwrap();
+    let t3 = j.commit();
+    wait(&j, &rx, t3);
+    drop(j);
+    let (_j, r, _rx) = open(dir, opts);
+    assert!(r.cuts.is_empty());
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(got, (2..=9).collect::<Vec<_>>());
+}
+
+#[test]
+fn closing_while_writes_fail_keeps_what_was_confirmed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fail = Arc::new(AtomicBool::new(false));
+    let opts = JournalOptions {
+        inject_write_error: Some(fail.clone()),
+        ..small(4096)
+    };
+    let (mut j, _, rx) = open(dir, opts);
+    for seq in 1..=30 {
+        j.append(msg(seq)).unwrap();
+    }
+    let t = j.commit();
+    wait(&j, &rx, t);
+    fail.store(true, Ordering::Release);
+    // Enough to roll to a new segment inside the failing batch.
+    for seq in 31..=60 {
+        j.append(msg(seq)).unwrap();
+    }
+    let t = j.commit();
+    assert!(
+        matches!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), CommitEvent::Failed { ticket, .. } if ticket == t)
+    );
+    drop(j);
+    let (_j, r, _rx) = open(dir, small(4096));
+    assert!(r.cuts.is_empty(), "{:?}", r.cuts);
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(got, (1..=30).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_journal_that_cannot_be_created_is_an_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let res = stomp_store::Journal::open(
+        &file.join("journal"),
+        JournalOptions::default(),
+        Box::new(move |ev| {
+            let _ = tx.send(ev);
+        }),
+    );
+    assert!(res.is_err());
+}
