@@ -335,3 +335,38 @@ fn a_journal_that_cannot_be_created_is_an_error_not_a_panic() {
     );
     assert!(res.is_err());
 }
+
+#[test]
+fn random_workload_reopens_to_the_same_live_set() {
+    for seed in 0..20 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let (mut j, _, rx) = open(dir, small(32 * 1024));
+        let mut live: Vec<u64> = Vec::new();
+        let mut next = 1;
+        for _ in 0..300 {
+            for _ in 0..rng.usize(1..8) {
+                j.append(msg(next)).unwrap();
+                live.push(next);
+                next += 1;
+            }
+            while live.len() > 60 || (!live.is_empty() && rng.bool()) {
+                let seq = live.swap_remove(rng.usize(0..live.len()));
+                assert!(j.remove(seq));
+            }
+            let t = j.commit();
+            if rng.u8(..) < 64 {
+                wait(&j, &rx, t);
+            }
+        }
+        let t = j.commit();
+        wait(&j, &rx, t);
+        drop(j);
+        let (_j, r, _rx) = open(dir, small(32 * 1024));
+        let mut got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+        got.sort();
+        live.sort();
+        assert_eq!(got, live, "seed {seed}");
+    }
+}
