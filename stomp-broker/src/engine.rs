@@ -218,6 +218,11 @@ impl Engine {
         self.router.queues.get(queue).map_or(0, |q| q.ready.len())
     }
 
+    /// Messages waiting in every queue (dead-letter queues included).
+    pub fn queued_total(&self) -> usize {
+        self.router.queues.values().map(|q| q.ready.len()).sum()
+    }
+
     /// A new connection.
     pub fn open(&mut self, now: Instant) -> ConnId {
         let serial = self.next_serial;
@@ -257,6 +262,10 @@ impl Engine {
     }
 
     /// Bytes arrived: decode and handle every complete frame in `buf`.
+    ///
+    /// `buf` must be the connection's one read buffer: the decoder
+    /// remembers how far it scanned, so new bytes are appended to what the
+    /// last call left in it (never a fresh buffer per read).
     ///
     /// Any byte counts as a sign of life. Stops early (leaving bytes in
     /// `buf`) when the session pauses or starts closing.
@@ -421,6 +430,11 @@ impl Engine {
     /// work (maybe none, when the entry turns out stale).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers.next()
+    }
+
+    /// Whether some connection is dirty (the driver should not block in poll).
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     /// Connections with output owed (or ready to close) since the last call.

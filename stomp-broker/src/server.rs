@@ -245,7 +245,7 @@ impl Broker {
         let mut dirty = Vec::new();
         let mut resumed = Vec::new();
         loop {
-            let timeout = if self.again.is_empty() {
+            let timeout = if self.again.is_empty() && !self.engine.has_dirty() {
                 self.engine
                     .next_deadline()
                     .map(|d| d.saturating_duration_since(Instant::now()))
