@@ -187,6 +187,39 @@ fn heart_beat_intervals_are_clamped_to_the_minimum() {
 }
 
 #[test]
+fn heart_beats_work_in_1_1_too() {
+    let b = Broker::start();
+    let mut c = b.open();
+    let connected =
+        c.connect_with(Frame::connect("localhost", &[Version::V1_1]).header("heart-beat", "0,300"));
+    assert_eq!(connected.version(), Some(Version::V1_1));
+    assert_eq!(connected.headers.get("heart-beat"), Some("300,0"));
+    c.expect_nothing(Duration::from_millis(1300));
+    assert!(
+        c.heartbeats >= 2,
+        "{} heart-beats in 1.3 s at 300 ms",
+        c.heartbeats
+    );
+}
+
+#[test]
+fn a_slowly_arriving_frame_counts_as_liveness() {
+    // Any byte is a sign of life, not only complete frames or EOLs.
+    let b = Broker::start_with(&["--heartbeat-grace", "1.5"]);
+    let mut c = b.open();
+    c.connect_with(Frame::connect("localhost", &[Version::V1_2]).header("heart-beat", "500,0"));
+    c.send_raw(b"SEND\ndestination:/queue/drip\nreceipt:drip\n\n");
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(250));
+        c.send_raw(b"x");
+    }
+    c.send_raw(b"\0");
+    c.expect_receipt("drip");
+    c.subscribe("0", "/queue/drip", AckMode::Auto);
+    assert_eq!(&c.expect_message().body[..], b"xxxxxxxxxx");
+}
+
+#[test]
 fn heart_beat_intervals_are_clamped_to_the_maximum() {
     let b = Broker::start_with(&["--heartbeat-max", "60000"]);
     let mut c = b.open();
@@ -495,6 +528,27 @@ fn undefined_escape_is_an_error() {
         &b,
         Some(Version::V1_1),
         b"SEND\ndestination:/queue/a\nk:a\\rb\n\nx\0",
+    );
+}
+
+#[test]
+fn malformed_header_lines_are_errors() {
+    let b = Broker::start();
+    // No colon (ActiveMQ accepts it), empty name, value not UTF-8.
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"SEND\ndestination:/queue/a\nnocolon\n\nx\0",
+    );
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"SEND\ndestination:/queue/a\n:v\n\nx\0",
+    );
+    violation(
+        &b,
+        Some(Version::V1_2),
+        b"SEND\ndestination:/queue/a\nk:\xff\xfe\n\nx\0",
     );
 }
 
