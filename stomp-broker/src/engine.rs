@@ -261,6 +261,12 @@ impl Engine {
         }
     }
 
+    /// Whether a closing connection ran out of time to drain: close it now,
+    /// without waiting for the peer.
+    pub fn is_cut(&self, conn: ConnId) -> bool {
+        self.sessions.get(conn).is_none_or(|s| s.cut)
+    }
+
     /// Bytes arrived: decode and handle every complete frame in `buf`.
     ///
     /// `buf` must be the connection's one read buffer: the decoder

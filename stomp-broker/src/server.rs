@@ -42,6 +42,11 @@ struct Conn {
     rbuf: BytesMut,
     wbuf: BytesMut,
     writing: bool,
+    /// Everything owed was written and our side shut down: reading and
+    /// discarding until the peer closes (or the linger time runs out), so
+    /// unread input does not turn our close into a reset that could destroy
+    /// the ERROR or RECEIPT the peer has not read yet.
+    draining: bool,
 }
 
 /// A broker bound to its listeners, ready to [`run`](Broker::run).
@@ -358,6 +363,7 @@ impl Broker {
                 rbuf: BytesMut::new(),
                 wbuf: BytesMut::new(),
                 writing: false,
+                draining: false,
             });
         }
     }
@@ -366,6 +372,21 @@ impl Broker {
         let Some(Some(conn)) = self.conns.get_mut(c) else {
             return;
         };
+        if conn.draining {
+            let eof = loop {
+                match conn.stream.read(scratch) {
+                    Ok(0) => break true,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break true,
+                }
+            };
+            if eof {
+                self.close(c, now);
+            }
+            return;
+        }
         // Frames left over from before a pause come first.
         if !conn.rbuf.is_empty() {
             self.engine.handle_input(c, &mut conn.rbuf, now);
@@ -459,8 +480,14 @@ impl Broker {
             conn.writing = want;
         }
         self.engine.wrote(c, pending, now);
-        if broken || self.engine.should_close(c, pending) {
+        if broken || self.engine.is_cut(c) {
             self.close(c, now);
+        } else if self.engine.should_close(c, pending) && !conn.draining {
+            conn.draining = true;
+            conn.rbuf = BytesMut::new();
+            if conn.stream.shutdown(std::net::Shutdown::Write).is_err() {
+                self.close(c, now);
+            }
         }
     }
 

@@ -252,3 +252,46 @@ fn binary_prints_where_it_listens_and_exits_zero_on_sigterm() {
     }
     assert!(t.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn error_survives_unread_input_after_the_bad_frame() {
+    let b = start(Config::default());
+    let (mut bad, _) = Client::connect(b.addr(), "");
+    let mut wire = b"BOGUS\n\n\0".to_vec();
+    wire.extend(std::iter::repeat_n(b'x', 200_000));
+    // The broker stops reading after the ERROR; write what fits.
+    bad.tcp
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let _ = bad.tcp.write_all(&wire);
+    std::thread::sleep(Duration::from_millis(100));
+    let err = bad.frame().expect("the ERROR is not lost to a reset");
+    assert_eq!(err.command, Command::Error);
+    assert!(err.message_header().unwrap().contains("unknown command"));
+}
+
+#[test]
+fn consumer_keeps_up_while_the_queue_is_full() {
+    let b = start(Config {
+        max_queue_memory: 128 * 1024,
+        ..Config::default()
+    });
+    let (mut c, _) = Client::connect(b.addr(), "");
+    c.write(b"SUBSCRIBE\nid:0\ndestination:/queue/full2\nreceipt:s\n\n\0");
+    assert_eq!(c.frame().unwrap().receipt_id(), Some("s"));
+    let (mut p, _) = Client::connect(b.addr(), "");
+    let n = 50_000;
+    let mut wire = Vec::new();
+    for i in 0..n {
+        wire.extend_from_slice(format!("SEND\ndestination:/queue/full2\n\n{i:0200}\0").as_bytes());
+    }
+    let writer = std::thread::spawn(move || {
+        p.write(&wire);
+        p
+    });
+    for i in 0..n {
+        let m = c.frame().unwrap();
+        assert_eq!(m.body, format!("{i:0200}").as_bytes(), "message {i}");
+    }
+    drop(writer.join().unwrap());
+}
