@@ -671,6 +671,50 @@ fn sigterm_exits_zero_promptly_and_closes_sessions() {
 }
 
 #[test]
+fn shutdown_flushes_what_is_owed() {
+    let mut b = Broker::start();
+    let mut slow = b.connect(Version::V1_2);
+    slow.subscribe("0", "/topic/owed", AckMode::Auto);
+    let mut p = b.connect(Version::V1_2);
+    // About 6 MiB for a subscriber that is not reading yet: more than the
+    // socket buffers hold, less than the default 8 MiB write backlog.
+    let mut wire = Vec::new();
+    for i in 0..768 {
+        wire.extend(
+            p.encode(
+                &Frame::send("/topic/owed")
+                    .header("seq", i.to_string())
+                    .body(vec![b'o'; 8192]),
+            ),
+        );
+    }
+    p.send_raw(&wire);
+    p.send_sync(Frame::send("/topic/none").body("sync"), "sync");
+    let pid = rustix::process::Pid::from_raw(b.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    // Now read: every owed MESSAGE arrives, then the close.
+    for i in 0..768 {
+        match slow.recv(T) {
+            Ok(m) => assert_eq!(m.headers.get("seq"), Some(i.to_string().as_str()), "{m:?}"),
+            Err(e) => panic!("only {i} of 768 owed messages before {e:?}"),
+        }
+    }
+    loop {
+        match slow.recv(T) {
+            Ok(f) => assert_eq!(f.command, Command::Error, "{f:?}"),
+            Err(RecvError::Closed) => break,
+            Err(e) => panic!("not closed after shutdown: {e:?}"),
+        }
+    }
+    wait_until(Duration::from_secs(2), || b.try_exit_status().is_some());
+    let status = b.try_exit_status();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?} after SIGTERM"
+    );
+}
+
+#[test]
 fn sigint_exits_zero_too() {
     let mut b = Broker::start();
     let _c = b.connect(Version::V1_2);

@@ -1097,3 +1097,88 @@ fn random_acks_nacks_and_crashes_lose_nothing_and_resurrect_nothing() {
     d.subscribe("0", "/queue/chaos", AckMode::Auto);
     d.expect_nothing(QUIET);
 }
+
+#[test]
+fn uncommitted_ack_is_rolled_back_when_the_connection_drops() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::send("/queue/txdrop").body("keep me"), "r");
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/txdrop", AckMode::ClientIndividual);
+    let m = c.expect_message();
+    c.send_sync(Frame::begin("t"), "b");
+    c.send_sync(
+        Frame::ack_for(&m, Version::V1_2)
+            .unwrap()
+            .header("transaction", "t"),
+        "a",
+    );
+    drop(c);
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/txdrop", AckMode::Auto);
+    let again = d.expect_message();
+    assert_eq!(&again.body[..], b"keep me");
+    assert_redelivered(&again);
+}
+
+#[test]
+fn broker_memory_limit_pushes_back_and_loses_nothing() {
+    const N: usize = 2048;
+    let b = Broker::start_with(&["--max-memory", "131072"]);
+    let addr = b.addr();
+    let producers: Vec<_> = ["/queue/mem-a", "/queue/mem-b"]
+        .into_iter()
+        .map(|dest| {
+            std::thread::spawn(move || {
+                let mut p = Conn::open(addr);
+                p.connect(Version::V1_2);
+                p.stream()
+                    .set_write_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                let mut batch = Vec::new();
+                for i in 1..=N {
+                    batch.extend(
+                        p.encode(
+                            &Frame::send(dest)
+                                .header("seq", i.to_string())
+                                .body(vec![b'm'; 2048]),
+                        ),
+                    );
+                    if batch.len() > 64 * 1024 || i == N {
+                        p.send_raw(&batch);
+                        batch.clear();
+                    }
+                }
+                p.send_sync(Frame::send("/queue/mem-done").body("x"), "end");
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        producers.iter().any(|p| !p.is_finished()),
+        "8 MiB went into a broker limited to 128 KiB with nobody consuming"
+    );
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("a", "/queue/mem-a", AckMode::Auto);
+    c.subscribe("b", "/queue/mem-b", AckMode::Auto);
+    let (mut next_a, mut next_b) = (1, 1);
+    while next_a <= N || next_b <= N {
+        let m = c.recv_frame(Duration::from_secs(10));
+        let s = seq(&m);
+        match m.subscription() {
+            Some("a") => {
+                assert_eq!(s, next_a);
+                next_a += 1;
+            }
+            Some("b") => {
+                assert_eq!(s, next_b);
+                next_b += 1;
+            }
+            other => panic!("subscription {other:?}"),
+        }
+    }
+    for p in producers {
+        p.join().expect("producer finishes once memory frees up");
+    }
+    c.expect_nothing(QUIET);
+}
