@@ -54,6 +54,11 @@ class Collector(stomp.ConnectionListener):
             self.receipts.add(frame.headers.get("receipt-id"))
             self.cond.notify_all()
 
+    def on_heartbeat_timeout(self):
+        with self.cond:
+            self.errors.append("heart-beat timeout")
+            self.cond.notify_all()
+
     def on_error(self, frame):
         with self.cond:
             self.errors.append(frame)
@@ -84,10 +89,13 @@ class Collector(stomp.ConnectionListener):
 class Client:
     """One stomp.py connection of the version under test."""
 
-    def __init__(self, host, port, version):
+    def __init__(self, host, port, version, heartbeats=(0, 0)):
         self.version = version
         cls = {"1.0": stomp.Connection10, "1.1": stomp.Connection11, "1.2": stomp.Connection12}[version]
-        kwargs = {} if version == "1.0" else {"vhost": os.environ.get("STOMP_VHOST", "localhost")}
+        kwargs = {} if version == "1.0" else {
+            "vhost": os.environ.get("STOMP_VHOST", "localhost"),
+            "heartbeats": heartbeats,
+        }
         self.conn = cls([(host, port)], reconnect_attempts_max=1, **kwargs)
         self.listener = Collector()
         self.conn.set_listener("collector", self.listener)
@@ -160,7 +168,7 @@ class Client:
         # stomp.py waits for the DISCONNECT receipt and the broker's close.
         self.conn.disconnect(receipt=rid)
         check(not self.conn.is_connected(), "still connected after DISCONNECT")
-        check(not self.listener.errors, "ERROR frames: %r" % [e.headers for e in self.listener.errors])
+        check(not self.listener.errors, "errors: %r" % [getattr(e, "headers", e) for e in self.listener.errors])
 
 
 def body(m):
@@ -306,7 +314,21 @@ def scenario_transactional_ack(host, port, v, q):
     p.close()
 
 
+def scenario_heartbeats(host, port, v, q):
+    if v == "1.0":
+        return "skipped: heart-beats are 1.1+"
+    c = Client(host, port, v, heartbeats=(250, 250))
+    c.subscribe(q, "s1")
+    time.sleep(2.0)  # idle: only heart-beats flow, both ways
+    check(c.conn.is_connected(), "dropped while idle with heart-beats on")
+    check(not c.listener.errors, "errors while idle: %r" % c.listener.errors)
+    c.send(q, "after idle")
+    check(body(c.listener.next()) == "after idle", "no message after idle")
+    c.close()
+
+
 SCENARIOS = [
+    scenario_heartbeats,
     scenario_send_receive,
     scenario_header_escaping,
     scenario_client_individual,
