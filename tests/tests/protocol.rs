@@ -120,6 +120,33 @@ fn no_common_version_is_an_error_with_the_supported_versions() {
 }
 
 #[test]
+fn frames_pipelined_after_connect_use_the_negotiated_version() {
+    // CONNECT and the next frames in one write: the frames after CONNECT
+    // must be decoded with the negotiated version's escaping rules.
+    let b = Broker::start();
+    let mut c12 = b.connect(Version::V1_2);
+    c12.subscribe("0", "/queue/pipe", AckMode::Auto);
+    // 1.0: `\c` is two plain characters.
+    let mut c10 = b.open();
+    c10.send_raw(b"CONNECT\naccept-version:1.0\nhost:localhost\n\n\0SEND\ndestination:/queue/pipe\nk:a\\cb\nreceipt:r\n\n\0");
+    c10.expect(Command::Connected);
+    c10.set_version(Version::V1_0);
+    c10.expect_receipt("r");
+    let m = c12.expect_message();
+    assert_eq!(
+        m.headers.get("k"),
+        Some("a\\cb"),
+        "1.0 frame unescaped as if 1.2"
+    );
+    // 1.2: `\t` is an error even when it comes in the same read as CONNECT.
+    let mut bad = b.open();
+    bad.send_raw(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0SEND\ndestination:/queue/pipe\nk:a\\tb\n\n\0");
+    bad.expect(Command::Connected);
+    bad.expect_error();
+    c12.expect_nothing(QUIET);
+}
+
+#[test]
 fn connect_headers_are_not_unescaped() {
     // 1.2 §Value Encoding: CONNECT and CONNECTED are not escaped, so a
     // backslash there is not an escape (and `\t` is no error).
