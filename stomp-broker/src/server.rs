@@ -21,9 +21,11 @@ use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use stomp_frame::{EncodeError, Encoder, Frame, Version, names};
 
+use crate::auth::{AllowAll, Authenticator};
 use crate::config::Config;
 use crate::engine::{ConnId, Engine};
 use crate::session::Output;
+use crate::store::{MemoryStore, Store};
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -168,6 +170,15 @@ impl Broker {
     /// Validates `config` and binds every listener (nothing is accepted
     /// until [`run`](Broker::run)). A taken port is an error that names it.
     pub fn bind(config: Config) -> io::Result<Broker> {
+        Broker::bind_with(config, Box::new(MemoryStore), Box::new(AllowAll))
+    }
+
+    /// Like [`bind`](Broker::bind), with a given store and authenticator.
+    pub fn bind_with(
+        config: Config,
+        store: Box<dyn Store>,
+        auth: Box<dyn Authenticator>,
+    ) -> io::Result<Broker> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -194,7 +205,7 @@ impl Broker {
             poll,
             listeners,
             addrs,
-            engine: Engine::new(config),
+            engine: Engine::with_parts(config, store, auth),
             conns: Vec::new(),
             waker,
             stop: Arc::new(AtomicBool::new(false)),
