@@ -44,6 +44,9 @@ pub struct Stats {
     pub live_bytes: u64,
     /// Bytes of all segment files (as written or scheduled).
     pub file_bytes: u64,
+    /// Group commits written so far (one fsync each, when fsync is on): the
+    /// commits per write tell how well producers share fsyncs.
+    pub writes: u64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -221,12 +224,14 @@ impl Journal {
             live_messages: self.books.index.len(),
             live_bytes: self.books.segs.values().map(|s| s.live_bytes).sum(),
             file_bytes: self.books.segs.values().map(|s| s.bytes).sum(),
+            writes: self.shared.writes.load(Ordering::Relaxed),
         }
     }
 
     fn send(&mut self) -> u64 {
         self.ticket += 1;
         let batch = Batch {
+            appends: self.ops.iter().any(|op| matches!(op, Op::Append(_))),
             ops: std::mem::take(&mut self.ops),
             bytes: self.op_bytes,
             ticket: self.ticket,

@@ -166,6 +166,13 @@ pub struct JournalOptions {
     /// After a failed write, retry this often even without a new commit
     /// (default 200 ms).
     pub retry_interval: std::time::Duration,
+    /// Group window (default 500 µs): how long the writer may wait for more
+    /// batches to share an fsync, and never longer than the last write took. It waits only when the last fsync carried
+    /// the messages of several event-loop turns (many producers: the ones it
+    /// answered are about to send again), or when all it has to write are
+    /// removals (it waits for a batch with messages to ride along). A single
+    /// producer never waits. Zero turns it off.
+    pub group_window: std::time::Duration,
     /// Test hook: while set, every write fails with `ENOSPC` after writing
     /// half of its bytes (a torn write). Not for production.
     #[doc(hidden)]
@@ -182,6 +189,7 @@ impl Default for JournalOptions {
             compact_bytes_per_commit: 4 << 20,
             slack_segments: 4,
             retry_interval: std::time::Duration::from_millis(200),
+            group_window: std::time::Duration::from_micros(500),
             inject_write_error: None,
         }
     }
@@ -197,6 +205,7 @@ impl fmt::Debug for JournalOptions {
             .field("compact_bytes_per_commit", &self.compact_bytes_per_commit)
             .field("slack_segments", &self.slack_segments)
             .field("retry_interval", &self.retry_interval)
+            .field("group_window", &self.group_window)
             .finish_non_exhaustive()
     }
 }

@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::Instant;
 
 use crate::format::{self, KIND_DELIVER, KIND_REMOVE, MAGIC};
 use crate::recover::{create_segment, seg_path, sync_dir};
@@ -29,6 +30,8 @@ pub(crate) enum Op {
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) ops: Vec<Op>,
+    /// Whether the batch holds messages (not only removals).
+    pub(crate) appends: bool,
     pub(crate) bytes: usize,
     pub(crate) ticket: u64,
 }
@@ -37,6 +40,8 @@ pub(crate) struct Batch {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub(crate) durable: AtomicU64,
+    /// Writes (each with its fsync) done so far.
+    pub(crate) writes: AtomicU64,
 }
 
 pub(crate) struct Writer {
@@ -88,6 +93,10 @@ impl Writer {
     pub(crate) fn run(mut self, rx: mpsc::Receiver<Batch>) {
         let mut retry: Vec<Batch> = Vec::new();
         let mut closed = false;
+        // When the last write ended, and whether producers were many then.
+        let mut last_end = Instant::now();
+        let mut last_took = std::time::Duration::ZERO;
+        let mut busy = false;
         loop {
             let mut batches = std::mem::take(&mut retry);
             let mut bytes: usize = batches.iter().map(|b| b.bytes).sum();
@@ -119,12 +128,17 @@ impl Writer {
                     }
                 }
             }
+            if !closed && !batches.is_empty() {
+                let window = self.opts.group_window.min(last_took);
+                closed = self.gather(&rx, &mut batches, &mut bytes, last_end, window, busy);
+            }
             if batches.is_empty() {
                 if closed {
                     return;
                 }
                 continue;
             }
+            busy = batches.iter().filter(|b| b.appends).count() > 1;
             let top = batches.iter().map(|b| b.ticket).max().unwrap_or(0);
             if let Some(err) = &self.poisoned {
                 self.report_failure(top, err.clone());
@@ -133,8 +147,12 @@ impl Writer {
                 }
                 continue;
             }
+            let started = Instant::now();
             match self.write(&batches) {
                 Ok(deletes) => {
+                    last_end = Instant::now();
+                    last_took = last_end - started;
+                    self.shared.writes.fetch_add(1, Ordering::Relaxed);
                     self.shared.durable.store(top, Ordering::Release);
                     (self.notify)(CommitEvent::Durable(top));
                     self.delete(&deletes);
@@ -155,6 +173,55 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// The group window: waits a little for more batches before writing, so
+    /// that more producers share the fsync. `window` is `group_window` but no
+    /// longer than the last write took (waiting longer than an fsync costs
+    /// more than it saves). When the last write carried the messages of
+    /// several event-loop turns (several producers), waits until `window`
+    /// after it ended: the producers it answered are sending
+    /// their next messages right now. When all there is to write are
+    /// removals (acks, which nobody usually waits for), waits up to
+    /// `window` for a batch with messages to come along. Returns
+    /// whether the journal was dropped meanwhile.
+    fn gather(
+        &self,
+        rx: &mpsc::Receiver<Batch>,
+        batches: &mut Vec<Batch>,
+        bytes: &mut usize,
+        last_end: Instant,
+        window: std::time::Duration,
+        busy: bool,
+    ) -> bool {
+        if window.is_zero() {
+            return false;
+        }
+        let lazy = !batches.iter().any(|b| b.appends);
+        let mut until = if busy { Some(last_end + window) } else { None };
+        if lazy {
+            until = until.max(Some(Instant::now() + window));
+        }
+        let Some(until) = until else { return false };
+        while *bytes < self.opts.max_batch_bytes {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            match rx.recv_timeout(until - now) {
+                Ok(b) => {
+                    let appends = b.appends;
+                    *bytes += b.bytes;
+                    batches.push(b);
+                    if appends && !busy {
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+            }
+        }
+        false
     }
 
     fn report_failure(&mut self, top: u64, error: Arc<io::Error>) {
