@@ -299,3 +299,35 @@ fn abrupt_disconnects_mid_frame_leave_the_broker_healthy() {
     served_within(&b, Duration::from_secs(1), "abrupt");
     still_delivered(&b);
 }
+
+#[test]
+fn many_headers_within_a_raised_limit_cost_linear_time() {
+    // RabbitMQ's parser is quadratic in the header count; 100,000 headers
+    // allowed by the limits must go through in seconds, not hours.
+    let _serial = serial();
+    let b = Broker::start_with(&["--max-headers", "200000"]);
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/wide", AckMode::Auto);
+    let mut frame = b"SEND\ndestination:/queue/wide\nreceipt:wide\n".to_vec();
+    for i in 0..100_000 {
+        frame.extend_from_slice(format!("h{i}:{i}\n").as_bytes());
+    }
+    frame.extend_from_slice(b"\nbody\0");
+    let start = Instant::now();
+    let mut stream = c.stream().try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        use std::io::Write;
+        stream.write_all(&frame).expect("write");
+    });
+    c.expect_receipt("wide");
+    let m = c.recv_frame(Duration::from_secs(20));
+    let took = start.elapsed();
+    writer.join().unwrap();
+    assert_eq!(m.command, Command::Message);
+    assert_eq!(m.headers.get("h0"), Some("0"));
+    assert_eq!(m.headers.get("h99999"), Some("99999"));
+    assert!(m.headers.len() >= 100_000);
+    eprintln!("100,000 headers through the broker in {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    served_within(&b, Duration::from_secs(1), "wide");
+}
