@@ -5,8 +5,9 @@
 //!
 //! 1. **Head**: scan for LF with `memchr`, checking each line's length, the
 //!    command (as soon as its line is complete) and the header count as they
-//!    go by. At the blank line the head is split off the buffer, frozen, and
-//!    parsed with `nom` into a command and headers that are slices of it.
+//!    go by, and noting where each line ends. At the blank line the head is
+//!    split off the buffer, frozen, and its lines (not scanned again) are
+//!    parsed with `nom` into headers that are slices of it.
 //! 2. **Body**: with `content-length`, wait until that many bytes and the NUL
 //!    are buffered (nothing is scanned); without it, `memchr` for the NUL from
 //!    where the last read stopped. The body is split off the buffer: no copy.
@@ -16,7 +17,7 @@ use bytestring::ByteString;
 use memchr::memchr;
 use nom::bytes::complete::{tag, take_till};
 use nom::combinator::rest;
-use nom::sequence::{separated_pair, terminated};
+use nom::sequence::separated_pair;
 use nom::{IResult, Parser};
 
 use crate::error::{DecodeError, Limit};
@@ -141,6 +142,10 @@ pub struct Decoder {
     state: State,
     /// Stream offset of the start of the buffer.
     position: u64,
+    /// Where the LF of each line of the current head is (the command line's
+    /// first, the blank line's not), found while scanning, so parsing the
+    /// head does not look for them again. Reused from frame to frame.
+    line_ends: Vec<usize>,
 }
 
 impl Decoder {
@@ -160,6 +165,7 @@ impl Decoder {
             limits,
             state: HEAD_START,
             position: 0,
+            line_ends: Vec::new(),
         }
     }
 
@@ -243,6 +249,7 @@ impl Decoder {
                 self.position += eol as u64;
                 return Ok(HeadProgress::Heartbeat);
             }
+            self.line_ends.clear();
         }
         let limits = self.limits;
         loop {
@@ -275,7 +282,10 @@ impl Decoder {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             match command {
                 None => match Command::from_bytes(line) {
-                    Some(c) => *command = Some(c),
+                    Some(c) => {
+                        *command = Some(c);
+                        self.line_ends.push(nl);
+                    }
                     None => return Err(unknown_command(line, self.position)),
                 },
                 Some(_) if line.is_empty() => {
@@ -309,6 +319,7 @@ impl Decoder {
                     return Ok(HeadProgress::Done);
                 }
                 Some(_) => {
+                    self.line_ends.push(nl);
                     *headers += 1;
                     if *headers > limits.max_headers {
                         let (v, m) = (*headers, limits.max_headers);
@@ -330,21 +341,19 @@ impl Decoder {
     ) -> Result<(Headers, Option<usize>), DecodeError> {
         let escaped = command.is_escaped() && self.version >= Version::V1_1;
         let strip_cr = self.version >= Version::V1_2;
-        let (mut input, _) = line(head).expect("the head ends with LF");
-        let mut headers = Headers::with_capacity(8);
+        let mut headers = Headers::with_capacity(self.line_ends.len() - 1);
         let mut length = None;
-        loop {
-            let offset = self.position + (head.len() - input.len()) as u64;
-            let (next, raw) = line(input).expect("every head line ends with LF");
-            input = next;
-            let raw = if raw.last() == Some(&b'\r') && (strip_cr || raw.len() == 1) {
-                &raw[..raw.len() - 1]
+        for pair in self.line_ends.windows(2) {
+            let (start, end) = (pair[0] + 1, pair[1]);
+            let offset = self.position + start as u64;
+            let raw = &head[start..end];
+            // A header line is never blank, so a final CR is the EOL's only
+            // when the version allows CRLF.
+            let raw = if strip_cr {
+                raw.strip_suffix(b"\r").unwrap_or(raw)
             } else {
                 raw
             };
-            if raw.is_empty() {
-                break;
-            }
             let Ok((_, (name, value))) = header_fields(raw) else {
                 return Err(DecodeError::MissingColon {
                     line: lossy_prefix(raw),
@@ -495,11 +504,6 @@ enum HeadProgress {
     Done,
 }
 
-/// One line, without its LF.
-fn line(input: &[u8]) -> IResult<&[u8], &[u8]> {
-    terminated(take_till(|b| b == b'\n'), tag(&b"\n"[..])).parse(input)
-}
-
 /// `name:value`, split at the first colon; later colons stay in the value.
 fn header_fields(line: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
     separated_pair(take_till(|b| b == b':'), tag(&b":"[..]), rest).parse(line)
@@ -520,15 +524,28 @@ fn text(
 
 /// Undoes 1.1/1.2 escaping; `s` is returned as is when it has no backslash.
 /// `header` names the header whose value `s` is; `None` when `s` is a name.
+#[inline]
 fn unescape(
     s: ByteString,
     header: Option<&str>,
     version: Version,
     offset: u64,
 ) -> Result<ByteString, DecodeError> {
-    if !s.contains('\\') {
+    if !s.as_bytes().contains(&b'\\') {
         return Ok(s);
     }
+    unescape_slow(&s, header, version, offset)
+}
+
+/// [`unescape`] of a text that holds a backslash (kept out of line: the
+/// fast path above runs for every header).
+#[inline(never)]
+fn unescape_slow(
+    s: &str,
+    header: Option<&str>,
+    version: Version,
+    offset: u64,
+) -> Result<ByteString, DecodeError> {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -543,7 +560,7 @@ fn unescape(
             Some('r') if version >= Version::V1_2 => out.push('\r'),
             other => {
                 return Err(DecodeError::InvalidEscape {
-                    header: header.unwrap_or(&s).to_owned(),
+                    header: header.unwrap_or(s).to_owned(),
                     sequence: other.map_or_else(|| "\\".to_owned(), |c| format!("\\{c}")),
                     offset,
                 });
