@@ -34,9 +34,14 @@ if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
   apt_install python3-venv
 fi
 
-if [ ! -x "$PY" ]; then
+if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
   rm -rf "$VENV"
-  python3 -m venv "$VENV"
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    # Some images ship ensurepip but not the versioned venv package.
+    rm -rf "$VENV"
+    apt_install python3-venv "python3.$(python3 -c 'import sys; print(sys.version_info[1])')-venv"
+    python3 -m venv "$VENV"
+  fi
 fi
 "$PY" -m pip install --quiet --disable-pip-version-check "stomp.py==$STOMP_PY_VERSION"
 echo "python.sh: $VENV ready with stomp.py $STOMP_PY_VERSION" >&2
