@@ -128,6 +128,8 @@ pub struct Engine {
     timers: Timers<(ConnId, u64, TimerKind)>,
     dirty: Vec<ConnId>,
     blocked: Vec<(ConnId, u64, ByteString)>,
+    /// Connections whose write backlog drained while their reading was stopped.
+    unblocked: Vec<ConnId>,
     store: Box<dyn Store>,
     auth: Box<dyn Authenticator>,
     next_seq: u64,
@@ -168,6 +170,7 @@ impl Engine {
             timers: Timers::default(),
             dirty: Vec::new(),
             blocked: Vec::new(),
+            unblocked: Vec::new(),
             store,
             auth,
             next_seq: 1,
@@ -237,9 +240,12 @@ impl Engine {
         self.sessions.get(conn).map_or(Version::V1_2, |s| s.version)
     }
 
-    /// Whether reading from this connection is paused (memory full).
+    /// Whether reading from this connection is paused: message memory is
+    /// full, or the peer does not read what it is owed.
     pub fn is_paused(&self, conn: ConnId) -> bool {
-        self.sessions.get(conn).is_some_and(|s| s.paused)
+        self.sessions
+            .get(conn)
+            .is_some_and(|s| s.paused || s.out_paused)
     }
 
     /// Whether the connection ends once what it is owed is written.
@@ -284,7 +290,12 @@ impl Engine {
             let Some(s) = self.sessions.get_mut(conn) else {
                 return;
             };
-            if s.paused || s.phase == Phase::Closing {
+            if s.paused || s.out_paused || s.phase == Phase::Closing {
+                return;
+            }
+            if s.backlog() > self.cfg.max_write_backlog {
+                // It does not read its RECEIPTs: stop reading its frames.
+                s.out_paused = true;
                 return;
             }
             match s.decoder.decode(buf) {
@@ -402,7 +413,7 @@ impl Engine {
                         continue;
                     }
                     let limit = self.cfg.grace(within);
-                    if s.paused {
+                    if s.paused || s.out_paused {
                         s.last_read = now;
                     }
                     let due = s.last_read + limit;
@@ -469,6 +480,10 @@ impl Engine {
             return;
         };
         s.unwritten = unwritten;
+        if s.out_paused && s.backlog() <= self.cfg.max_write_backlog / 2 {
+            s.out_paused = false;
+            self.unblocked.push(conn);
+        }
         if s.phase != Phase::Open || s.backlog() >= mark {
             return;
         }
@@ -493,6 +508,15 @@ impl Engine {
 
     /// Connections whose reading may resume (memory was freed).
     pub fn take_resumed(&mut self, into: &mut Vec<ConnId>) {
+        for c in self.unblocked.drain(..) {
+            if self
+                .sessions
+                .get(c)
+                .is_some_and(|s| !s.paused && !s.out_paused)
+            {
+                into.push(c);
+            }
+        }
         if self.blocked.is_empty() {
             return;
         }
@@ -510,7 +534,9 @@ impl Engine {
                     if !self.blocked.iter().any(|b| b.0 == conn && b.1 == serial) {
                         let s = &mut self.sessions[conn];
                         s.paused = false;
-                        into.push(conn);
+                        if !s.out_paused {
+                            into.push(conn);
+                        }
                     }
                 }
             } else {

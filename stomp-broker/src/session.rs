@@ -116,6 +116,9 @@ pub(crate) struct Session {
     pub(crate) next_ack: u64,
     /// Reading is stopped (memory full).
     pub(crate) paused: bool,
+    /// Reading is stopped because the peer does not read what it is owed
+    /// (backlog over `max_write_backlog`).
+    pub(crate) out_paused: bool,
     /// Pending timer entries, for lazy invalidation.
     pub(crate) armed: [Option<Instant>; 3],
     /// The linger timer ran out: close without flushing.
@@ -143,6 +146,7 @@ impl Session {
             last_write: now,
             next_ack: 0,
             paused: false,
+            out_paused: false,
             armed: [None; 3],
             cut: false,
             torn_down: false,

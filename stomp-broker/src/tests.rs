@@ -753,3 +753,31 @@ fn lenient_host_and_unknown_headers() {
     );
     assert_eq!(h.frames(c)[0].command, Command::Connected);
 }
+
+#[test]
+fn a_peer_that_does_not_read_its_receipts_is_not_read_either() {
+    let mut h = H::with(Config {
+        max_write_backlog: 1000,
+        ..Config::default()
+    });
+    let p = h.connect("1.2");
+    let mut wire = Vec::new();
+    for i in 0..100 {
+        wire.extend_from_slice(format!("SEND\ndestination:/queue/r\nreceipt:{i}\n\n\0").as_bytes());
+    }
+    let mut rest = h.raw(p, &wire);
+    assert!(h.e.is_paused(p));
+    assert!(!rest.is_empty());
+    let mut resumed = Vec::new();
+    h.e.take_resumed(&mut resumed);
+    assert!(resumed.is_empty());
+    let mut receipts = h.frames(p).len();
+    h.e.take_resumed(&mut resumed);
+    assert_eq!(resumed, [p]);
+    while !rest.is_empty() {
+        h.e.handle_input(p, &mut rest, h.now);
+        receipts += h.frames(p).len();
+    }
+    assert_eq!(receipts, 100);
+    assert_eq!(h.e.queue_depth("/queue/r"), 100);
+}
