@@ -331,3 +331,40 @@ fn many_headers_within_a_raised_limit_cost_linear_time() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     served_within(&b, Duration::from_secs(1), "wide");
 }
+
+#[test]
+fn a_client_that_keeps_talking_after_an_error_is_still_cut_off() {
+    // The broker may linger after an ERROR so the client reads it, but not
+    // for ever: a client that keeps sending must not hold the connection.
+    let _serial = serial();
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.send_raw(b"FOO\n\n\0");
+    let start = Instant::now();
+    let mut error_seen = false;
+    let closed = loop {
+        if start.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        if c.try_send_raw(&[b'z'; 1024]).is_err() {
+            break true;
+        }
+        // EOF only means the broker shut down its side for writing; the
+        // socket is gone for good when our writes start failing.
+        match c.recv(Duration::from_millis(10)) {
+            Ok(f) => {
+                assert_eq!(f.command, Command::Error, "{f:?}");
+                error_seen = true;
+            }
+            Err(RecvError::Timeout | RecvError::Closed) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert!(error_seen, "no ERROR before the close");
+    assert!(
+        closed,
+        "a client sending after its ERROR kept the connection for 10 s"
+    );
+    eprintln!("cut off {:?} after the bad frame", start.elapsed());
+    served_within(&b, Duration::from_secs(1), "linger");
+}
