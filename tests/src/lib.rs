@@ -19,6 +19,7 @@
 //! lives in `target/<profile>/deps/`, the broker lands in `target/<profile>/`).
 //! When `cargo test --workspace` already built it, that build is a quick no-op.
 //! Set `STOMP_BROKER_BIN=/path/to/stomp-broker` to test another build instead.
+//! [`Broker::start_cli`] does the same with `stomp broker` (crate stomp-cli).
 //!
 //! Every broker process is killed when its [`Broker`] is dropped, so a failing
 //! test leaves no process behind; every read has a deadline, so no test hangs.
@@ -64,49 +65,55 @@ pub fn broker_bin() -> &'static Path {
         if let Some(p) = std::env::var_os("STOMP_BROKER_BIN") {
             return PathBuf::from(p);
         }
-        let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/<test-exe> -> target/<profile>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable under target/<profile>/deps")
-            .to_path_buf();
-        let profile = profile_dir
-            .file_name()
-            .and_then(|s| s.to_str())
-            .unwrap_or("debug")
-            .to_owned();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let mut cmd = Process::new(env!("CARGO"));
-        cmd.current_dir(repo_root())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "stomp-broker",
-                "--bin",
-                "stomp-broker",
-            ])
-            .arg("--target-dir")
-            .arg(&target_dir);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let status = cmd.status().expect("running cargo build for stomp-broker");
-        assert!(
-            status.success(),
-            "`cargo build -p stomp-broker` failed ({status}); the tests need the broker binary"
-        );
-        let bin = profile_dir.join("stomp-broker");
-        assert!(bin.exists(), "no broker binary at {}", bin.display());
-        bin
+        workspace_bin("stomp-broker", "stomp-broker")
     })
+}
+
+/// The path of the `stomp` CLI binary (crate stomp-cli), building it on
+/// first use; `stomp broker` runs the same broker as `stomp-broker`.
+pub fn cli_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("stomp-cli", "stomp"))
+}
+
+/// Builds binary `bin` of workspace package `package` with the profile of
+/// the running test and returns its path.
+fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-exe> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable under target/<profile>/deps")
+        .to_path_buf();
+    let profile = profile_dir
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("debug")
+        .to_owned();
+    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+    let mut cmd = Process::new(env!("CARGO"));
+    cmd.current_dir(repo_root())
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().expect("running cargo build");
+    assert!(
+        status.success(),
+        "`cargo build -p {package} --bin {bin}` failed ({status}); the tests need that binary"
+    );
+    let path = profile_dir.join(bin);
+    assert!(path.exists(), "no binary at {}", path.display());
+    path
 }
 
 /// Keeps the last bytes a child wrote to a pipe, for failure messages.
@@ -157,7 +164,18 @@ impl Broker {
 
     /// Starts a broker with `--listen 127.0.0.1:0 --memory` plus `args`.
     pub fn start_with(args: &[&str]) -> Broker {
-        let (child, addr, stderr) = spawn_broker(args);
+        let (child, addr, stderr) = spawn_broker(broker_bin(), &[], args);
+        Broker {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// Starts the broker through the CLI, `stomp broker --listen
+    /// 127.0.0.1:0 --memory` plus `args`.
+    pub fn start_cli(args: &[&str]) -> Broker {
+        let (child, addr, stderr) = spawn_broker(cli_bin(), &["broker"], args);
         Broker {
             child,
             addr,
@@ -241,9 +259,9 @@ impl Drop for Broker {
     }
 }
 
-fn spawn_broker(args: &[&str]) -> (Child, SocketAddr, Tail) {
-    let bin = broker_bin();
+fn spawn_broker(bin: &Path, pre: &[&str], args: &[&str]) -> (Child, SocketAddr, Tail) {
     let mut child = Process::new(bin)
+        .args(pre)
         .args(["--listen", "127.0.0.1:0", "--memory"])
         .args(args)
         .stdin(Stdio::null())

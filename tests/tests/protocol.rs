@@ -940,3 +940,26 @@ fn several_listeners_each_print_their_line_and_accept() {
         "stdout got more than listening lines: {extra:?}"
     );
 }
+
+#[test]
+fn stomp_broker_subcommand_behaves_like_the_binary() {
+    // The contract: `stomp broker` flattens the same arguments and runs
+    // the same broker.
+    let mut b = Broker::start_cli(&["--max-body-size", "100"]);
+    let mut c = b.open();
+    let connected = c.connect_with(Frame::connect("localhost", &Version::ALL));
+    assert_eq!(connected.version(), Some(Version::V1_2));
+    assert!(
+        connected
+            .server()
+            .is_some_and(|s| s.starts_with("stomp-rs/"))
+    );
+    c.subscribe("0", "/queue/cli", AckMode::Auto);
+    round_trip(&mut c, "/queue/cli", "through stomp broker");
+    c.send(&Frame::send("/queue/cli").body(vec![b'x'; 200]));
+    c.expect_error();
+    let status = b
+        .terminate(Duration::from_secs(2))
+        .expect("still running after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
