@@ -777,6 +777,33 @@ fn config_file_sets_flags_and_flags_override_it() {
 }
 
 #[test]
+fn bad_config_values_are_clear_failures() {
+    let dir = std::env::temp_dir().join(format!("stomp-tests-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text, must_name) in [
+        ("type.toml", "prefetch = \"lots\"\n", "prefetch"),
+        ("unknown.toml", "prefetchh = 5\n", "prefetchh"),
+        ("syntax.toml", "prefetch = = 5\n", "syntax.toml"),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = run_to_exit(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            file.to_str().unwrap(),
+        ]);
+        assert!(!out.0.success(), "{name}: exit {:?}", out.0);
+        assert!(
+            out.1.contains(must_name),
+            "{name}: stderr should name {must_name:?}: {}",
+            out.1
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn unreadable_config_is_a_clear_failure() {
     let out = run_to_exit(&["--config", "/nonexistent/stomp-broker.toml"]);
     assert!(!out.0.success());
