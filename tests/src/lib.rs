@@ -464,6 +464,9 @@ impl Conn {
 
     /// Receives the next frame or heart-beat.
     pub fn recv_item(&mut self, timeout: Duration) -> Result<Item, RecvError> {
+        if let Some(f) = self.stash.pop_front() {
+            return Ok(Item::Frame(f));
+        }
         self.recv_item_until(Instant::now() + timeout)
     }
 
