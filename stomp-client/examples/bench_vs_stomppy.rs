@@ -31,6 +31,7 @@ struct Args {
     body_size: usize,
     rounds: usize,
     python: PathBuf,
+    skip_python: bool,
 }
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
@@ -42,6 +43,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         body_size: 128,
         rounds: 3,
         python: root.join(".venv/bin/python"),
+        skip_python: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +55,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--body-size" => a.body_size = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse::<usize>()?.max(1),
             "--python" => a.python = value()?.into(),
+            "--skip-python" => a.skip_python = true,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -126,8 +129,9 @@ fn rust_round(address: &str, a: &Args, tag: &str) -> Result<Rates, Box<dyn Error
 
     let t0 = Instant::now();
     let sub = client.subscribe(&q, AckMode::Auto, &[])?;
-    for _ in 0..=a.count {
-        sub.recv_timeout(timeout)?.ok_or("consume timed out")?;
+    for i in 0..=a.count {
+        sub.recv_timeout(timeout)?
+            .ok_or_else(|| format!("consume timed out after {i} messages"))?;
     }
     let consume = (a.count + 1) as f64 / t0.elapsed().as_secs_f64();
     drop(sub);
@@ -182,16 +186,23 @@ fn main() -> Result<(), Box<dyn Error>> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
-    let (mut rs, mut py) = (Rates::default(), Rates::default());
-    for round in 0..a.rounds {
-        let tag = format!("{stamp}-{round}");
-        rs = rs.best(rust_round(&address, &a, &tag)?);
-        py = py.best(python_round(&address, &a, &tag)?);
-    }
+    let run = || -> Result<(Rates, Rates), Box<dyn Error>> {
+        let (mut rs, mut py) = (Rates::default(), Rates::default());
+        for round in 0..a.rounds {
+            let tag = format!("{stamp}-{round}");
+            rs = rs.best(rust_round(&address, &a, &tag)?);
+            if !a.skip_python {
+                py = py.best(python_round(&address, &a, &tag)?);
+            }
+        }
+        Ok((rs, py))
+    };
+    let result = run();
     if let Some(b) = &mut broker {
         let _ = b.kill();
         let _ = b.wait();
     }
+    let (rs, py) = result?;
     println!(
         "broker {address}; {} B bodies; N = {}, M = {}; best of {} rounds",
         a.body_size, a.count, a.receipt_count, a.rounds

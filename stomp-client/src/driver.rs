@@ -313,8 +313,17 @@ impl Driver {
         // without pause cannot starve our writes, commands and timers;
         // `read_pending` stays set and the next poll does not sleep.
         for _ in 0..32 {
-            let Some(conn) = &mut self.conn else { return };
-            if !conn.established || self.core.is_closed() || self.stalled_bytes >= STALL_MAX {
+            let Some(conn) = &mut self.conn else {
+                self.read_pending = false;
+                return;
+            };
+            if !conn.established || self.core.is_closed() {
+                // Nothing to read yet (an event before the connect completed
+                // is looked at again on the next one) or any more.
+                self.read_pending = false;
+                return;
+            }
+            if self.stalled_bytes >= STALL_MAX {
                 return;
             }
             // Read into a reused scratch buffer and append what came: a copy
