@@ -85,3 +85,20 @@ pub use crossbeam_channel;
 pub use error::{Error, Result};
 pub use options::{ConnectOptions, DEFAULT_PORT, OutagePolicy, ReconnectPolicy, StompUrl};
 pub use stomp_frame::{self, AckMode, Frame, Headers, HeartBeat, Version};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn handles_cross_threads() {
+        send_sync::<Client>();
+        send_sync::<Message>();
+        send::<Subscription>();
+        send_sync::<ConnectOptions>();
+        send_sync::<Error>();
+    }
+}

@@ -232,3 +232,36 @@ fn rabbitmq_error_reaches_the_call() {
         other => panic!("expected an ERROR from RabbitMQ, got {other:?}"),
     }
 }
+
+#[test]
+fn heart_beats_with_rabbitmq_keep_an_idle_connection() {
+    let addr: SocketAddr = "127.0.0.1:61713".parse().unwrap();
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("RabbitMQ is not listening on 127.0.0.1:61713: run scripts/deps/rabbitmq.sh");
+    }
+    let client = Client::connect(
+        ConnectOptions::from_url(URL)
+            .unwrap()
+            .heart_beat(500, 500)
+            .connect_timeout(S5),
+    )
+    .unwrap();
+    let hb = client.session_info().unwrap().heart_beat;
+    // RabbitMQ rounds intervals up to whole seconds.
+    assert!(
+        hb.send.is_some_and(|d| d >= Duration::from_millis(500)),
+        "{hb:?}"
+    );
+    assert!(
+        hb.receive.is_some_and(|d| d >= Duration::from_millis(500)),
+        "{hb:?}"
+    );
+    let events = client.events();
+    std::thread::sleep(Duration::from_millis(2500));
+    let lost = common::wait_event(&events, Duration::from_millis(10), |e| {
+        matches!(e, stomp_client::ConnectionEvent::Lost(_))
+    });
+    assert!(lost.is_none(), "{lost:?}");
+    client.send_confirmed(&queue("hb"), "alive", S5).unwrap();
+    client.disconnect().unwrap();
+}
