@@ -98,13 +98,15 @@ echo "loopback TCP echo (latency floor)..." >&2
 for b in $BROKERS; do
   echo "$b:" >&2
   if [ "$b" = ours ]; then n=$OURS_COUNT; t=$OURS_TOPIC_COUNT; else n=$PEER_COUNT; t=$PEER_TOPIC_COUNT; fi
+  # Idle connections first, so the broker's RSS before them is not inflated
+  # by the messages of the load runs (ours is freshly started).
+  bench idle "$b" --idle-connections "$IDLE_CONNECTIONS" --hold "$IDLE_HOLD" \
+    --heart-beat 10000,10000 --broker-pid "$(pid_of "$b")"
+  sleep 2  # let the broker close the idle connections
   bench queue "$b" --count "$n"
   bench topic "$b" --topic --consumers 8 --count "$t"
   bench lat1k "$b" --rate 1000 --duration "$LAT_SECONDS"
   bench lat10k "$b" --rate 10000 --duration "$LAT_SECONDS"
-  bench idle "$b" --idle-connections "$IDLE_CONNECTIONS" --hold "$IDLE_HOLD" \
-    --heart-beat 10000,10000 --broker-pid "$(pid_of "$b")"
-  sleep 2  # let the broker close the idle connections
 done
 
 MACHINE="$(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, $(uname -sr)"

@@ -130,7 +130,9 @@ Examples:
 --json prints {\"destination\":..,\"headers\":{..},\"body\":\"text\"}; a body
 that is not UTF-8 is given as \"body_base64\" instead of \"body\".
 Messages are acknowledged (client modes) only after they were written out;
-Ctrl-C stops cleanly and leaves unprinted messages to the broker.
+Ctrl-C stops cleanly and leaves unprinted messages to the broker. With
+--ack auto the broker forgets a message as it sends it, so what it sent past
+--count or before Ctrl-C is gone: use a client mode to keep it.
 Exit status: 0 after --count messages, Ctrl-C, or --timeout without --count;
 3 when --timeout ran out before --count messages; 1 on connection errors.";
 
@@ -312,9 +314,12 @@ pub struct BenchArgs {
     /// holding (Linux /proc).
     #[arg(long, value_name = "PID")]
     pub broker_pid: Option<u32>,
-    /// Measure a plain loopback TCP round trip instead (an in-process echo
-    /// server; --size bytes at --rate for --duration or --count): the floor
-    /// for producer -> broker -> consumer latency.
+    /// Measure a plain loopback TCP round trip instead (an echo server in a
+    /// child process; --size bytes at --rate, default 1000, for --duration
+    /// or --count): the floor for producer -> broker -> consumer latency.
     #[arg(long)]
     pub tcp_echo: bool,
+    /// The echo server process of --tcp-echo (internal).
+    #[arg(long, hide = true)]
+    pub echo_server: bool,
 }

@@ -44,6 +44,9 @@ use crate::{Incomplete, UsageError};
 
 /// Runs `stomp bench` and prints the report (human or `--json`).
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
+    if a.echo_server {
+        return echo::serve();
+    }
     if a.tcp_echo {
         let r = echo::run(a)?;
         return print(a.json, &r, echo::human(&r));

@@ -260,22 +260,19 @@ impl RawConn {
 }
 
 /// Reads what is available (up to 64 KiB) onto the end of `buf`.
+///
+/// Reads into a per-thread scratch buffer and copies what came, rather than
+/// zero-filling 64 KiB of `buf` before every read.
 pub fn read_some(mut stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < 16 * 1024 {
-        buf.reserve(64 * 1024);
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
     }
-    let start = buf.len();
-    buf.resize(buf.capacity().min(start + 64 * 1024), 0);
-    match stream.read(&mut buf[start..]) {
-        Ok(n) => {
-            buf.truncate(start + n);
-            Ok(n)
-        }
-        Err(e) => {
-            buf.truncate(start);
-            Err(e)
-        }
-    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let n = stream.read(&mut s)?;
+        buf.extend_from_slice(&s[..n]);
+        Ok(n)
+    })
 }
 
 /// `message` header and body of an ERROR frame, for messages.

@@ -1,14 +1,17 @@
 //! `stomp bench --tcp-echo`: the round trip of a plain TCP echo on loopback,
 //! with the same message size and rate as a broker run. A message through a
-//! broker crosses loopback twice (producer -> broker -> consumer), as an
-//! echo does (client -> echo -> client), so this is the floor for the
-//! broker's one-way latency.
+//! broker crosses loopback twice (producer -> broker process -> consumer),
+//! as an echo does (client -> echo process -> client), so this is the floor
+//! for the broker's one-way latency. The echo server is a child process
+//! (`stomp bench --echo-server`, hidden), as the broker is, so both paths
+//! pay the same process switches.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
 
 use super::{Latency, histogram};
@@ -41,23 +44,25 @@ pub fn human(r: &EchoReport) -> String {
     )
 }
 
-/// Runs an echo server thread on 127.0.0.1:0 and measures round trips.
+/// Starts the echo server process and measures round trips.
 pub fn run(a: &BenchArgs) -> anyhow::Result<EchoReport> {
     let size = a.size.max(8);
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let server = thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = listener.accept()?;
-        s.set_nodelay(true)?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = s.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            s.write_all(&buf[..n])?;
-        }
-    });
+    let server = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "--echo-server"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start the echo server process")?;
+    let mut server = KillOnDrop(Some(server));
+    let mut line = String::new();
+    std::io::BufReader::new(server.child().stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .context("reading the echo server's address")?;
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("unexpected line from the echo server: {line:?}"))?;
     let client = TcpStream::connect(addr)?;
     client.set_nodelay(true)?;
     client.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -106,7 +111,10 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<EchoReport> {
     let h = reader
         .join()
         .map_err(|_| anyhow::anyhow!("echo reader panicked"))??;
-    let _ = server.join();
+    if let Some(mut c) = server.0.take() {
+        // It exits at the end of its connection; reap it.
+        let _ = c.wait();
+    }
     let scenario = format!("tcp_echo_{}b_{}rate", a.size, rate);
     Ok(EchoReport {
         mode: "tcp_echo",
@@ -117,4 +125,43 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<EchoReport> {
         messages: h.len(),
         rtt_us: Latency::from_ns(&h),
     })
+}
+
+/// Kills the echo server if the run ends early (it would wait in accept).
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("running")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The echo server process: listens on 127.0.0.1:0, prints `listening on
+/// ADDR`, echoes one connection until it closes.
+pub fn serve() -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", listener.local_addr()?)?;
+        out.flush()?;
+    }
+    let (mut s, _) = listener.accept()?;
+    s.set_nodelay(true)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        s.write_all(&buf[..n])?;
+    }
 }
