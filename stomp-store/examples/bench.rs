@@ -10,7 +10,7 @@
 //! together (for redb: one write transaction with `Durability::Immediate`).
 //!
 //! ```text
-//! cargo run --release -p stomp-store --example bench -- [--secs 2] [--rounds 3] [--group-window-us 500] [--dir /path] [--engine journal|redb|both]
+//! cargo run --release -p stomp-store --example bench -- [--secs 2] [--rounds 3] [--group-window-us 500] [--extra-sync-us 0] [--producers N] [--dir /path] [--engine journal|redb|both]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -53,10 +53,13 @@ struct Redb {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Write transactions committed by the redb writer.
+static REDB_TXNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("messages");
 
 impl Redb {
-    fn open(path: &Path, notify: impl Fn(u64) + Send + 'static) -> Redb {
+    fn open(path: &Path, extra: Duration, notify: impl Fn(u64) + Send + 'static) -> Redb {
         let db = redb::Database::create(path).unwrap();
         let (tx, rx) = mpsc::channel::<RedbBatch>();
         let thread = std::thread::spawn(move || {
@@ -78,6 +81,10 @@ impl Redb {
                     }
                 }
                 wtx.commit().unwrap();
+                if !extra.is_zero() {
+                    std::thread::sleep(extra);
+                }
+                REDB_TXNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 notify(group.last().unwrap().0);
             }
         });
@@ -236,6 +243,10 @@ fn fsync_latency(dir: &Path) -> Duration {
 fn main() {
     let mut secs = 2.0;
     let mut rounds = 3;
+    let mut only: Option<usize> = None;
+    // Emulated extra fsync latency (both engines sleep this long after each
+    // durable commit): shows group commit on a disk with slow fsyncs.
+    let mut extra = Duration::ZERO;
     let mut window = JournalOptions::default().group_window;
     let mut dir = std::env::temp_dir().join(format!("stomp-store-bench-{}", std::process::id()));
     let mut engines = vec!["journal", "redb"];
@@ -243,6 +254,10 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--secs" => secs = args.next().unwrap().parse().unwrap(),
+            "--producers" => only = Some(args.next().unwrap().parse::<usize>().unwrap()),
+            "--extra-sync-us" => {
+                extra = Duration::from_micros(args.next().unwrap().parse().unwrap())
+            }
             "--rounds" => rounds = args.next().unwrap().parse().unwrap(),
             "--group-window-us" => {
                 window = Duration::from_micros(args.next().unwrap().parse().unwrap())
@@ -269,6 +284,7 @@ fn main() {
     let cases: Vec<(usize, usize)> = [128usize, 1024]
         .iter()
         .flat_map(|b| [1usize, 8, 64].map(|p| (*b, p)))
+        .filter(|(_, p)| only.is_none_or(|o| o == *p))
         .collect();
     let mut results: Results = Default::default();
     for round in 0..rounds {
@@ -285,6 +301,7 @@ fn main() {
                     });
                     let opts = JournalOptions {
                         group_window: window,
+                        extra_sync_latency: extra,
                         ..JournalOptions::default()
                     };
                     let (mut j, _) = Journal::open(&path, opts, notify).unwrap();
@@ -296,10 +313,17 @@ fn main() {
                     );
                     rate
                 } else {
-                    let mut r = Redb::open(&path, move |t| {
+                    let mut r = Redb::open(&path, extra, move |t| {
                         let _ = tx.send(Ev::Durable(t));
                     });
-                    run(&mut r, &ev_rx, &ev_tx, p, body, secs)
+                    let before = REDB_TXNS.load(std::sync::atomic::Ordering::Relaxed);
+                    let rate = run(&mut r, &ev_rx, &ev_tx, p, body, secs);
+                    let txns = REDB_TXNS.load(std::sync::atomic::Ordering::Relaxed) - before;
+                    eprintln!(
+                        "  redb: {txns} transactions, {:.1} msgs per transaction",
+                        rate * secs / txns as f64
+                    );
+                    rate
                 };
                 let disk = dir_bytes(&path);
                 eprintln!(
@@ -322,10 +346,13 @@ fn main() {
         for body in [128usize, 1024] {
             let mut base = 0.0;
             for p in [1usize, 8, 64] {
-                let mut v = results[&(*engine, body, p)].clone();
+                let Some(v) = results.get(&(*engine, body, p)) else {
+                    continue;
+                };
+                let mut v = v.clone();
                 v.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let (rate, disk) = v[v.len() / 2];
-                if p == 1 {
+                if p == 1 || base == 0.0 {
                     base = rate;
                 }
                 println!(

@@ -173,6 +173,10 @@ pub struct JournalOptions {
     /// removals (it waits for a batch with messages to ride along). A single
     /// producer never waits. Zero turns it off.
     pub group_window: std::time::Duration,
+    /// Benchmark hook: sleep this long after each fsync, to see how group
+    /// commit behaves on a disk with slow fsyncs. Not for production.
+    #[doc(hidden)]
+    pub extra_sync_latency: std::time::Duration,
     /// Test hook: while set, every write fails with `ENOSPC` after writing
     /// half of its bytes (a torn write). Not for production.
     #[doc(hidden)]
@@ -190,6 +194,7 @@ impl Default for JournalOptions {
             slack_segments: 4,
             retry_interval: std::time::Duration::from_millis(200),
             group_window: std::time::Duration::from_micros(500),
+            extra_sync_latency: std::time::Duration::ZERO,
             inject_write_error: None,
         }
     }

@@ -266,6 +266,9 @@ impl Writer {
             self.put(f, &buf, len)?;
             if self.opts.fsync {
                 f.sync_data()?;
+                if !self.opts.extra_sync_latency.is_zero() {
+                    std::thread::sleep(self.opts.extra_sync_latency);
+                }
                 if !created.is_empty() {
                     sync_dir(&self.dir)?;
                 }

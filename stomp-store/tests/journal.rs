@@ -370,3 +370,31 @@ fn random_workload_reopens_to_the_same_live_set() {
         assert_eq!(got, live, "seed {seed}");
     }
 }
+
+#[test]
+fn a_message_moved_to_a_dead_letter_queue_keeps_its_seq_and_deliveries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut j, _, rx) = open_raw(dir, small(4096));
+    for seq in 1..=30 {
+        j.append(msg(seq)).unwrap();
+    }
+    let t = j.commit();
+    wait(&j, &rx, t);
+    // Seq 7 was delivered twice and NACKed: it moves to the DLQ, same seq.
+    assert!(j.delivered(7));
+    assert!(j.delivered(7));
+    assert!(j.remove(7));
+    let mut dead = msg(7);
+    dead.queue = bytes::Bytes::from_static(b"/queue/DLQ.q1");
+    dead.deliveries = 2;
+    j.append(dead.clone()).unwrap();
+    let t = j.commit();
+    wait(&j, &rx, t);
+    drop(j);
+    let (_j, r, _rx) = open_raw(dir, small(4096));
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(got, (1..=30).collect::<Vec<_>>());
+    let m7 = r.messages.iter().find(|m| m.seq == 7).unwrap();
+    assert_eq!(m7, &dead);
+}
