@@ -131,6 +131,12 @@ pub struct Engine {
     /// Connections whose write backlog drained while their reading was stopped.
     unblocked: Vec<ConnId>,
     store: Box<dyn Store>,
+    /// The store is durable: RECEIPTs wait for their group to be on disk.
+    durable: bool,
+    /// RECEIPTs of this turn: (connection, serial, receipt id).
+    held: Vec<(ConnId, u64, ByteString)>,
+    /// RECEIPTs waiting for a ticket to be durable, in ticket order.
+    waiting: VecDeque<(u64, ConnId, u64, ByteString)>,
     auth: Box<dyn Authenticator>,
     next_seq: u64,
     next_serial: u64,
@@ -161,8 +167,9 @@ impl Engine {
     ) -> Engine {
         let recovered = store.recover().unwrap_or_else(|e| {
             tracing::error!("store {} could not recover: {e}", store.name());
-            Vec::new()
+            Default::default()
         });
+        let durable = store.is_durable();
         let mut engine = Engine {
             cfg,
             sessions: Slab::new(),
@@ -172,19 +179,24 @@ impl Engine {
             blocked: Vec::new(),
             unblocked: Vec::new(),
             store,
+            durable,
+            held: Vec::new(),
+            waiting: VecDeque::new(),
             auth,
-            next_seq: 1,
+            next_seq: recovered.max_seq + 1,
             next_serial: 1,
             stats: Stats::default(),
         };
-        for m in recovered {
+        for m in recovered.messages {
             engine.next_seq = engine.next_seq.max(m.seq + 1);
             let frame = Frame {
                 command: Command::Send,
                 headers: m.headers,
                 body: m.body,
             };
-            let msg = Message::from_send(m.seq, m.queue.clone(), frame);
+            let mut msg = Message::from_send(m.seq, m.queue.clone(), frame);
+            msg.deliveries = m.deliveries;
+            msg.redelivered = m.deliveries > 0;
             let is_dlq = m.queue.starts_with(&engine.cfg.dlq_prefix);
             let q = engine.router.queues.entry(m.queue).or_default();
             q.is_dlq = is_dlq;
@@ -262,7 +274,8 @@ impl Engine {
         match self.sessions.get(conn) {
             None => true,
             Some(s) => {
-                s.phase == Phase::Closing && (s.cut || (s.outbox.is_empty() && unwritten == 0))
+                s.phase == Phase::Closing
+                    && (s.cut || (s.held == 0 && s.outbox.is_empty() && unwritten == 0))
             }
         }
     }
@@ -370,7 +383,13 @@ impl Engine {
                 if let Some(r) = receipt
                     && !matches!(command, Command::Connect | Command::Stomp)
                 {
-                    self.push(conn, Output::Frame(Frame::receipt(r)), now);
+                    if self.durable {
+                        let s = &mut self.sessions[conn];
+                        s.held += 1;
+                        self.held.push((conn, s.serial, r));
+                    } else {
+                        self.push(conn, Output::Frame(Frame::receipt(r)), now);
+                    }
                 }
                 if command == Command::Disconnect {
                     self.begin_close(conn, now);
@@ -556,10 +575,82 @@ impl Engine {
         self.blocked.retain(|b| b.0 != conn);
     }
 
-    /// Flushes the store (call once per loop turn, before writing RECEIPTs).
-    pub fn flush_store(&mut self) {
-        if let Err(e) = self.store.flush() {
-            tracing::error!("store flush failed: {e}");
+    /// Ends the turn's group of store changes and releases the RECEIPTs
+    /// whose group is durable (call once per loop turn, after reading and
+    /// before writing, and when the store wakes the loop).
+    pub fn flush_store(&mut self, now: Instant) {
+        let ticket = self.store.commit();
+        if !self.durable {
+            return;
+        }
+        match ticket {
+            Ok(t) => {
+                for (conn, serial, r) in self.held.drain(..) {
+                    self.waiting.push_back((t, conn, serial, r));
+                }
+            }
+            Err(e) => {
+                tracing::error!("store commit failed: {e}");
+                for (conn, serial, r) in std::mem::take(&mut self.held) {
+                    self.receipt_failed(conn, serial, r, &e.to_string(), now);
+                }
+            }
+        }
+        if let Some((t, why)) = self.store.failed_ticket() {
+            while self.waiting.front().is_some_and(|w| w.0 <= t) {
+                let (_, conn, serial, r) = self.waiting.pop_front().expect("front");
+                self.receipt_failed(conn, serial, r, &why, now);
+            }
+        }
+        let durable = self.store.durable_ticket();
+        while self.waiting.front().is_some_and(|w| w.0 <= durable) {
+            let (_, conn, serial, r) = self.waiting.pop_front().expect("front");
+            if let Some(s) = self.sessions.get_mut(conn)
+                && s.serial == serial
+            {
+                s.held -= 1;
+                push_to(
+                    &mut self.dirty,
+                    s,
+                    conn,
+                    Output::Frame(Frame::receipt(r)),
+                    now,
+                );
+            }
+        }
+    }
+
+    /// RECEIPTs still waiting for the store.
+    pub fn receipts_waiting(&self) -> usize {
+        self.held.len() + self.waiting.len()
+    }
+
+    fn receipt_failed(
+        &mut self,
+        conn: ConnId,
+        serial: u64,
+        r: ByteString,
+        why: &str,
+        now: Instant,
+    ) {
+        if let Some(s) = self.sessions.get_mut(conn)
+            && s.serial == serial
+        {
+            s.held -= 1;
+            let phase = s.phase;
+            let f = Fail {
+                message: "store write failed".into(),
+                detail: format!("the message store could not save this connection's work: {why}"),
+                version: false,
+            };
+            if phase == Phase::Closing {
+                let s = &mut self.sessions[conn];
+                s.phase = Phase::Open; // let the ERROR through
+                self.fail(conn, f, Some(r), now);
+                self.sessions[conn].phase = Phase::Closing;
+            } else {
+                self.fail(conn, f, Some(r), now);
+            }
         }
     }
 
@@ -1030,6 +1121,9 @@ impl Engine {
                 s.next_ack += 1;
                 let frame =
                     msg.to_frame(&sub.id, Some(ByteString::from(format!("{}.{n}", r.slot))));
+                if let Err(e) = self.store.delivered(dest, msg.seq) {
+                    tracing::error!("store delivered failed: {e}");
+                }
                 sub.unacked.push_back(Unacked { ack: n, msg });
                 q.inflight += 1;
                 frame
@@ -1407,6 +1501,7 @@ fn stored(msg: &Message) -> StoredMessage {
         queue: msg.dest.clone(),
         headers: msg.headers.clone(),
         body: msg.body.clone(),
+        deliveries: msg.deliveries,
     }
 }
 

@@ -182,6 +182,7 @@ impl Broker {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut store = store;
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -201,6 +202,10 @@ impl Broker {
             listeners.push(l);
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let wake = waker.clone();
+        store.set_wakeup(Box::new(move || {
+            let _ = wake.wake();
+        }));
         Ok(Broker {
             poll,
             listeners,
@@ -317,7 +322,7 @@ impl Broker {
         scratch: &mut [u8],
         now: Instant,
     ) {
-        self.engine.flush_store();
+        self.engine.flush_store(now);
         for _ in 0..16 {
             self.engine.take_resumed(resumed);
             for c in resumed.drain(..) {
@@ -518,6 +523,7 @@ impl Broker {
             let _ = self.poll.registry().deregister(&mut l);
         }
         let now = Instant::now();
+        self.engine.flush_store(now);
         let open: Vec<ConnId> = (0..self.conns.len())
             .filter(|&c| self.conns[c].is_some())
             .collect();
@@ -530,12 +536,17 @@ impl Broker {
             let pending: Vec<ConnId> = (0..self.conns.len())
                 .filter(|&c| self.conns[c].as_ref().is_some_and(|k| !k.wbuf.is_empty()))
                 .collect();
-            if pending.is_empty() {
+            if pending.is_empty() && self.engine.receipts_waiting() == 0 {
                 break;
             }
             let _ = self.poll.poll(&mut events, Some(Duration::from_millis(20)));
-            for c in pending {
-                self.flush(c, Instant::now());
+            let now = Instant::now();
+            self.engine.flush_store(now);
+            let mut dirty = Vec::new();
+            self.engine.take_dirty(&mut dirty);
+            dirty.extend(pending);
+            for c in dirty {
+                self.flush(c, now);
             }
         }
         let now = Instant::now();
@@ -544,7 +555,7 @@ impl Broker {
                 self.close(c, now);
             }
         }
-        self.engine.flush_store();
+        self.engine.flush_store(now);
         tracing::info!("broker stopped");
         Ok(())
     }

@@ -125,6 +125,8 @@ pub(crate) struct Session {
     pub(crate) cut: bool,
     /// Subscriptions and transactions were released.
     pub(crate) torn_down: bool,
+    /// RECEIPTs waiting for the store.
+    pub(crate) held: usize,
 }
 
 impl Session {
@@ -150,6 +152,7 @@ impl Session {
             armed: [None; 3],
             cut: false,
             torn_down: false,
+            held: 0,
         }
     }
 

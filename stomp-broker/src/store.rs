@@ -2,12 +2,20 @@
 //!
 //! The router holds every queued message in memory and tells the store what
 //! happens to it: [`Store::append`] when a message enters a queue,
+//! [`Store::delivered`] when it is handed to a client-ack subscriber (so the
+//! delivery count toward the dead-letter queue survives a restart),
 //! [`Store::remove`] when it is consumed (acknowledged, or delivered in
-//! `auto` mode), and [`Store::flush`] once per event-loop turn, before the
-//! RECEIPTs of that turn are written. A durable store writes in
-//! [`append`](Store::append)/[`remove`](Store::remove) and syncs a group in
-//! [`flush`](Store::flush); [`Store::recover`] gives back what survived a
-//! restart. The memory store does nothing: the router's memory is the store.
+//! `auto` mode) or moved to a dead-letter queue (which appends it again).
+//!
+//! Once per event-loop turn, after the frames read in that turn were
+//! handled and before anything is written, the engine calls
+//! [`Store::commit`]. A durable store ([`Store::is_durable`]) returns a
+//! ticket for that group and makes it durable in the background; the
+//! RECEIPTs of that turn are held until [`Store::durable_ticket`] reaches
+//! the ticket (the store calls the wake-up given to [`Store::set_wakeup`]
+//! when it advances, so the loop looks again), or answered with an ERROR if
+//! [`Store::failed_ticket`] reports the group lost. The memory store is not
+//! durable: nothing is held, the router's memory is the store.
 
 use std::io;
 
@@ -25,24 +33,54 @@ pub struct StoredMessage {
     pub headers: Headers,
     /// The body.
     pub body: Bytes,
+    /// Deliveries so far (0 when appended by a SEND).
+    pub deliveries: u32,
+}
+
+/// What a store gives back at start-up.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Messages still queued when the broker stopped, in `seq` order.
+    pub messages: Vec<StoredMessage>,
+    /// The highest sequence number ever used (numbering continues above it).
+    pub max_seq: u64,
 }
 
 /// Keeps queued messages across restarts (or not).
 ///
-/// The event loop calls these from its own thread; an implementation that
-/// does slow I/O should hand the work to a thread of its own and report
-/// completion through [`flush`](Store::flush).
+/// Called from the event-loop thread only; no method may block on a disk:
+/// a durable store hands the writing to a thread of its own.
 pub trait Store: Send {
     /// A short name for logs (`memory`, ...).
     fn name(&self) -> &'static str;
-    /// Messages that were queued when the broker last stopped, in order.
-    fn recover(&mut self) -> io::Result<Vec<StoredMessage>>;
+    /// What was queued when the broker last stopped.
+    fn recover(&mut self) -> io::Result<Recovery>;
     /// A message entered a queue.
     fn append(&mut self, message: &StoredMessage) -> io::Result<()>;
     /// The message with this sequence number left its queue for good.
     fn remove(&mut self, queue: &str, seq: u64) -> io::Result<()>;
-    /// Makes everything appended or removed so far durable.
-    fn flush(&mut self) -> io::Result<()>;
+    /// The message was handed to a subscriber that must acknowledge it.
+    fn delivered(&mut self, _queue: &str, _seq: u64) -> io::Result<()> {
+        Ok(())
+    }
+    /// Whether RECEIPTs must wait for [`durable_ticket`](Store::durable_ticket).
+    fn is_durable(&self) -> bool {
+        false
+    }
+    /// Ends this turn's group of changes; returns its ticket.
+    fn commit(&mut self) -> io::Result<u64>;
+    /// The highest ticket whose changes are durable.
+    fn durable_ticket(&self) -> u64 {
+        u64::MAX
+    }
+    /// The highest ticket whose group could not be made durable, with why
+    /// (reported once); its RECEIPTs become ERRORs.
+    fn failed_ticket(&mut self) -> Option<(u64, String)> {
+        None
+    }
+    /// How to wake the event loop when `durable_ticket` or `failed_ticket`
+    /// changes (called once, before serving).
+    fn set_wakeup(&mut self, _wake: Box<dyn Fn() + Send + Sync>) {}
 }
 
 /// Keeps nothing beyond the router's own memory: messages die with the broker.
@@ -53,8 +91,8 @@ impl Store for MemoryStore {
     fn name(&self) -> &'static str {
         "memory"
     }
-    fn recover(&mut self) -> io::Result<Vec<StoredMessage>> {
-        Ok(Vec::new())
+    fn recover(&mut self) -> io::Result<Recovery> {
+        Ok(Recovery::default())
     }
     fn append(&mut self, _message: &StoredMessage) -> io::Result<()> {
         Ok(())
@@ -62,7 +100,7 @@ impl Store for MemoryStore {
     fn remove(&mut self, _queue: &str, _seq: u64) -> io::Result<()> {
         Ok(())
     }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    fn commit(&mut self) -> io::Result<u64> {
+        Ok(0)
     }
 }

@@ -781,3 +781,122 @@ fn a_peer_that_does_not_read_its_receipts_is_not_read_either() {
     assert_eq!(receipts, 100);
     assert_eq!(h.e.queue_depth("/queue/r"), 100);
 }
+
+/// A store that says it is durable; the test decides when tickets are.
+struct FakeDurable {
+    next: u64,
+    durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl crate::store::Store for FakeDurable {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn recover(&mut self) -> std::io::Result<crate::store::Recovery> {
+        Ok(crate::store::Recovery {
+            messages: vec![crate::store::StoredMessage {
+                seq: 41,
+                queue: "/queue/old".into(),
+                headers: stomp_frame::Headers::new(),
+                body: "from before".into(),
+                deliveries: 2,
+            }],
+            max_seq: 50,
+        })
+    }
+    fn append(&mut self, m: &crate::store::StoredMessage) -> std::io::Result<()> {
+        self.log.lock().unwrap().push(format!("append {}", m.seq));
+        Ok(())
+    }
+    fn remove(&mut self, _q: &str, seq: u64) -> std::io::Result<()> {
+        self.log.lock().unwrap().push(format!("remove {seq}"));
+        Ok(())
+    }
+    fn delivered(&mut self, _q: &str, seq: u64) -> std::io::Result<()> {
+        self.log.lock().unwrap().push(format!("delivered {seq}"));
+        Ok(())
+    }
+    fn is_durable(&self) -> bool {
+        true
+    }
+    fn commit(&mut self) -> std::io::Result<u64> {
+        self.next += 1;
+        Ok(self.next)
+    }
+    fn durable_ticket(&self) -> u64 {
+        self.durable.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn failed_ticket(&mut self) -> Option<(u64, String)> {
+        let f = self.failed.swap(0, std::sync::atomic::Ordering::SeqCst);
+        (f > 0).then(|| (f, "disk full".to_owned()))
+    }
+}
+
+#[test]
+fn durable_store_holds_receipts_until_their_group_is_on_disk() {
+    use std::sync::atomic::Ordering;
+    let durable = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = FakeDurable {
+        next: 0,
+        durable: durable.clone(),
+        failed: failed.clone(),
+        log: log.clone(),
+    };
+    let mut h = H {
+        e: Engine::with_parts(
+            Config::default(),
+            Box::new(store),
+            Box::new(crate::auth::AllowAll),
+        ),
+        now: Instant::now(),
+    };
+    // Recovered: queued again, numbering continues above max_seq.
+    assert_eq!(h.e.queue_depth("/queue/old"), 1);
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/queue/old", AckMode::Client);
+    let old = h.frames(c).remove(0);
+    assert_eq!(old.headers.get("redelivered"), Some("true"));
+    assert_eq!(&old.body[..], b"from before");
+
+    h.frame(
+        c,
+        Frame::send("/queue/new").header("receipt", "r1").body("x"),
+    );
+    h.frame(c, Frame::disconnect().header("receipt", "bye"));
+    assert!(h.frames(c).is_empty(), "not before the commit");
+    h.e.flush_store(h.now); // ticket 1 for this turn
+    assert!(h.frames(c).is_empty(), "not before the disk");
+    assert!(!h.e.should_close(c, 0), "DISCONNECT waits for its RECEIPT");
+    durable.store(1, Ordering::SeqCst);
+    h.e.flush_store(h.now);
+    let got = h.frames(c);
+    let ids: Vec<_> = got.iter().map(|f| f.receipt_id().unwrap()).collect();
+    assert_eq!(ids, ["r1", "bye"]);
+    assert!(h.e.should_close(c, 0));
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("append 51")),
+        "{:?}",
+        log.lock().unwrap()
+    );
+    assert!(log.lock().unwrap().contains(&"delivered 41".to_owned()));
+
+    // A lost group: ERROR with the receipt-id instead of a RECEIPT.
+    let p = h.connect("1.2");
+    h.frame(
+        p,
+        Frame::send("/queue/new").header("receipt", "r2").body("y"),
+    );
+    h.e.flush_store(h.now);
+    failed.store(u64::MAX, Ordering::SeqCst);
+    h.e.flush_store(h.now);
+    let err = h.error_of(p);
+    assert_eq!(err.receipt_id(), Some("r2"));
+    assert!(err.message_header().unwrap().contains("store"));
+}
