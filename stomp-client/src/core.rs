@@ -115,6 +115,8 @@ pub(crate) struct Core<R> {
     subs: BTreeMap<String, Frame>,
     events: VecDeque<Event<R>>,
     epoch: u64,
+    /// Whether anything arrived since CONNECTED (see `silence_deadline`).
+    heard_since_open: bool,
 }
 
 impl<R> Core<R> {
@@ -137,6 +139,7 @@ impl<R> Core<R> {
             subs: BTreeMap::new(),
             events: VecDeque::new(),
             epoch: 0,
+            heard_since_open: false,
         }
     }
 
@@ -205,6 +208,9 @@ impl<R> Core<R> {
             return;
         }
         self.last_rx = now;
+        if self.phase != Phase::Closed && !matches!(self.phase, Phase::Handshake { .. }) {
+            self.heard_since_open = true;
+        }
         while !self.is_closed() {
             match self.decoder.decode(buf) {
                 Ok(None) => break,
@@ -309,6 +315,7 @@ impl<R> Core<R> {
             self.cfg.heart_beat.negotiate(theirs)
         };
         self.phase = Phase::Open;
+        self.heard_since_open = false;
         self.epoch += 1;
         self.events.push_back(Event::Connected(SessionInfo {
             version,
@@ -542,10 +549,18 @@ impl<R> Core<R> {
         Some(self.last_tx + every - every / 10)
     }
 
-    /// When the broker counts as lost if nothing has arrived.
+    /// When the broker counts as lost if nothing has arrived: the
+    /// negotiated interval times the grace factor, plus one interval before
+    /// the first byte after CONNECTED, because ActiveMQ sends its first beat
+    /// only after two intervals (seen with 5.17; stomp.py #219 and PR #78).
     fn silence_deadline(&self) -> Option<Instant> {
         let every = self.schedule.receive?;
-        Some(self.last_rx + every.mul_f64(self.cfg.grace))
+        let factor = if self.heard_since_open {
+            self.cfg.grace
+        } else {
+            self.cfg.grace + 1.0
+        };
+        Some(self.last_rx + every.mul_f64(factor))
     }
 
     /// Runs the timers due at `now`: heart-beats to send, a silent broker,
@@ -766,18 +781,30 @@ mod tests {
         let t0 = Instant::now();
         let mut core = connected(t0, "1000,1000", Version::V1_2);
         let ms = |n| t0 + Duration::from_millis(n);
-        // Beat due at 900 ms (10% early), silence at 1500 ms (grace 1.5).
+        let beat = |core: &mut Core<u32>, at| {
+            core.handle_timeout(ms(at));
+            assert_eq!(&core.output()[..], b"\n", "beat at {at}");
+            core.output().clear();
+        };
+        // Beats are due 10% early: every 900 ms.
         assert_eq!(core.poll_timeout(), Some(ms(900)));
-        core.handle_timeout(ms(900));
-        assert_eq!(&core.output()[..], b"\n");
-        core.output().clear();
-        assert_eq!(core.poll_timeout(), Some(ms(1500)));
-        // Any byte counts as liveness.
-        core.handle_input(&mut BytesMut::from(&b"\n"[..]), ms(1400));
-        core.handle_timeout(ms(1500));
-        assert!(core.poll_event().is_none());
+        beat(&mut core, 900);
+        assert_eq!(core.poll_timeout(), Some(ms(1800)));
+        beat(&mut core, 1800);
+        // Before anything arrives after CONNECTED, silence counts only from
+        // 2500 ms (interval x (1.5 + 1)): ActiveMQ's first beat is late.
+        assert_eq!(core.poll_timeout(), Some(ms(2500)));
+        core.handle_timeout(ms(2400));
         assert!(core.is_open());
-        core.handle_timeout(ms(2900));
+        // Any byte counts as liveness; from now on, interval x 1.5.
+        core.handle_input(&mut BytesMut::from(&b"\n"[..]), ms(2400));
+        assert_eq!(core.poll_timeout(), Some(ms(2700)));
+        beat(&mut core, 2700);
+        beat(&mut core, 3600);
+        assert_eq!(core.poll_timeout(), Some(ms(3900)));
+        core.handle_timeout(ms(3899));
+        assert!(core.poll_event().is_none());
+        core.handle_timeout(ms(3900));
         match core.poll_event() {
             Some(Event::Closed(Err(Error::ConnectionLost { reason }))) => {
                 assert!(reason.contains("heart-beat"), "{reason}")

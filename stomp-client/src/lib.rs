@@ -58,7 +58,8 @@
 //!   sent as [`ConnectionEvent::Error`]). An ERROR ends the session, as STOMP
 //!   1.2 says the broker closes after it.
 //! - **Heart-beats** are sent by the I/O thread; a broker silent for the
-//!   negotiated interval times the grace factor (1.5) is declared lost.
+//!   negotiated interval times the grace factor (1.5) is declared lost (one
+//!   interval more before its first beat: ActiveMQ sends that one late).
 //! - **Reconnect** (opt-in, [`ReconnectPolicy`]): failover list, exponential
 //!   backoff with a cap; subscriptions are re-established with the same ids
 //!   before anything else is sent, then [`ConnectionEvent::Reconnected`] is

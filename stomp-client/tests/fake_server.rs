@@ -25,8 +25,10 @@ fn opts(server: &FakeServer) -> ConnectOptions {
 #[test]
 fn silent_broker_is_detected_within_interval_plus_grace() {
     let server = FakeServer::start(1, |_, mut peer| {
-        // The broker promises a beat every 200 ms, then falls silent.
+        // The broker promises a beat every 200 ms, sends one, then falls
+        // silent (before its first beat the client allows one interval more).
         peer.handshake(Version::V1_2, "200,0");
+        peer.write_raw(b"\n");
         std::thread::sleep(Duration::from_secs(3));
     });
     let client = Client::connect(opts(&server).heart_beat(0, 200)).unwrap();
