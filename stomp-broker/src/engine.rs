@@ -637,20 +637,13 @@ impl Engine {
             && s.serial == serial
         {
             s.held -= 1;
-            let phase = s.phase;
             let f = Fail {
                 message: "store write failed".into(),
                 detail: format!("the message store could not save this connection's work: {why}"),
                 version: false,
             };
-            if phase == Phase::Closing {
-                let s = &mut self.sessions[conn];
-                s.phase = Phase::Open; // let the ERROR through
-                self.fail(conn, f, Some(r), now);
-                self.sessions[conn].phase = Phase::Closing;
-            } else {
-                self.fail(conn, f, Some(r), now);
-            }
+            // An ERROR goes out even on a closing connection (after DISCONNECT).
+            self.fail(conn, f, Some(r), now);
         }
     }
 

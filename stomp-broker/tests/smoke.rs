@@ -295,3 +295,27 @@ fn consumer_keeps_up_while_the_queue_is_full() {
     }
     drop(writer.join().unwrap());
 }
+
+#[test]
+fn connections_over_the_limit_get_an_error() {
+    let b = start(Config {
+        max_connections: 1,
+        ..Config::default()
+    });
+    let (_first, _) = Client::connect(b.addr(), "");
+    let tcp = TcpStream::connect(b.addr()).unwrap();
+    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut c = Client {
+        tcp,
+        buf: BytesMut::new(),
+        dec: Decoder::new(Version::V1_2),
+        beats: 0,
+    };
+    let err = c.frame().expect("an ERROR");
+    assert_eq!(err.command, Command::Error);
+    assert!(
+        err.message_header()
+            .unwrap()
+            .contains("too many connections")
+    );
+}
