@@ -27,7 +27,8 @@ fn rabbit(version: Version) -> Client {
     let opts = ConnectOptions::from_url(URL)
         .unwrap()
         .versions(&[version])
-        .connect_timeout(S5)
+        // RabbitMQ can be slow to answer while other work loads it.
+        .connect_timeout(Duration::from_secs(10))
         .receipt_timeout(S5);
     assert_eq!(opts.virtual_host(), "/");
     let c = Client::connect(opts).expect("connect to RabbitMQ as guest/guest, vhost /");
