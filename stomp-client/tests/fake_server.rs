@@ -53,6 +53,29 @@ fn silent_broker_is_detected_within_interval_plus_grace() {
     server.join();
 }
 
+/// Regression: ActiveMQ 5.17 sends its first heart-beat two intervals after
+/// CONNECTED, then one per interval; the client must not drop it.
+#[test]
+fn late_first_heart_beat_like_activemq_is_tolerated() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        peer.handshake(Version::V1_2, "200,200");
+        std::thread::sleep(Duration::from_millis(400));
+        for _ in 0..8 {
+            peer.write_raw(b"\n");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let client = Client::connect(opts(&server).heart_beat(200, 200)).unwrap();
+    let events = client.events();
+    let lost = wait_event(&events, Duration::from_millis(1800), |e| {
+        matches!(e, ConnectionEvent::Lost(_))
+    });
+    assert!(lost.is_none(), "{lost:?}");
+    assert!(client.is_connected());
+    drop(client);
+    server.join();
+}
+
 #[test]
 fn client_sends_heart_beats_at_the_negotiated_interval() {
     let (tx, rx) = crossbeam_channel::bounded(1);
