@@ -535,3 +535,45 @@ fn recv_iter_and_try_recv() {
     assert!(sub.recv().is_err());
     assert!(sub.iter().next().is_none());
 }
+
+#[test]
+fn calls_wait_out_an_outage_with_the_wait_policy() {
+    let mut broker = Broker::start();
+    let client = Client::connect(
+        ConnectOptions::new(broker.address())
+            .connect_timeout(Duration::from_secs(2))
+            .reconnect(ReconnectPolicy {
+                initial_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+                ..ReconnectPolicy::default()
+            })
+            .on_outage(stomp_client::OutagePolicy::Wait(S5)),
+    )
+    .unwrap();
+    let events = client.events();
+    let q = format!("/queue/{}", unique("outage"));
+    broker.kill();
+    assert!(wait_event(&events, S5, |e| matches!(e, ConnectionEvent::Lost(_))).is_some());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            broker.restart();
+        });
+        // Blocks until the client is back, then goes through.
+        let t0 = Instant::now();
+        client.send_confirmed(&q, "during the outage", S5).unwrap();
+        assert!(
+            t0.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            t0.elapsed()
+        );
+    });
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    let m = sub
+        .recv_timeout(S5)
+        .unwrap()
+        .expect("the message sent during the outage");
+    assert_eq!(&m.body()[..], b"during the outage");
+    drop(sub);
+    client.disconnect().unwrap();
+}
