@@ -231,7 +231,11 @@ impl Journal {
     fn send(&mut self) -> u64 {
         self.ticket += 1;
         let batch = Batch {
-            appends: self.ops.iter().any(|op| matches!(op, Op::Append(_))),
+            appends: self
+                .ops
+                .iter()
+                .filter(|op| matches!(op, Op::Append(_)))
+                .count(),
             ops: std::mem::take(&mut self.ops),
             bytes: self.op_bytes,
             ticket: self.ticket,

@@ -30,8 +30,8 @@ pub(crate) enum Op {
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) ops: Vec<Op>,
-    /// Whether the batch holds messages (not only removals).
-    pub(crate) appends: bool,
+    /// Messages (APPEND records) in the batch.
+    pub(crate) appends: usize,
     pub(crate) bytes: usize,
     pub(crate) ticket: u64,
 }
@@ -97,6 +97,7 @@ impl Writer {
         let mut last_end = Instant::now();
         let mut last_took = std::time::Duration::ZERO;
         let mut busy = false;
+        let mut last_appends = 0;
         loop {
             let mut batches = std::mem::take(&mut retry);
             let mut bytes: usize = batches.iter().map(|b| b.bytes).sum();
@@ -130,7 +131,8 @@ impl Writer {
             }
             if !closed && !batches.is_empty() {
                 let window = self.opts.group_window.min(last_took);
-                closed = self.gather(&rx, &mut batches, &mut bytes, last_end, window, busy);
+                let want = if busy { last_appends } else { 0 };
+                closed = self.gather(&rx, &mut batches, &mut bytes, last_end, window, want);
             }
             if batches.is_empty() {
                 if closed {
@@ -138,7 +140,8 @@ impl Writer {
                 }
                 continue;
             }
-            busy = batches.iter().filter(|b| b.appends).count() > 1;
+            busy = batches.iter().filter(|b| b.appends > 0).count() > 1;
+            last_appends = batches.iter().map(|b| b.appends).sum();
             let top = batches.iter().map(|b| b.ticket).max().unwrap_or(0);
             if let Some(err) = &self.poisoned {
                 self.report_failure(top, err.clone());
@@ -180,8 +183,9 @@ impl Writer {
     /// longer than the last write took (waiting longer than an fsync costs
     /// more than it saves). When the last write carried the messages of
     /// several event-loop turns (several producers), waits until `window`
-    /// after it ended: the producers it answered are sending
-    /// their next messages right now. When all there is to write are
+    /// after it ended, or until as many messages as it carried (`want`) have
+    /// come: the producers it answered are sending their next messages right
+    /// now. When all there is to write are
     /// removals (acks, which nobody usually waits for), waits up to
     /// `window` for a batch with messages to come along. Returns
     /// whether the journal was dropped meanwhile.
@@ -192,13 +196,19 @@ impl Writer {
         bytes: &mut usize,
         last_end: Instant,
         window: std::time::Duration,
-        busy: bool,
+        want: usize,
     ) -> bool {
         if window.is_zero() {
             return false;
         }
-        let lazy = !batches.iter().any(|b| b.appends);
-        let mut until = if busy { Some(last_end + window) } else { None };
+        let busy = want > 0;
+        let mut appends: usize = batches.iter().map(|b| b.appends).sum();
+        let lazy = appends == 0;
+        let mut until = if busy && appends < want {
+            Some(last_end + window)
+        } else {
+            None
+        };
         if lazy {
             until = until.max(Some(Instant::now() + window));
         }
@@ -210,10 +220,11 @@ impl Writer {
             }
             match rx.recv_timeout(until - now) {
                 Ok(b) => {
-                    let appends = b.appends;
+                    let more = b.appends;
+                    appends += more;
                     *bytes += b.bytes;
                     batches.push(b);
-                    if appends && !busy {
+                    if (more > 0 && !busy) || (busy && appends >= want) {
                         break;
                     }
                 }
