@@ -213,9 +213,15 @@ impl RawConn {
                 anyhow::bail!("no CONNECTED from {address} within {:?}", target.timeout);
             }
             stream.set_read_timeout(Some(left))?;
-            read_some(&stream, &mut buf)?;
-            if buf.is_empty() {
-                anyhow::bail!("{address} closed the connection before CONNECTED");
+            match read_some(&stream, &mut buf) {
+                Ok(0) => anyhow::bail!("{address} closed the connection before CONNECTED"),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }

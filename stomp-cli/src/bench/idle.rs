@@ -41,7 +41,7 @@ pub struct IdleReport {
     pub accept_s: f64,
     /// Seconds the connections were held.
     pub hold_s: f64,
-    /// Connections the broker closed while they were held.
+    /// Open connections the broker closed (during the accept phase or the hold).
     pub closed_while_held: usize,
     /// Broker VmRSS before the first connection, KiB (`--broker-pid`).
     pub rss_before_kib: Option<u64>,
@@ -122,6 +122,12 @@ pub fn run(a: &BenchArgs, target: &Target, n: usize) -> anyhow::Result<IdleRepor
     let mut first_error: Option<String> = None;
     let start = Instant::now();
     let give_up = start + Duration::from_secs(120).max(target.timeout);
+    // Beat at half our interval (the spec allows beating more often), from
+    // the first connection on: a slow accept must not make the broker drop
+    // the connections opened early.
+    let beat_every = (hb.send > 0).then(|| Duration::from_millis(u64::from(hb.send) / 2));
+    let mut next_beat = start + beat_every.unwrap_or(Duration::from_secs(3600));
+    let mut closed = 0usize;
     let mut buf = vec![0u8; 16 * 1024];
     while opened + failed < n && Instant::now() < give_up {
         while in_flight < a.concurrency.max(1) && slots.len() < n {
@@ -154,9 +160,23 @@ pub fn run(a: &BenchArgs, target: &Target, n: usize) -> anyhow::Result<IdleRepor
             }
         }
         poll.poll(&mut events, Some(Duration::from_millis(100)))?;
+        if let Some(every) = beat_every
+            && Instant::now() >= next_beat
+        {
+            closed += beat(&mut slots);
+            next_beat += every;
+        }
         for ev in events.iter() {
             let i = ev.token().0;
             let slot = &mut slots[i];
+            if slot.state == State::Open {
+                if ev.is_readable() && !matches!(drain(&mut slot.stream, &mut buf, None), Ok(true))
+                {
+                    slot.state = State::Dead;
+                    closed += 1;
+                }
+                continue;
+            }
             if slot.state == State::Connecting && (ev.is_writable() || ev.is_error()) {
                 match slot.stream.take_error() {
                     Ok(None) => {}
@@ -245,13 +265,13 @@ pub fn run(a: &BenchArgs, target: &Target, n: usize) -> anyhow::Result<IdleRepor
     }
     eprintln!("holding {opened} connections for {} s", a.hold);
 
-    // Hold: beat at half our interval (the spec allows beating more often),
-    // read and drop what the broker sends, count connections it closes.
-    let beat_every = (hb.send > 0).then(|| Duration::from_millis(u64::from(hb.send) / 2));
+    // Hold: keep beating, read and drop what the broker sends, count
+    // connections it closes.
     let hold = Duration::from_secs_f64(a.hold);
     let hold_start = Instant::now();
-    let mut next_beat = hold_start + beat_every.unwrap_or(hold);
-    let mut closed = 0usize;
+    if beat_every.is_none() {
+        next_beat = hold_start + hold;
+    }
     while hold_start.elapsed() < hold {
         let left = hold.saturating_sub(hold_start.elapsed());
         let wait = left.min(next_beat.saturating_duration_since(Instant::now()));
@@ -271,16 +291,7 @@ pub fn run(a: &BenchArgs, target: &Target, n: usize) -> anyhow::Result<IdleRepor
         if let Some(every) = beat_every
             && Instant::now() >= next_beat
         {
-            for slot in slots.iter_mut().filter(|s| s.state == State::Open) {
-                match slot.stream.write(b"\n") {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(_) => {
-                        slot.state = State::Dead;
-                        closed += 1;
-                    }
-                }
-            }
+            closed += beat(&mut slots);
             next_beat += every;
         }
     }
@@ -304,6 +315,23 @@ pub fn run(a: &BenchArgs, target: &Target, n: usize) -> anyhow::Result<IdleRepor
         rss_held_kib: rss_held,
         rss_per_conn_kib: rss_per_conn,
     })
+}
+
+/// Writes a heart-beat EOL to every open connection; returns how many
+/// turned out closed.
+fn beat(slots: &mut [Slot]) -> usize {
+    let mut closed = 0;
+    for slot in slots.iter_mut().filter(|s| s.state == State::Open) {
+        match slot.stream.write(b"\n") {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => {
+                slot.state = State::Dead;
+                closed += 1;
+            }
+        }
+    }
+    closed
 }
 
 /// Reads until `WouldBlock` (edge-triggered), keeping the bytes in `keep`
