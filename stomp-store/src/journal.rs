@@ -236,6 +236,7 @@ impl Journal {
                 .iter()
                 .filter(|op| matches!(op, Op::Append(_)))
                 .count(),
+            sent: std::time::Instant::now(),
             ops: std::mem::take(&mut self.ops),
             bytes: self.op_bytes,
             ticket: self.ticket,

@@ -32,6 +32,8 @@ pub(crate) struct Batch {
     pub(crate) ops: Vec<Op>,
     /// Messages (APPEND records) in the batch.
     pub(crate) appends: usize,
+    /// When the journal sent it.
+    pub(crate) sent: Instant,
     pub(crate) bytes: usize,
     pub(crate) ticket: u64,
 }
@@ -184,8 +186,9 @@ impl Writer {
     /// more than it saves). When the last write carried the messages of
     /// several event-loop turns (several producers), waits until `window`
     /// after it ended, or until as many messages as it carried (`want`) have
-    /// come: the producers it answered are sending their next messages right
-    /// now. When all there is to write are
+    /// come on top of those that were already waiting during it: the
+    /// producers it answered are sending their next messages right now, and
+    /// both groups then share one fsync instead of alternating. When all there is to write are
     /// removals (acks, which nobody usually waits for), waits up to
     /// `window` for a batch with messages to come along. Returns
     /// whether the journal was dropped meanwhile.
@@ -204,6 +207,14 @@ impl Writer {
         let busy = want > 0;
         let mut appends: usize = batches.iter().map(|b| b.appends).sum();
         let lazy = appends == 0;
+        // Messages that were already waiting while the last write ran form
+        // a group of their own; wait for the answered ones on top of them.
+        let want = want
+            + batches
+                .iter()
+                .filter(|b| b.sent < last_end)
+                .map(|b| b.appends)
+                .sum::<usize>();
         let mut until = if busy && appends < want {
             Some(last_end + window)
         } else {
