@@ -3,7 +3,8 @@
 //! decoded by the `stomp-parser` crate for comparison.
 //!
 //! Run (see the README's "Codec performance" for why the variable):
-//! `GLIBC_TUNABLES=glibc.malloc.mmap_max=0 cargo bench -p stomp-frame --bench codec -- --warm-up-time 0.5 --measurement-time 1`
+//! `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295 \
+//!   cargo bench -p stomp-frame --bench codec -- --warm-up-time 0.5 --measurement-time 1`
 
 use std::hint::black_box;
 use std::time::Duration;
