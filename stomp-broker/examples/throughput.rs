@@ -37,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => {
             let cfg = Config {
                 listen: vec!["127.0.0.1:0".into()],
+                memory: true,
                 ..Config::default()
             };
             let b = Broker::bind(cfg)?.spawn()?;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::config::{Config, SlowConsumerPolicy};
+use crate::config::{Config, Persist, SlowConsumerPolicy};
 use crate::server::Broker;
 
 /// Flags of the broker. Each may also be set in the TOML file given by
@@ -20,9 +20,25 @@ pub struct BrokerArgs {
     /// Where to accept STOMP over TCP (repeatable) [default: 127.0.0.1:61613].
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
-    /// Keep messages in memory only (the only store for now).
+    /// Keep messages in memory only: nothing survives a restart, no data directory.
     #[arg(long)]
     pub memory: bool,
+    /// Directory of the message journal; queued messages survive restarts
+    /// and crashes [default: ./data, i.e. `data` in the current directory,
+    /// unless --memory].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Which /queue/ messages are stored: all, or only those sent with
+    /// `persistent:true` [default: all].
+    #[arg(long, value_name = "WHICH")]
+    pub persist: Option<Persist>,
+    /// Size of a journal segment file; a message must fit in one [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub segment_size: Option<u64>,
+    /// fdatasync each group commit before its RECEIPTs go out; false is for
+    /// tests and benchmarks only [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub fsync: Option<bool>,
     /// Log level: error, warn, info, debug, trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -92,10 +108,16 @@ impl BrokerArgs {
         if self.memory {
             c.memory = true;
         }
+        if let Some(d) = &self.data_dir {
+            c.data_dir = Some(d.clone());
+        }
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
         }
         set!(
+            persist,
+            segment_size,
+            fsync,
             log_level,
             queue_prefix,
             topic_prefix,

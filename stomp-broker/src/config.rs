@@ -4,7 +4,7 @@
 //! (`--max-queue-memory` is `max_queue_memory`), see
 //! [`BrokerArgs`](crate::cli::BrokerArgs).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -22,14 +22,54 @@ pub enum SlowConsumerPolicy {
     Drop,
 }
 
+/// Which `/queue/` messages the durable store writes to disk.
+///
+/// The default is [`All`](Persist::All): see the README's "Durability"
+/// section for why (STOMP itself has no `persistent` header; ActiveMQ and
+/// RabbitMQ persist only `persistent:true` SENDs, which is [`Persistent`](Persist::Persistent)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Persist {
+    /// Every message sent to a queue survives a restart.
+    #[default]
+    All,
+    /// Only messages sent with `persistent:true`; the others live in memory.
+    Persistent,
+}
+
+impl Persist {
+    /// The flag value (`all`, `persistent`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Persist::All => "all",
+            Persist::Persistent => "persistent",
+        }
+    }
+}
+
+/// The data directory used when neither `--data-dir` nor `--memory` is
+/// given: `data` in the current directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
 /// Everything the broker can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Addresses to accept STOMP over TCP on (`host:port`).
     pub listen: Vec<String>,
-    /// Keep messages in memory only (the only store for now).
+    /// Keep messages in memory only (no data directory).
     pub memory: bool,
+    /// Directory of the message journal (default: [`DEFAULT_DATA_DIR`]
+    /// in the current directory, unless `memory`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Which queued messages are written to disk.
+    pub persist: Persist,
+    /// Size of a journal segment file, bytes (a message must fit in one).
+    pub segment_size: u64,
+    /// `fdatasync` each group commit before its RECEIPTs go out. Off is for
+    /// tests and benchmarks: nothing survives a power cut then.
+    pub fsync: bool,
     /// Log level: error, warn, info, debug, trace.
     pub log_level: String,
     /// Prefix of point-to-point destinations.
@@ -73,6 +113,10 @@ impl Default for Config {
         Config {
             listen: vec!["127.0.0.1:61613".to_owned()],
             memory: false,
+            data_dir: None,
+            persist: Persist::All,
+            segment_size: 64 * 1024 * 1024,
+            fsync: true,
             log_level: "info".to_owned(),
             queue_prefix: "/queue/".to_owned(),
             topic_prefix: "/topic/".to_owned(),
@@ -195,6 +239,18 @@ impl Config {
                 ),
             );
         }
+        if self.memory && self.data_dir.is_some() {
+            return bad(
+                "memory/data-dir",
+                "--memory keeps nothing on disk and --data-dir names where to keep it: give one of them".into(),
+            );
+        }
+        if self.segment_size < 4096 {
+            return bad(
+                "segment-size",
+                format!("{}; must be at least 4096 bytes", self.segment_size),
+            );
+        }
         if self.prefetch == 0 {
             return bad("prefetch", "must be at least 1".into());
         }
@@ -243,6 +299,19 @@ impl Config {
         }
     }
 
+    /// The data directory of the durable store, or `None` with `memory`.
+    pub fn store_dir(&self) -> Option<PathBuf> {
+        if self.memory {
+            None
+        } else {
+            Some(
+                self.data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            )
+        }
+    }
+
     /// `heartbeat_grace` applied to an interval.
     pub(crate) fn grace(&self, interval: Duration) -> Duration {
         interval.mul_f64(self.heartbeat_grace)
@@ -264,6 +333,9 @@ mod tests {
         assert_eq!(c.max_write_backlog, 8_388_608);
         assert_eq!(c.max_queue_memory, 67_108_864);
         assert_eq!(c.max_memory, 536_870_912);
+        assert_eq!(c.persist, Persist::All);
+        assert!(c.fsync);
+        assert_eq!(c.store_dir(), Some(PathBuf::from("data")));
         c.validate().unwrap();
     }
 
@@ -297,5 +369,15 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("dlq-prefix"));
+        let c = Config {
+            memory: true,
+            data_dir: Some("x".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("--memory"));
+        let c = Config::from_toml("data_dir = '/tmp/q'\npersist = 'persistent'\nfsync = false\n")
+            .unwrap();
+        assert_eq!(c.store_dir(), Some(PathBuf::from("/tmp/q")));
+        assert_eq!((c.persist, c.fsync), (Persist::Persistent, false));
     }
 }

@@ -1,11 +1,12 @@
 //! `stomp-broker`: a STOMP 1.0 / 1.1 / 1.2 broker on one mio event loop,
-//! with messages held in memory.
+//! with queued messages in memory and, by default, in a crash-safe journal
+//! on disk (`stomp-store`; `--memory` for none).
 //!
 //! ```text
 //!  socket ──read 64 KiB──▶ BytesMut (lazily allocated) ──Decoder──▶ Frame (slices, no copy)
 //!     ──▶ Engine: Session (handshake, heart-beats, subscriptions, acks, transactions)
 //!               ──▶ Router (/queue/ round-robin within prefetch windows, /topic/ fan-out
-//!                           sharing one body) ──▶ Store (memory now; durable later)
+//!                           sharing one body) ──▶ Store (memory, or the journal on disk)
 //!               ──▶ per-session outbox of frames
 //!     ──▶ driver: encode all owed frames into the write buffer ──one write per turn──▶ socket
 //! ```
@@ -17,7 +18,8 @@
 //! use std::io::{Read, Write};
 //! use stomp_broker::{Broker, Config};
 //!
-//! let config = Config { listen: vec!["127.0.0.1:0".into()], ..Config::default() };
+//! // `memory: false` (the default) keeps queues in a journal in `./data`.
+//! let config = Config { listen: vec!["127.0.0.1:0".into()], memory: true, ..Config::default() };
 //! let broker = Broker::bind(config)?.spawn()?;
 //! let mut tcp = std::net::TcpStream::connect(broker.addr())?;
 //! tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
@@ -44,7 +46,7 @@ pub mod server;
 pub mod store;
 pub mod timer;
 
-pub use config::{Config, SlowConsumerPolicy};
+pub use config::{Config, Persist, SlowConsumerPolicy};
 pub use engine::{ConnId, Engine};
 pub use server::{Broker, RunningBroker, ShutdownHandle};
 pub use session::Output;

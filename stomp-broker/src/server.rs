@@ -25,7 +25,7 @@ use crate::auth::{AllowAll, Authenticator};
 use crate::config::Config;
 use crate::engine::{ConnId, Engine};
 use crate::session::Output;
-use crate::store::{MemoryStore, Store};
+use crate::store::Store;
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -55,7 +55,7 @@ struct Conn {
 ///
 /// ```no_run
 /// use stomp_broker::{Broker, Config};
-/// let config = Config { listen: vec!["127.0.0.1:0".into()], ..Config::default() };
+/// let config = Config { listen: vec!["127.0.0.1:0".into()], memory: true, ..Config::default() };
 /// let broker = Broker::bind(config)?;
 /// println!("listening on {}", broker.local_addrs()[0]);
 /// let running = broker.spawn()?; // or broker.run() on this thread
@@ -167,10 +167,13 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
 }
 
 impl Broker {
-    /// Validates `config` and binds every listener (nothing is accepted
-    /// until [`run`](Broker::run)). A taken port is an error that names it.
+    /// Validates `config`, binds every listener, then opens the store it
+    /// names (the journal in its data directory, `./data` by default, or
+    /// memory with [`Config::memory`]) and reads back what it holds.
+    /// Nothing is accepted until [`run`](Broker::run). A taken port or a
+    /// data directory in use by another broker is an error that names it.
     pub fn bind(config: Config) -> io::Result<Broker> {
-        Broker::bind_with(config, Box::new(MemoryStore), Box::new(AllowAll))
+        Broker::build(config, |c| crate::store::open(c), Box::new(AllowAll))
     }
 
     /// Like [`bind`](Broker::bind), with a given store and authenticator.
@@ -179,10 +182,17 @@ impl Broker {
         store: Box<dyn Store>,
         auth: Box<dyn Authenticator>,
     ) -> io::Result<Broker> {
+        Broker::build(config, |_| Ok(store), auth)
+    }
+
+    fn build(
+        config: Config,
+        store: impl FnOnce(&Config) -> io::Result<Box<dyn Store>>,
+        auth: Box<dyn Authenticator>,
+    ) -> io::Result<Broker> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let mut store = store;
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -201,6 +211,7 @@ impl Broker {
             addrs.push(l.local_addr()?);
             listeners.push(l);
         }
+        let mut store = store(&config)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let wake = waker.clone();
         store.set_wakeup(Box::new(move || {

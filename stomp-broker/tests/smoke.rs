@@ -15,6 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 fn start(cfg: Config) -> RunningBroker {
     let cfg = Config {
         listen: vec!["127.0.0.1:0".into()],
+        memory: true,
         ..cfg
     };
     Broker::bind(cfg).unwrap().spawn().unwrap()

@@ -1,4 +1,6 @@
-//! Where queued messages are kept: the [`Store`] trait and the memory store.
+//! Where queued messages are kept: the [`Store`] trait, the memory store
+//! ([`MemoryStore`], `--memory`) and the durable journal ([`DurableStore`],
+//! the default, `--data-dir`).
 //!
 //! The router holds every queued message in memory and tells the store what
 //! happens to it: [`Store::append`] when a message enters a queue,
@@ -18,6 +20,12 @@
 //! durable: nothing is held, the router's memory is the store.
 
 use std::io;
+
+mod durable;
+mod memory;
+
+pub use durable::{DurableOptions, DurableStore};
+pub use memory::MemoryStore;
 
 use bytes::Bytes;
 use stomp_frame::{ByteString, Headers};
@@ -83,24 +91,23 @@ pub trait Store: Send {
     fn set_wakeup(&mut self, _wake: Box<dyn Fn() + Send + Sync>) {}
 }
 
-/// Keeps nothing beyond the router's own memory: messages die with the broker.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MemoryStore;
-
-impl Store for MemoryStore {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-    fn recover(&mut self) -> io::Result<Recovery> {
-        Ok(Recovery::default())
-    }
-    fn append(&mut self, _message: &StoredMessage) -> io::Result<()> {
-        Ok(())
-    }
-    fn remove(&mut self, _queue: &str, _seq: u64) -> io::Result<()> {
-        Ok(())
-    }
-    fn commit(&mut self) -> io::Result<u64> {
-        Ok(0)
+/// Opens the store a configuration asks for: the memory store with
+/// `memory`, else the journal in [`Config::store_dir`](crate::Config::store_dir)
+/// (`./data` by default), locked against a second broker. Logs which store
+/// and where.
+pub fn open(config: &crate::Config) -> io::Result<Box<dyn Store>> {
+    match config.store_dir() {
+        None => {
+            tracing::info!("store: memory (--memory): messages do not survive a restart");
+            Ok(Box::new(MemoryStore))
+        }
+        Some(dir) => {
+            let options = DurableOptions {
+                persist: config.persist,
+                segment_size: config.segment_size,
+                fsync: config.fsync,
+            };
+            Ok(Box::new(DurableStore::open(&dir, options)?))
+        }
     }
 }
