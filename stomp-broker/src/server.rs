@@ -173,7 +173,7 @@ impl Broker {
     /// Nothing is accepted until [`run`](Broker::run). A taken port or a
     /// data directory in use by another broker is an error that names it.
     pub fn bind(config: Config) -> io::Result<Broker> {
-        Broker::build(config, |c| crate::store::open(c), Box::new(AllowAll))
+        Broker::build(config, crate::store::open, Box::new(AllowAll))
     }
 
     /// Like [`bind`](Broker::bind), with a given store and authenticator.
