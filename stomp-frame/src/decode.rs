@@ -203,7 +203,16 @@ impl Decoder {
 
     /// Decodes the next item from the front of `buf`, or `Ok(None)` when
     /// more bytes are needed. Consumed bytes are removed from `buf`.
+    ///
+    /// Keep feeding the same buffer: a buffer that is swapped or truncated
+    /// mid-frame is a misuse whose result is unspecified (the scan of the
+    /// frame starts over), but never a panic.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, DecodeError> {
+        match &mut self.state {
+            State::Head { scanned, .. } if *scanned > buf.len() => self.state = HEAD_START,
+            State::Body { scanned, .. } if *scanned > buf.len() => *scanned = 0,
+            _ => {}
+        }
         if matches!(self.state, State::Head { .. }) {
             match self.decode_head(buf)? {
                 HeadProgress::NeedMore => return Ok(None),

@@ -534,3 +534,24 @@ fn frame_limit_applies_to_nul_terminated_body_in_one_read() {
     .unwrap();
     assert_eq!(ok.len(), 1);
 }
+
+#[test]
+fn a_swapped_buffer_mid_frame_is_not_a_panic() {
+    // Regression: the broker's fuzz harness fed a fresh, shorter buffer after
+    // a partial frame and the remembered scan position indexed past its end.
+    let mut dec = Decoder::new(Version::V1_2);
+    let mut buf = BytesMut::from(&b"SEND\ndestination:/queue/a\nx:"[..]);
+    assert_eq!(dec.decode(&mut buf).unwrap(), None);
+    let mut fresh = BytesMut::from(&b"SEND\n\nab"[..]);
+    assert_eq!(dec.decode(&mut fresh).unwrap(), None);
+    let mut short = BytesMut::from(&b"x"[..]);
+    assert_eq!(dec.decode(&mut short).unwrap(), None);
+    let mut dec = Decoder::new(Version::V1_2);
+    let mut buf = BytesMut::from(&b"SEND\n\nabcdef"[..]);
+    assert_eq!(dec.decode(&mut buf).unwrap(), None);
+    let mut fresh = BytesMut::from(&b"a\0"[..]);
+    let Some(Item::Frame(f)) = dec.decode(&mut fresh).unwrap() else {
+        panic!("expected the body to end at the NUL of the new buffer")
+    };
+    assert_eq!(&f.body[..], b"a");
+}
