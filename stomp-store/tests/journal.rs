@@ -398,3 +398,29 @@ fn a_message_moved_to_a_dead_letter_queue_keeps_its_seq_and_deliveries() {
     let m7 = r.messages.iter().find(|m| m.seq == 7).unwrap();
     assert_eq!(m7, &dead);
 }
+
+#[test]
+fn commits_queued_during_a_write_share_the_next_fsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A slow disk: each fsync takes 50 ms more.
+    let opts = JournalOptions { extra_sync_latency: Duration::from_millis(50), ..JournalOptions::default() };
+    let (mut j, _, rx) = open(dir, opts);
+    j.append(msg(1)).unwrap();
+    let first = j.commit();
+    let mut last = first;
+    for seq in 2..=21 {
+        j.append(msg(seq)).unwrap();
+        last = j.commit();
+    }
+    assert_eq!(last, first + 20, "one ticket per commit");
+    wait(&j, &rx, last);
+    // The first write, then everything that queued meanwhile in one or two.
+    let writes = j.stats().writes;
+    assert!(writes <= 3, "{writes} writes for 21 commits");
+    let events: Vec<CommitEvent> = rx.try_iter().collect();
+    assert!(events.iter().all(|e| matches!(e, CommitEvent::Durable(_))));
+    drop(j);
+    let (_j, r, _rx) = open(dir, JournalOptions::default());
+    assert_eq!(r.messages.len(), 21);
+}
