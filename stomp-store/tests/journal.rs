@@ -404,7 +404,10 @@ fn commits_queued_during_a_write_share_the_next_fsync() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // A slow disk: each fsync takes 50 ms more.
-    let opts = JournalOptions { extra_sync_latency: Duration::from_millis(50), ..JournalOptions::default() };
+    let opts = JournalOptions {
+        extra_sync_latency: Duration::from_millis(50),
+        ..JournalOptions::default()
+    };
     let (mut j, _, rx) = open(dir, opts);
     j.append(msg(1)).unwrap();
     let first = j.commit();
