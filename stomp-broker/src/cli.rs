@@ -84,6 +84,10 @@ pub struct BrokerArgs {
     /// Topic subscriber over its write backlog: disconnect or drop [default: disconnect].
     #[arg(long, value_name = "POLICY")]
     pub slow_consumer_policy: Option<SlowConsumerPolicy>,
+    /// Milliseconds topic producers wait (paused) for a subscriber that is over
+    /// half its write backlog, before the slow-consumer policy applies to it [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub slow_consumer_timeout: Option<u64>,
     /// Message bytes per queue before producers are paused [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub max_queue_memory: Option<usize>,
@@ -133,6 +137,7 @@ impl BrokerArgs {
             max_header_line,
             max_write_backlog,
             slow_consumer_policy,
+            slow_consumer_timeout,
             max_queue_memory,
             max_memory,
             max_connections

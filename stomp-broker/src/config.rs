@@ -100,6 +100,11 @@ pub struct Config {
     pub max_write_backlog: usize,
     /// What to do with a topic subscriber over its write backlog.
     pub slow_consumer_policy: SlowConsumerPolicy,
+    /// Milliseconds a topic subscriber may stay over half its write backlog
+    /// while the topic's producers wait for it; after that it no longer holds
+    /// them back and meets [`slow_consumer_policy`](Config::slow_consumer_policy)
+    /// when its backlog fills.
+    pub slow_consumer_timeout: u64,
     /// Message bytes one queue may hold before producers are paused.
     pub max_queue_memory: usize,
     /// Message bytes the broker may hold before producers are paused.
@@ -132,6 +137,7 @@ impl Default for Config {
             max_header_line: Limits::DEFAULT.max_line_len,
             max_write_backlog: 8 * 1024 * 1024,
             slow_consumer_policy: SlowConsumerPolicy::Disconnect,
+            slow_consumer_timeout: 5000,
             max_queue_memory: 64 * 1024 * 1024,
             max_memory: 512 * 1024 * 1024,
             max_connections: 100_000,

@@ -452,6 +452,15 @@ impl Engine {
                         self.arm(conn, TimerKind::ReceiveCheck, due);
                     }
                 }
+                TimerKind::Slow => {
+                    if s.slow && s.backlog() >= self.cfg.max_write_backlog / 2 {
+                        tracing::debug!(
+                            conn,
+                            "topic subscriber slow for too long: producers stop waiting for it"
+                        );
+                        s.slow_expired = true;
+                    }
+                }
                 TimerKind::Linger => {
                     if s.phase == Phase::Closing {
                         s.cut = true;
@@ -499,6 +508,10 @@ impl Engine {
             return;
         };
         s.unwritten = unwritten;
+        if (s.slow || s.slow_expired) && s.backlog() < self.cfg.max_write_backlog / 2 {
+            s.slow = false;
+            s.slow_expired = false;
+        }
         if s.out_paused && s.backlog() <= self.cfg.max_write_backlog / 2 {
             s.out_paused = false;
             self.unblocked.push(conn);
@@ -545,7 +558,9 @@ impl Engine {
         while i < self.blocked.len() {
             let (conn, serial, ref q) = self.blocked[i];
             let alive = self.sessions.get(conn).is_some_and(|s| s.serial == serial);
-            let fits = global_ok && self.router.queues.get(q).is_none_or(|q| q.bytes <= max_q);
+            let fits = global_ok
+                && self.router.queues.get(q).is_none_or(|q| q.bytes <= max_q)
+                && self.topic_clear(q);
             if !alive || fits {
                 self.blocked.swap_remove(i);
                 if alive {
@@ -562,6 +577,19 @@ impl Engine {
                 i += 1;
             }
         }
+    }
+
+    /// Whether no subscriber of topic `dest` holds its producers back (see
+    /// [`publish`](Engine::publish)); true for a queue.
+    fn topic_clear(&self, dest: &str) -> bool {
+        let soft = self.cfg.max_write_backlog / 2;
+        self.router.topics.get(dest).is_none_or(|subs| {
+            subs.iter().all(|r| {
+                self.sessions
+                    .get(r.conn)
+                    .is_none_or(|s| s.phase != Phase::Open || s.slow_expired || s.backlog() < soft)
+            })
+        })
     }
 
     /// The connection is gone (socket closed, or the driver closed it):
@@ -758,7 +786,7 @@ impl Engine {
                 self.dispatch(&dest, now);
                 self.check_queue_memory(conn, &dest);
             }
-            Kind::Topic => self.publish(msg, now),
+            Kind::Topic => self.publish(msg, Some(conn), now),
         }
         Ok(())
     }
@@ -1024,7 +1052,7 @@ impl Engine {
             self.router.memory -= msg.size;
             let dest = msg.dest.clone();
             if self.classify(&dest).is_ok_and(|k| matches!(k, Kind::Topic)) {
-                self.publish(msg, now);
+                self.publish(msg, Some(conn), now);
             } else {
                 self.enqueue(msg);
                 self.dispatch(&dest, now);
@@ -1126,14 +1154,25 @@ impl Engine {
     }
 
     /// Sends a message to every current subscriber of its topic.
-    fn publish(&mut self, mut msg: Message, now: Instant) {
+    /// Fans a message out to the topic's subscribers. Producer flow control:
+    /// when a subscriber passes half its write backlog, the producer `from`
+    /// stops being read until every subscriber is back under it, or has been
+    /// slow for longer than `slow_consumer_timeout` (then it no longer holds
+    /// producers back, and meets the slow-consumer policy when its backlog is
+    /// full). So a burst slows producers down instead of cutting off
+    /// subscribers that keep reading, and a stuck one cannot stall a topic.
+    fn publish(&mut self, mut msg: Message, from: Option<ConnId>, now: Instant) {
         self.stats.published += 1;
         let Some(subs) = self.router.topics.get(&msg.dest) else {
             return;
         };
         msg.deliveries = 1;
         let limit = self.cfg.max_write_backlog;
+        let soft = limit / 2;
+        let slow_timeout = Duration::from_millis(self.cfg.slow_consumer_timeout);
         let mut slow = Vec::new();
+        let mut hold = false;
+        let mut newly_slow = Vec::new();
         for &r in subs {
             let s = &mut self.sessions[r.conn];
             if s.phase != Phase::Open {
@@ -1165,6 +1204,19 @@ impl Engine {
                 frame
             };
             push_to(&mut self.dirty, s, r.conn, Output::Frame(frame), now);
+            if s.backlog() >= soft && !s.slow_expired {
+                hold = true;
+                if !s.slow {
+                    s.slow = true;
+                    newly_slow.push(r.conn);
+                }
+            }
+        }
+        for conn in newly_slow {
+            self.arm(conn, TimerKind::Slow, now + slow_timeout);
+        }
+        if hold && let Some(producer) = from {
+            self.block(producer, msg.dest.clone());
         }
         for conn in slow {
             self.stats.topic_dropped += 1;

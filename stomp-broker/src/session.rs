@@ -89,6 +89,8 @@ pub(crate) enum TimerKind {
     ReceiveCheck = 1,
     /// A closing connection that does not drain is cut.
     Linger = 2,
+    /// A topic subscriber over half its backlog stops holding producers back.
+    Slow = 3,
 }
 
 /// One connection's protocol state.
@@ -119,8 +121,13 @@ pub(crate) struct Session {
     /// Reading is stopped because the peer does not read what it is owed
     /// (backlog over `max_write_backlog`).
     pub(crate) out_paused: bool,
+    /// Topic deliveries put this connection over half its write backlog:
+    /// the topic's producers wait for it (until the `Slow` timer fires).
+    pub(crate) slow: bool,
+    /// It stayed slow past `slow_consumer_timeout`: producers no longer wait.
+    pub(crate) slow_expired: bool,
     /// Pending timer entries, for lazy invalidation.
-    pub(crate) armed: [Option<Instant>; 3],
+    pub(crate) armed: [Option<Instant>; 4],
     /// The linger timer ran out: close without flushing.
     pub(crate) cut: bool,
     /// Subscriptions and transactions were released.
@@ -149,7 +156,9 @@ impl Session {
             next_ack: 0,
             paused: false,
             out_paused: false,
-            armed: [None; 3],
+            slow: false,
+            slow_expired: false,
+            armed: [None; 4],
             cut: false,
             torn_down: false,
             held: 0,

@@ -652,7 +652,19 @@ fn slow_topic_consumer_is_disconnected_or_dropped() {
         let p = h.connect("1.2");
         let slow = h.connect("1.2");
         h.sub(slow, "s", "/topic/t", AckMode::Auto);
-        for _ in 0..20 {
+        for _ in 0..5 {
+            h.send(p, "/topic/t", &"x".repeat(100));
+        }
+        // Past half its backlog the subscriber holds the producer back...
+        assert!(h.e.is_paused(p), "the topic's producer waits");
+        let mut resumed = Vec::new();
+        h.e.take_resumed(&mut resumed);
+        assert!(resumed.is_empty());
+        // ...but only for slow_consumer_timeout; then the policy applies.
+        h.advance(Config::default().slow_consumer_timeout);
+        h.e.take_resumed(&mut resumed);
+        assert_eq!(resumed, [p]);
+        for _ in 0..15 {
             h.send(p, "/topic/t", &"x".repeat(100));
         }
         let got = h.frames(slow);
@@ -671,6 +683,38 @@ fn slow_topic_consumer_is_disconnected_or_dropped() {
         }
         assert!(!h.e.is_closing(p));
     }
+}
+
+#[test]
+fn topic_burst_pauses_producer_instead_of_cutting_a_reading_subscriber() {
+    let mut h = H::with(Config {
+        max_write_backlog: 1000,
+        ..Config::default()
+    });
+    let p = h.connect("1.2");
+    let fast = h.connect("1.2");
+    let reader = h.connect("1.2");
+    h.sub(fast, "s", "/topic/t", AckMode::Auto);
+    h.sub(reader, "s", "/topic/t", AckMode::Auto);
+    let mut got = 0;
+    for round in 0..10 {
+        for _ in 0..5 {
+            h.send(p, "/topic/t", &"x".repeat(100));
+        }
+        assert!(
+            h.e.is_paused(p),
+            "round {round}: the producer waits for the readers"
+        );
+        // The readers catch up: the producer may go on, nobody is cut off.
+        assert_eq!(bodies(&h.frames(fast)).len(), 5);
+        got += bodies(&h.frames(reader)).len();
+        let mut resumed = Vec::new();
+        h.e.take_resumed(&mut resumed);
+        assert_eq!(resumed, [p], "round {round}");
+        assert!(!h.e.is_closing(reader) && !h.e.is_closing(fast));
+    }
+    assert_eq!(got, 50);
+    assert_eq!(h.e.stats().topic_dropped, 0);
 }
 
 #[test]
