@@ -427,3 +427,108 @@ fn commits_queued_during_a_write_share_the_next_fsync() {
     let (_j, r, _rx) = open(dir, JournalOptions::default());
     assert_eq!(r.messages.len(), 21);
 }
+
+#[test]
+fn a_tombstone_outlives_the_message_it_removes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // No compaction: only deletion rules act.
+    let keep_all = JournalOptions {
+        slack_segments: 1000,
+        ..small(1024)
+    };
+    let (mut j, _, rx) = open(dir, keep_all.clone());
+    for seq in 1..=10 {
+        j.append(msg(seq)).unwrap();
+    }
+    let t = j.commit();
+    wait(&j, &rx, t);
+    // Acks arrive later, in later segments; seq 1 stays, pinning segment 1.
+    for round in 0..30 {
+        let seq = 11 + round;
+        j.append(msg(seq)).unwrap();
+        assert!(j.remove(seq));
+        if round < 9 {
+            assert!(j.remove(2 + round));
+        }
+        let t = j.commit();
+        wait(&j, &rx, t);
+    }
+    drop(j);
+    let segs_before = segments(dir).len();
+    let (j, r, rx) = open(dir, keep_all);
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(got, vec![1], "a removed message came back");
+    // Segments holding tombstones for segment 1 are still there.
+    assert!(segs_before >= 3, "{segs_before} segments");
+    drop((j, rx));
+    // With compaction, seq 1 moves forward and the old segments go.
+    let (mut j, r, rx) = open(dir, small(1024));
+    assert_eq!(r.messages.len(), 1);
+    for seq in 100..130 {
+        j.append(msg(seq)).unwrap();
+        assert!(j.remove(seq));
+        let t = j.commit();
+        wait(&j, &rx, t);
+    }
+    drop(j);
+    assert!(
+        segments(dir).len() <= 6,
+        "{} segments left",
+        segments(dir).len()
+    );
+    let (_j, r, _rx) = open(dir, small(1024));
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(got, vec![1]);
+}
+
+/// A record of `body` bytes, not checked against `msg`.
+fn sized(seq: u64, body: usize) -> stomp_store::Record {
+    stomp_store::Record::new(
+        "/queue/s",
+        seq,
+        bytes::Bytes::new(),
+        bytes::Bytes::from(vec![7u8; body]),
+    )
+}
+
+#[test]
+fn a_compaction_copy_keeps_its_original_from_coming_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let opts = JournalOptions {
+        slack_segments: 2,
+        ..small(1024)
+    };
+    let (mut j, _, rx) = open_raw(dir, opts.clone());
+    let mut step = |j: &mut stomp_store::Journal| {
+        let t = j.commit();
+        wait(j, &rx, t);
+    };
+    // Segment 1: P (pinned, well filled) and Q.
+    j.append(sized(1, 700)).unwrap();
+    j.append(sized(2, 100)).unwrap();
+    step(&mut j);
+    // Segment 2: X, and the tombstone of Q (so segment 2 waits on segment 1).
+    j.append(sized(3, 150)).unwrap();
+    assert!(j.remove(2));
+    step(&mut j);
+    // A filler, consumed. Segment 2 is no longer active and mostly dead: X
+    // is copied forward, segment 2 stays (it still waits on segment 1).
+    j.append(sized(4, 900)).unwrap();
+    assert!(j.remove(4));
+    step(&mut j);
+    // X is consumed; its tombstone sits beside its copy, in a segment that
+    // must not go before segment 2 (which still holds the original X).
+    assert!(j.remove(3));
+    j.append(sized(5, 900)).unwrap();
+    assert!(j.remove(5));
+    step(&mut j);
+    j.append(sized(6, 900)).unwrap();
+    assert!(j.remove(6));
+    step(&mut j);
+    drop(j);
+    let (_j, r, _rx) = open_raw(dir, opts);
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(got, vec![1], "a consumed message came back");
+}
