@@ -501,7 +501,7 @@ fn a_compaction_copy_keeps_its_original_from_coming_back() {
         ..small(1024)
     };
     let (mut j, _, rx) = open_raw(dir, opts.clone());
-    let mut step = |j: &mut stomp_store::Journal| {
+    let step = |j: &mut stomp_store::Journal| {
         let t = j.commit();
         wait(j, &rx, t);
     };
