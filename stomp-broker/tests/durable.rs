@@ -1,0 +1,690 @@
+//! The durable store through the real `stomp-broker` binary: restarts,
+//! kill -9 under load, damaged journal tails, disk space, the lock on the
+//! data directory and the default `./data`. Real processes, real files,
+//! real TCP on 127.0.0.1; every read has a timeout.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use stomp_frame::{Command, Decoder, Frame, Item, Version};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const BIN: &str = env!("CARGO_BIN_EXE_stomp-broker");
+
+/// A broker process; killed (SIGKILL) when dropped.
+struct Broker {
+    child: Child,
+    addr: SocketAddr,
+    stderr: PathBuf,
+}
+
+impl Broker {
+    /// Starts the binary with `args` (plus `--listen 127.0.0.1:0`) in `cwd`,
+    /// stderr to `log`, and waits for `listening on`.
+    fn start_in(cwd: &Path, log: &Path, args: &[&str]) -> Broker {
+        let err = fs::File::create(log).unwrap();
+        let mut child = Process::new(BIN)
+            .current_dir(cwd)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "broker did not start: {line:?}\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        };
+        Broker {
+            addr: addr.parse().unwrap(),
+            child,
+            stderr: log.to_path_buf(),
+        }
+    }
+
+    /// `--data-dir dir`, logs in `dir/../broker-<n>.log`.
+    fn start(dir: &Path, extra: &[&str]) -> Broker {
+        let d = dir.to_str().unwrap();
+        let mut args = vec!["--data-dir", d];
+        args.extend_from_slice(extra);
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.with_extension(format!("{n}.log"));
+        Broker::start_in(dir.parent().unwrap(), &log, &args)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the exit status within 5 s.
+    fn stop(mut self) {
+        Process::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status}: {}", self.log());
+                return;
+            }
+            assert!(t.elapsed() < TIMEOUT, "broker did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+struct Client {
+    tcp: TcpStream,
+    buf: BytesMut,
+    dec: Decoder,
+    /// MESSAGEs that arrived while a RECEIPT was awaited (a durable
+    /// broker's RECEIPT waits for the disk; deliveries do not).
+    early: std::collections::VecDeque<Frame>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut c = Client {
+            tcp,
+            buf: BytesMut::new(),
+            dec: Decoder::new(Version::V1_2),
+            early: Default::default(),
+        };
+        c.write("CONNECT\naccept-version:1.2\nhost:x\nheart-beat:0,0\n\n\0");
+        let f = c.frame().expect("CONNECTED");
+        assert_eq!(f.command, Command::Connected, "{f:?}");
+        c
+    }
+
+    fn write(&mut self, s: &str) {
+        self.tcp.write_all(s.as_bytes()).unwrap();
+    }
+
+    fn try_write(&mut self, s: &str) -> bool {
+        self.tcp.write_all(s.as_bytes()).is_ok()
+    }
+
+    /// The next frame; `None` at EOF or on a read error (a killed broker).
+    fn frame(&mut self) -> Option<Frame> {
+        if let Some(f) = self.early.pop_front() {
+            return Some(f);
+        }
+        self.read_frame()
+    }
+
+    /// The next frame from the socket (not the set-aside ones).
+    fn read_frame(&mut self) -> Option<Frame> {
+        loop {
+            match self.dec.decode(&mut self.buf) {
+                Ok(Some(Item::Frame(f))) => return Some(f),
+                Ok(Some(Item::Heartbeat)) => continue,
+                Ok(None) => {}
+                Err(e) => panic!("bad frame from the broker: {e}"),
+            }
+            let mut chunk = [0u8; 65536];
+            match self.tcp.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The next frame within `wait`, `None` if none came.
+    fn frame_within(&mut self, wait: Duration) -> Option<Frame> {
+        self.tcp.set_read_timeout(Some(wait)).unwrap();
+        let f = self.frame();
+        self.tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+        f
+    }
+
+    fn expect(&mut self, command: Command) -> Frame {
+        if command != Command::Message {
+            // MESSAGEs before it are set aside for later.
+            loop {
+                let f = self.read_frame().unwrap_or_else(|| panic!("no {command}"));
+                if f.command == Command::Message {
+                    self.early.push_back(f);
+                    continue;
+                }
+                assert_eq!(f.command, command, "{f:?}");
+                return f;
+            }
+        }
+        let f = self.frame().unwrap_or_else(|| panic!("no {command}"));
+        assert_eq!(f.command, command, "{f:?}");
+        f
+    }
+
+    fn send(&mut self, dest: &str, body: &str, extra: &str, receipt: &str) {
+        self.write(&send_frame(dest, body, extra, receipt));
+    }
+
+    /// SENDs with receipts, then waits for every RECEIPT.
+    fn send_all(&mut self, dest: &str, bodies: &[String], extra: &str) {
+        let mut out = String::new();
+        for (i, b) in bodies.iter().enumerate() {
+            out.push_str(&send_frame(dest, b, extra, &format!("s{i}")));
+        }
+        self.write(&out);
+        for _ in bodies {
+            self.expect(Command::Receipt);
+        }
+    }
+
+    fn subscribe(&mut self, dest: &str, ack: &str, extra: &str) {
+        self.write(&format!(
+            "SUBSCRIBE\nid:0\ndestination:{dest}\nack:{ack}\n{extra}receipt:sub\n\n\0"
+        ));
+        let f = self.expect(Command::Receipt);
+        assert_eq!(f.headers.get("receipt-id"), Some("sub"));
+    }
+
+    /// ACK or NACK with a receipt, waiting for it.
+    fn ack(&mut self, msg: &Frame, nack: bool) {
+        let cmd = if nack { "NACK" } else { "ACK" };
+        let id = msg.headers.get("ack").expect("ack header");
+        self.write(&format!("{cmd}\nid:{id}\nreceipt:a\n\n\0"));
+        self.expect(Command::Receipt);
+    }
+
+    /// Every MESSAGE until none comes for `quiet`.
+    fn drain(&mut self, quiet: Duration) -> Vec<Frame> {
+        let mut v = Vec::new();
+        while let Some(f) = self.frame_within(quiet) {
+            assert_eq!(f.command, Command::Message, "{f:?}");
+            v.push(f);
+        }
+        v
+    }
+}
+
+fn send_frame(dest: &str, body: &str, extra: &str, receipt: &str) -> String {
+    format!(
+        "SEND\ndestination:{dest}\ncontent-type:text/plain\nreceipt:{receipt}\n{extra}content-length:{}\n\n{body}\0",
+        body.len()
+    )
+}
+
+fn body(f: &Frame) -> String {
+    String::from_utf8(f.body.to_vec()).unwrap()
+}
+
+fn bodies(fs: &[Frame]) -> Vec<String> {
+    fs.iter().map(body).collect()
+}
+
+fn redelivered(f: &Frame) -> bool {
+    f.headers.get("redelivered") == Some("true")
+}
+
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[test]
+fn restart_keeps_unacked_messages_in_order_and_drops_acked_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let b = Broker::start(&dir, &[]);
+    let sent = numbered("m", 30);
+    let mut p = Client::connect(b.addr);
+    p.send_all("/queue/r", &sent, "x-custom:a\\cb\n");
+    let mut c = Client::connect(b.addr);
+    c.subscribe(
+        "/queue/r",
+        "client-individual",
+        "activemq.prefetchSize:10\n",
+    );
+    let got: Vec<Frame> = (0..10).map(|_| c.expect(Command::Message)).collect();
+    assert_eq!(bodies(&got), sent[..10]);
+    for m in &got[..5] {
+        c.ack(m, false);
+    }
+    // A topic message is not stored (and nobody listens).
+    p.send("/topic/t", "gone", "", "t");
+    p.expect(Command::Receipt);
+    b.stop();
+
+    let b = Broker::start(&dir, &[]);
+    assert!(b.log().contains("25 messages recovered"), "{}", b.log());
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/r", "auto", "");
+    let after = c.drain(Duration::from_millis(500));
+    assert_eq!(
+        bodies(&after),
+        sent[5..],
+        "acked ones gone, the rest in order"
+    );
+    for (i, f) in after.iter().enumerate() {
+        // m-5..m-9 were delivered and not acked, m-10..m-14 were delivered
+        // when the five ACKs opened the window (prefetch 10).
+        assert_eq!(
+            redelivered(f),
+            i < 10,
+            "redelivered only if delivered before: {f:?}"
+        );
+        assert_eq!(f.headers.get("x-custom"), Some("a:b"));
+        assert_eq!(f.headers.get("content-type"), Some("text/plain"));
+    }
+    b.stop();
+
+    // Consumed in auto mode: nothing left after another restart.
+    let b = Broker::start(&dir, &[]);
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/r", "auto", "");
+    assert!(c.drain(Duration::from_millis(300)).is_empty());
+    b.stop();
+}
+
+#[test]
+fn persist_persistent_stores_only_persistent_true_and_dlq_and_counts_survive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let args = ["--persist", "persistent", "--max-deliveries", "2"];
+    let b = Broker::start(&dir, &args);
+    let mut p = Client::connect(b.addr);
+    p.send_all("/queue/p", &["kept".into()], "persistent:true\n");
+    p.send_all("/queue/p", &["lost".into()], "");
+    p.send_all("/queue/d", &["dead".into()], "persistent:true\n");
+    // One delivery of /queue/d before the restart, not acknowledged.
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/d", "client-individual", "");
+    let first = c.expect(Command::Message);
+    assert_eq!(body(&first), "dead");
+    b.stop();
+
+    let b = Broker::start(&dir, &args);
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/p", "auto", "");
+    assert_eq!(bodies(&c.drain(Duration::from_millis(300))), ["kept"]);
+    // The second delivery reaches max-deliveries (2) only because the
+    // first one was counted on disk: its NACK sends it to the DLQ.
+    let mut d = Client::connect(b.addr);
+    d.subscribe("/queue/d", "client-individual", "");
+    let second = d.expect(Command::Message);
+    assert!(redelivered(&second));
+    d.ack(&second, true);
+    assert!(d.frame_within(Duration::from_millis(200)).is_none());
+    b.stop();
+
+    // The dead-letter queue is stored like any queue.
+    let b = Broker::start(&dir, &args);
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/DLQ.d", "auto", "");
+    let dead = c.drain(Duration::from_millis(300));
+    assert_eq!(bodies(&dead), ["dead"]);
+    assert_eq!(
+        dead[0].headers.get("original-destination"),
+        Some("/queue/d")
+    );
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/d", "auto", "");
+    assert!(c.drain(Duration::from_millis(200)).is_empty());
+    b.stop();
+}
+
+/// A body that carries its own checksum: `<id>:<fnv of id, repeated text>`.
+fn crash_body(id: u64) -> String {
+    let pad = "x".repeat((id % 97) as usize);
+    format!("{id}:{:016x}:{pad}", fnv(&format!("{id}{pad}")))
+}
+
+fn check_crash_body(b: &str) -> u64 {
+    let mut parts = b.splitn(3, ':');
+    let id: u64 = parts.next().unwrap().parse().expect("corrupt body");
+    let sum = parts.next().expect("corrupt body");
+    let pad = parts.next().expect("corrupt body");
+    assert_eq!(
+        sum,
+        format!("{:016x}", fnv(&format!("{id}{pad}"))),
+        "corrupt body {b:?}"
+    );
+    assert_eq!(b, crash_body(id), "corrupt body");
+    id
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// Ids whose SEND got a RECEIPT.
+    confirmed: HashSet<u64>,
+    /// Every id delivered, with the round.
+    delivered: HashMap<u64, usize>,
+    /// Ids whose ACK got a RECEIPT, with the round.
+    acked: HashMap<u64, usize>,
+    /// Ids for which an ACK was written (it may have been stored without
+    /// its RECEIPT reaching us).
+    ack_sent: HashSet<u64>,
+}
+
+#[test]
+fn kill_9_under_load_loses_no_receipted_message_and_never_resurrects_an_acked_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut rng = 0x9e3779b97f4a7c15u64 ^ u64::from(std::process::id());
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let started = Instant::now();
+    for round in 0..20usize {
+        let b = Broker::start(&dir, &["--log-level", "warn"]);
+        let addr = b.addr;
+        let l = ledger.clone();
+        let producer = std::thread::spawn(move || {
+            let mut p = Client::connect(addr);
+            let base = round as u64 * 1_000_000;
+            let mut outstanding = std::collections::VecDeque::new();
+            for i in 0..2000u64 {
+                let id = base + i;
+                let f = send_frame(
+                    "/queue/crash",
+                    &crash_body(id),
+                    "persistent:true\n",
+                    &id.to_string(),
+                );
+                if !p.try_write(&f) {
+                    return;
+                }
+                outstanding.push_back(id);
+                while outstanding.len() >= 16 {
+                    let Some(r) = p.frame() else { return };
+                    assert_eq!(r.command, Command::Receipt, "{r:?}");
+                    let id: u64 = r.headers.get("receipt-id").unwrap().parse().unwrap();
+                    assert_eq!(outstanding.pop_front(), Some(id), "receipts in order");
+                    l.lock().unwrap().confirmed.insert(id);
+                }
+            }
+        });
+        let l = ledger.clone();
+        let consumer = std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            c.write("SUBSCRIBE\nid:0\ndestination:/queue/crash\nack:client-individual\nactivemq.prefetchSize:100000\n\n\0");
+            let mut pending_ack = HashMap::new();
+            while let Some(f) = c.frame() {
+                match f.command {
+                    Command::Message => {
+                        let id = check_crash_body(&body(&f));
+                        let mut led = l.lock().unwrap();
+                        if let Some(r) = led.acked.get(&id) {
+                            panic!("message {id} acked in round {r} came back in round {round}");
+                        }
+                        led.delivered.insert(id, round);
+                        drop(led);
+                        // Ack two of three new ones and every redelivered
+                        // one; leave the rest to come back.
+                        if !id.is_multiple_of(3) || redelivered(&f) {
+                            let ack = f.headers.get("ack").unwrap();
+                            pending_ack.insert(format!("a{id}"), id);
+                            l.lock().unwrap().ack_sent.insert(id);
+                            if !c.try_write(&format!("ACK\nid:{ack}\nreceipt:a{id}\n\n\0")) {
+                                return;
+                            }
+                        }
+                    }
+                    Command::Receipt => {
+                        let r = f.headers.get("receipt-id").unwrap();
+                        if let Some(id) = pending_ack.remove(r) {
+                            l.lock().unwrap().acked.insert(id, round);
+                        }
+                    }
+                    other => panic!("unexpected {other}"),
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(60 + next() % 200));
+        b.kill9();
+        producer.join().unwrap();
+        consumer.join().unwrap();
+    }
+    // Last start: everything receipted and not acked must be there.
+    let b = Broker::start(&dir, &[]);
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/crash", "auto", "");
+    let rest = c.drain(Duration::from_millis(700));
+    let led = ledger.lock().unwrap();
+    let mut last = HashSet::new();
+    for f in &rest {
+        let id = check_crash_body(&body(f));
+        assert!(!led.acked.contains_key(&id), "acked message {id} came back");
+        last.insert(id);
+    }
+    let missing: Vec<_> = led
+        .confirmed
+        .iter()
+        .filter(|id| !led.delivered.contains_key(id) && !last.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "receipted but never delivered: {missing:?}"
+    );
+    // Receipted messages never acked (id % 3 == 0, or not delivered in
+    // time) are all there at the end.
+    let unacked: Vec<_> = led
+        .confirmed
+        .iter()
+        .filter(|id| !led.ack_sent.contains(id) && !last.contains(id))
+        .collect();
+    assert!(
+        unacked.is_empty(),
+        "unacked and not redelivered: {unacked:?}"
+    );
+    assert!(
+        led.confirmed.len() > 100,
+        "load too small: {}",
+        led.confirmed.len()
+    );
+    assert!(!led.acked.is_empty());
+    println!(
+        "{} receipted, {} acked, {} left after 20 kills, {:?}",
+        led.confirmed.len(),
+        led.acked.len(),
+        rest.len(),
+        started.elapsed()
+    );
+    drop(led);
+    b.stop();
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_torn_or_scribbled_tail_is_cut_off_and_the_rest_delivered() {
+    for damage in ["truncate", "scribble"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let b = Broker::start(&dir, &[]);
+        let sent = numbered(damage, 20);
+        Client::connect(b.addr).send_all("/queue/t", &sent, "");
+        b.stop();
+        let newest = segments(&dir).pop().expect("a segment");
+        let len = fs::metadata(&newest).unwrap().len();
+        let f = fs::OpenOptions::new().write(true).open(&newest).unwrap();
+        if damage == "truncate" {
+            f.set_len(len - 7).unwrap();
+        } else {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(&[0xde, 0xad, 0xbe, 0xef], len - 10).unwrap();
+        }
+        drop(f);
+        let b = Broker::start(&dir, &[]);
+        let log = b.log();
+        assert!(
+            log.contains("cut off"),
+            "{damage}: no log line about the cut:\n{log}"
+        );
+        let mut c = Client::connect(b.addr);
+        c.subscribe("/queue/t", "auto", "");
+        let got = bodies(&c.drain(Duration::from_millis(400)));
+        assert_eq!(got, sent[..19], "{damage}: all but the damaged last one");
+        // Writing goes on after the cut.
+        Client::connect(b.addr).send_all("/queue/t2", &["after".into()], "");
+        b.stop();
+        let b = Broker::start(&dir, &[]);
+        assert!(!b.log().contains("cut off"), "{}", b.log());
+        let mut c = Client::connect(b.addr);
+        c.subscribe("/queue/t2", "auto", "");
+        assert_eq!(bodies(&c.drain(Duration::from_millis(300))), ["after"]);
+        b.stop();
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    segments(dir)
+        .iter()
+        .filter_map(|p| fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn disk_use_stays_bounded_when_traffic_is_many_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    const SEG: u64 = 64 * 1024;
+    let b = Broker::start(&dir, &["--segment-size", "65536"]);
+    let mut p = Client::connect(b.addr);
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/s", "client-individual", "");
+    let pad = "p".repeat(1000);
+    let mut most = 0;
+    // 40 rounds of 50 KiB: about 32 segments of traffic.
+    for round in 0..40 {
+        let batch: Vec<String> = (0..50).map(|i| format!("{round}-{i}-{pad}")).collect();
+        p.send_all("/queue/s", &batch, "");
+        let mut acks = String::new();
+        for want in &batch {
+            let m = c.expect(Command::Message);
+            assert_eq!(&body(&m), want);
+            let id = m.headers.get("ack").unwrap();
+            acks.push_str(&format!("ACK\nid:{id}\nreceipt:a\n\n\0"));
+        }
+        c.write(&acks);
+        for _ in &batch {
+            c.expect(Command::Receipt);
+        }
+        most = most.max(dir_bytes(&dir));
+    }
+    // Deletions follow the commits that made segments dead: give the
+    // writer a moment, then look again.
+    std::thread::sleep(Duration::from_millis(300));
+    let end = dir_bytes(&dir);
+    let traffic = 40 * 50 * 1000;
+    assert!(traffic > 25 * SEG);
+    assert!(
+        most <= 8 * SEG,
+        "disk use peaked at {most} bytes for {traffic} of traffic"
+    );
+    assert!(end <= 6 * SEG, "{end} bytes left on disk");
+    b.stop();
+    // A restart finds nothing queued.
+    let b = Broker::start(&dir, &["--segment-size", "65536"]);
+    assert!(b.log().contains(" 0 messages recovered"), "{}", b.log());
+    b.stop();
+}
+
+#[test]
+fn default_data_dir_lock_and_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let b = Broker::start_in(cwd, &cwd.join("a.log"), &[]);
+    let data = cwd.join("data").canonicalize().unwrap();
+    assert!(data.join("lock").exists());
+    let log = b.log();
+    assert!(
+        log.contains(&format!("journal in {}", data.display())),
+        "start-up line names the store and where:\n{log}"
+    );
+    Client::connect(b.addr).send_all("/queue/q", &["one".into()], "");
+
+    // A second broker on the same (default) directory is refused.
+    let out = Process::new(BIN)
+        .current_dir(cwd)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&data.display().to_string()) && err.contains("in use"),
+        "{err}"
+    );
+
+    // --memory in the same place still works, and keeps nothing.
+    let m = Broker::start_in(cwd, &cwd.join("m.log"), &["--memory"]);
+    assert!(m.log().contains("store: memory"), "{}", m.log());
+    Client::connect(m.addr).send_all("/queue/q", &["two".into()], "");
+    m.stop();
+    let m = Broker::start_in(cwd, &cwd.join("m2.log"), &["--memory"]);
+    let mut c = Client::connect(m.addr);
+    c.subscribe("/queue/q", "auto", "");
+    assert!(c.drain(Duration::from_millis(200)).is_empty());
+    m.stop();
+
+    b.stop();
+    let b = Broker::start_in(cwd, &cwd.join("b.log"), &[]);
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/q", "auto", "");
+    assert_eq!(bodies(&c.drain(Duration::from_millis(300))), ["one"]);
+    b.stop();
+}
+
+#[test]
+fn help_names_the_default_data_dir() {
+    let out = Process::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--data-dir") && help.contains("./data"),
+        "{help}"
+    );
+    assert!(help.contains("--persist"), "{help}");
+}
