@@ -754,21 +754,24 @@ impl Engine {
         }
     }
 
+    /// The open transaction a frame's `transaction` header names, if any.
+    fn frame_tx(&self, conn: ConnId, frame: &Frame) -> Result<Option<usize>, Fail> {
+        let Some(t) = frame.transaction() else {
+            return Ok(None);
+        };
+        match self.sessions[conn].tx_index(t) {
+            Some(i) => Ok(Some(i)),
+            None => fail(
+                "unknown transaction",
+                format!("no transaction {t:?} was begun"),
+            ),
+        }
+    }
+
     fn on_send(&mut self, conn: ConnId, frame: Frame, now: Instant) -> Result<(), Fail> {
         let dest = required(&frame, names::DESTINATION)?.clone();
         let kind = self.classify(&dest)?;
-        let tx = match frame.transaction() {
-            Some(t) => match self.sessions[conn].tx_index(t) {
-                Some(i) => Some(i),
-                None => {
-                    return fail(
-                        "unknown transaction",
-                        format!("no transaction {t:?} was begun"),
-                    );
-                }
-            },
-            None => None,
-        };
+        let tx = self.frame_tx(conn, &frame)?;
         let seq = self.next_seq;
         self.next_seq += 1;
         let msg = Message::from_send(seq, dest.clone(), frame);
@@ -996,18 +999,7 @@ impl Engine {
                 "connect with accept-version:1.1 or 1.2 to use NACK",
             );
         }
-        let tx = match frame.transaction() {
-            Some(t) => match self.sessions[conn].tx_index(t) {
-                Some(i) => Some(i),
-                None => {
-                    return fail(
-                        "unknown transaction",
-                        format!("no transaction {t:?} was begun"),
-                    );
-                }
-            },
-            None => None,
-        };
+        let tx = self.frame_tx(conn, frame)?;
         let (slot, ack) = self.resolve_ack(conn, frame)?;
         match tx {
             Some(i) => self.sessions[conn].txs[i]
