@@ -39,6 +39,10 @@ pub struct BrokerArgs {
     /// tests and benchmarks only [default: true].
     #[arg(long, value_name = "BOOL")]
     pub fsync: Option<bool>,
+    /// Group commit window, µs: how long the journal may wait for more
+    /// producers to share an fsync [default: 500].
+    #[arg(long, value_name = "US")]
+    pub group_window_us: Option<u64>,
     /// Log level: error, warn, info, debug, trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -122,6 +126,7 @@ impl BrokerArgs {
             persist,
             segment_size,
             fsync,
+            group_window_us,
             log_level,
             queue_prefix,
             topic_prefix,

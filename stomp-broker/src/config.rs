@@ -70,6 +70,10 @@ pub struct Config {
     /// `fdatasync` each group commit before its RECEIPTs go out. Off is for
     /// tests and benchmarks: nothing survives a power cut then.
     pub fsync: bool,
+    /// Group commit window, µs: how long the journal's writer may wait for
+    /// more producers to share an fsync (never longer than the last write
+    /// took; 0 = never wait).
+    pub group_window_us: u64,
     /// Log level: error, warn, info, debug, trace.
     pub log_level: String,
     /// Prefix of point-to-point destinations.
@@ -122,6 +126,7 @@ impl Default for Config {
             persist: Persist::All,
             segment_size: 64 * 1024 * 1024,
             fsync: true,
+            group_window_us: 500,
             log_level: "info".to_owned(),
             queue_prefix: "/queue/".to_owned(),
             topic_prefix: "/topic/".to_owned(),

@@ -688,3 +688,73 @@ fn help_names_the_default_data_dir() {
     );
     assert!(help.contains("--persist"), "{help}");
 }
+
+#[test]
+fn a_failing_disk_turns_receipts_into_errors_keeps_consumers_served_and_loses_nothing_confirmed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use stomp_broker::store::{DurableOptions, DurableStore};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let fail = Arc::new(AtomicBool::new(false));
+    let store = DurableStore::open(
+        &dir,
+        DurableOptions {
+            inject_write_error: Some(fail.clone()),
+            ..DurableOptions::default()
+        },
+    )
+    .unwrap();
+    let cfg = stomp_broker::Config {
+        listen: vec!["127.0.0.1:0".into()],
+        data_dir: Some(dir.clone()),
+        ..stomp_broker::Config::default()
+    };
+    let b = stomp_broker::Broker::bind_with(
+        cfg,
+        Box::new(store),
+        Box::new(stomp_broker::auth::AllowAll),
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let mut p = Client::connect(b.addr());
+    p.send_all("/queue/keep", &["a".into()], "");
+    p.send_all("/queue/live", &["d".into()], "");
+
+    // The disk fills up: a SEND gets an ERROR instead of its RECEIPT.
+    fail.store(true, Ordering::SeqCst);
+    let mut q = Client::connect(b.addr());
+    q.send("/queue/b", "b", "", "rb");
+    let e = q.expect(Command::Error);
+    assert_eq!(
+        e.headers.get("message"),
+        Some("store write failed"),
+        "{e:?}"
+    );
+    assert_eq!(e.headers.get("receipt-id"), Some("rb"));
+    assert!(
+        body(&e).contains("No space left") || body(&e).to_lowercase().contains("space"),
+        "{e:?}"
+    );
+
+    // Consumers are still served (from memory).
+    let mut c = Client::connect(b.addr());
+    c.write("SUBSCRIBE\nid:0\ndestination:/queue/live\nack:auto\n\n\0");
+    let m = c.expect(Command::Message);
+    assert_eq!(body(&m), "d");
+
+    // Space comes back: writing goes on.
+    fail.store(false, Ordering::SeqCst);
+    let mut r = Client::connect(b.addr());
+    r.send_all("/queue/keep", &["c".into()], "");
+    drop((p, q, c, r));
+    b.shutdown().unwrap();
+
+    // What was confirmed is there, in order, exactly once.
+    let b = Broker::start(&dir, &[]);
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/keep", "auto", "");
+    assert_eq!(bodies(&c.drain(Duration::from_millis(300))), ["a", "c"]);
+    b.stop();
+}

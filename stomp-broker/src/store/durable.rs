@@ -1,8 +1,12 @@
 //! The durable store: the broker's [`Store`] over `stomp_store::Journal`.
 //!
 //! Every queued message (all of them, or only `persistent:true` ones,
-//! see [`Persist`]) is appended to the journal in the data directory; an
-//! acknowledgement is a tombstone; a delivery to a client-ack subscriber
+//! see [`Persist`]) is appended to the journal in the data directory at the
+//! end of the event-loop turn that queued it, unless it was consumed in that
+//! same turn (an auto-ack subscriber was waiting: then nothing is written,
+//! as RabbitMQ does for a message consumed before it reached the disk; a
+//! crash would have lost it either way, since its removal would have been
+//! in the same group); an acknowledgement is a tombstone; a delivery to a client-ack subscriber
 //! is a small DELIVER record, so the count toward the dead-letter queue
 //! survives a restart. The journal's writer thread writes and fsyncs each
 //! group of commits and reports through a callback, which this adapter
@@ -39,6 +43,13 @@ pub struct DurableOptions {
     pub segment_size: u64,
     /// `fdatasync` before a RECEIPT goes out (off: for tests and benchmarks).
     pub fsync: bool,
+    /// How long the journal's writer may wait for more commits to share an
+    /// fsync.
+    pub group_window: std::time::Duration,
+    /// Test hook: while set, every journal write fails with `ENOSPC` after
+    /// writing half its bytes (a torn write on a full disk).
+    #[doc(hidden)]
+    pub inject_write_error: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for DurableOptions {
@@ -47,6 +58,8 @@ impl Default for DurableOptions {
             persist: Persist::All,
             segment_size: JournalOptions::default().segment_size,
             fsync: true,
+            group_window: JournalOptions::default().group_window,
+            inject_write_error: None,
         }
     }
 }
@@ -83,6 +96,11 @@ pub struct DurableStore {
     recovered: Option<Recovered>,
     persist: Persist,
     events: Arc<Events>,
+    /// Messages appended this turn, written at [`Store::commit`] unless
+    /// removed before (`None`).
+    pending: Vec<Option<StoredMessage>>,
+    /// Where each pending message is in `pending`.
+    pending_at: std::collections::HashMap<u64, usize>,
     /// An append that failed this turn (too big for a segment): the turn's
     /// RECEIPTs become ERRORs.
     append_error: Option<io::Error>,
@@ -118,6 +136,8 @@ impl DurableStore {
         let opts = JournalOptions {
             segment_size: options.segment_size,
             fsync: options.fsync,
+            group_window: options.group_window,
+            inject_write_error: options.inject_write_error.clone(),
             ..JournalOptions::default()
         };
         let (journal, recovered) = Journal::open(&dir, opts, Box::new(move |e| ev.on_commit(e)))
@@ -152,6 +172,8 @@ impl DurableStore {
             recovered: Some(recovered),
             persist: options.persist,
             events,
+            pending: Vec::new(),
+            pending_at: Default::default(),
             append_error: None,
             _lock: lock,
         })
@@ -253,36 +275,31 @@ impl Store for DurableStore {
         if self.persist == Persist::Persistent && m.headers.get("persistent") != Some("true") {
             return Ok(());
         }
-        let record = Record {
-            queue: m.queue.as_bytes().clone(),
-            seq: m.seq,
-            headers: encode_headers(&m.headers),
-            body: m.body.clone(),
-            deliveries: m.deliveries,
-        };
-        if let Err(e) = self.journal.append(record) {
-            let e = io::Error::new(
-                e.kind(),
-                format!(
-                    "message of {} bytes not stored: {e} (a message must fit in one segment: raise --segment-size)",
-                    m.body.len()
-                ),
-            );
-            let copy = io::Error::new(e.kind(), e.to_string());
-            self.append_error.get_or_insert(copy);
-            return Err(e);
-        }
+        // Held until the turn's commit: a message consumed in the same turn
+        // (an auto-ack subscriber was waiting) is never written at all.
+        self.pending_at.insert(m.seq, self.pending.len());
+        self.pending.push(Some(m.clone()));
         Ok(())
     }
 
     fn remove(&mut self, _queue: &str, seq: u64) -> io::Result<()> {
-        // `false` = not in the journal (not persisted): nothing to write.
-        self.journal.remove(seq);
+        if let Some(at) = self.pending_at.remove(&seq) {
+            self.pending[at] = None;
+        } else {
+            // `false` = not in the journal (not persisted): nothing to write.
+            self.journal.remove(seq);
+        }
         Ok(())
     }
 
     fn delivered(&mut self, _queue: &str, seq: u64) -> io::Result<()> {
-        self.journal.delivered(seq);
+        if let Some(&at) = self.pending_at.get(&seq) {
+            if let Some(m) = self.pending[at].as_mut() {
+                m.deliveries += 1;
+            }
+        } else {
+            self.journal.delivered(seq);
+        }
         Ok(())
     }
 
@@ -291,6 +308,27 @@ impl Store for DurableStore {
     }
 
     fn commit(&mut self) -> io::Result<u64> {
+        self.pending_at.clear();
+        for m in std::mem::take(&mut self.pending).into_iter().flatten() {
+            let len = m.body.len();
+            let record = Record {
+                queue: m.queue.as_bytes().clone(),
+                seq: m.seq,
+                headers: encode_headers(&m.headers),
+                body: m.body,
+                deliveries: m.deliveries,
+            };
+            if let Err(e) = self.journal.append(record) {
+                tracing::error!("message {} to {} not stored: {e}", m.seq, &*m.queue);
+                self.append_error.get_or_insert(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "a message of {} bytes could not be stored: {e} (a message must fit in one journal segment: raise --segment-size)",
+                        len
+                    ),
+                ));
+            }
+        }
         let ticket = self.journal.commit();
         match self.append_error.take() {
             Some(e) => Err(e),

@@ -106,6 +106,8 @@ pub fn open(config: &crate::Config) -> io::Result<Box<dyn Store>> {
                 persist: config.persist,
                 segment_size: config.segment_size,
                 fsync: config.fsync,
+                group_window: std::time::Duration::from_micros(config.group_window_us),
+                inject_write_error: None,
             };
             Ok(Box::new(DurableStore::open(&dir, options)?))
         }
