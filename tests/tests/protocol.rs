@@ -790,6 +790,7 @@ fn bad_config_values_are_clear_failures() {
         let out = run_to_exit(&[
             "--listen",
             "127.0.0.1:0",
+            "--memory",
             "--config",
             file.to_str().unwrap(),
         ]);
@@ -805,7 +806,7 @@ fn bad_config_values_are_clear_failures() {
 
 #[test]
 fn unreadable_config_is_a_clear_failure() {
-    let out = run_to_exit(&["--config", "/nonexistent/stomp-broker.toml"]);
+    let out = run_to_exit(&["--memory", "--config", "/nonexistent/stomp-broker.toml"]);
     assert!(!out.0.success());
     assert!(
         out.1.contains("stomp-broker.toml"),
