@@ -31,7 +31,7 @@ OURS_PORT=61633
 mkdir -p "$OUT"
 
 echo "building the release binaries..." >&2
-cargo build --release -q -p stomp-broker -p stomp-cli --example persistent_producers
+cargo build --release -q -p stomp-broker -p stomp-cli --bins --example persistent_producers
 STOMP=target/release/stomp
 PP=target/release/examples/persistent_producers
 
