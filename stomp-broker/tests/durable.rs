@@ -758,3 +758,22 @@ fn a_failing_disk_turns_receipts_into_errors_keeps_consumers_served_and_loses_no
     assert_eq!(bodies(&c.drain(Duration::from_millis(300))), ["a", "c"]);
     b.stop();
 }
+
+#[test]
+fn a_message_bigger_than_a_segment_gets_an_error_not_a_receipt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let b = Broker::start(&dir, &["--segment-size", "4096"]);
+    let mut p = Client::connect(b.addr);
+    p.send_all("/queue/big", &["small".into()], "");
+    p.send("/queue/big", &"x".repeat(5000), "", "big");
+    let e = p.expect(Command::Error);
+    assert_eq!(e.headers.get("receipt-id"), Some("big"));
+    assert!(body(&e).contains("--segment-size"), "{e:?}");
+    b.stop();
+    let b = Broker::start(&dir, &["--segment-size", "4096"]);
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/big", "auto", "");
+    assert_eq!(bodies(&c.drain(Duration::from_millis(300))), ["small"]);
+    b.stop();
+}
