@@ -97,6 +97,19 @@ pub struct BrokerArgs {
     /// Connections at once; more get an ERROR and are closed [default: 100000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Users file with argon2 password hashes, groups and ACL rules; without
+    /// it everyone is let in [default: none]. Make one with `passwd`.
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+    /// Connections at once from one IP address [default: 20000].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Milliseconds a new connection has to send CONNECT [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub connect_timeout: Option<u64>,
+    /// Subscriptions per connection [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions: Option<usize>,
 }
 
 impl BrokerArgs {
@@ -142,6 +155,10 @@ impl BrokerArgs {
             max_memory,
             max_connections
         );
+        if let Some(u) = &self.users {
+            c.users = Some(u.clone());
+        }
+        set!(max_connections_per_ip, connect_timeout, max_subscriptions);
         c.validate()?;
         Ok(c)
     }

@@ -51,6 +51,11 @@ impl Persist {
 /// given: `data` in the current directory.
 pub const DEFAULT_DATA_DIR: &str = "data";
 
+/// Default of [`Config::max_connections_per_ip`]: a fifth of
+/// `max-connections`, so one host (or one NAT) cannot take the whole broker,
+/// while the 10,000-connection benchmark from one machine still fits.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 20_000;
+
 /// Everything the broker can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -111,6 +116,17 @@ pub struct Config {
     pub max_memory: usize,
     /// Connections accepted at once; more are answered with an ERROR and closed.
     pub max_connections: usize,
+    /// Users file (argon2 password hashes, groups, ACL); `None` lets
+    /// everyone in (see [`crate::auth`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<PathBuf>,
+    /// Connections at once from one IP address; more are refused like
+    /// over [`max_connections`](Config::max_connections).
+    pub max_connections_per_ip: usize,
+    /// Milliseconds a new connection has to send CONNECT; then ERROR + close.
+    pub connect_timeout: u64,
+    /// Subscriptions one connection may hold; one more is an ERROR.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Config {
@@ -141,6 +157,10 @@ impl Default for Config {
             max_queue_memory: 64 * 1024 * 1024,
             max_memory: 512 * 1024 * 1024,
             max_connections: 100_000,
+            users: None,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            connect_timeout: 10_000,
+            max_subscriptions: 1000,
         }
     }
 }
@@ -287,6 +307,9 @@ impl Config {
             ("max-queue-memory", self.max_queue_memory),
             ("max-memory", self.max_memory),
             ("max-connections", self.max_connections),
+            ("max-connections-per-ip", self.max_connections_per_ip),
+            ("max-subscriptions", self.max_subscriptions),
+            ("connect-timeout", self.connect_timeout as usize),
         ] {
             if v == 0 {
                 return bad(key, "must be at least 1".into());

@@ -50,7 +50,7 @@ use bytes::BytesMut;
 use slab::Slab;
 use stomp_frame::{AckMode, ByteString, Command, Decoder, Frame, HeartBeat, Item, Version, names};
 
-use crate::auth::{AllowAll, Authenticator, Credentials};
+use crate::auth::{AllowAll, Authenticator, Credentials, Right};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::router::{Message, Queue, Router, SubRef};
 use crate::session::{
@@ -244,7 +244,11 @@ impl Engine {
         self.next_serial += 1;
         self.stats.connections += 1;
         let decoder = Decoder::with_limits(Version::V1_2, self.cfg.limits());
-        self.sessions.insert(Session::new(serial, decoder, now))
+        let conn = self.sessions.insert(Session::new(serial, decoder, now));
+        // The CONNECT deadline (the check is the heart-beat one's, see handle_timeout).
+        let deadline = now + Duration::from_millis(self.cfg.connect_timeout);
+        self.arm(conn, TimerKind::ReceiveCheck, deadline);
+        conn
     }
 
     /// The protocol version of a connection (1.2 until CONNECT says otherwise).
@@ -425,6 +429,18 @@ impl Engine {
                     }
                 }
                 TimerKind::ReceiveCheck => {
+                    if s.phase == Phase::Handshake {
+                        let f = Fail {
+                            message: "connect timeout".into(),
+                            detail: format!(
+                                "no CONNECT frame within {} ms of opening the connection",
+                                self.cfg.connect_timeout
+                            ),
+                            version: false,
+                        };
+                        self.fail(conn, f, None, now);
+                        continue;
+                    }
                     let Some(within) = s.receive_within else {
                         continue;
                     };
@@ -702,9 +718,11 @@ impl Engine {
             passcode: frame.passcode(),
             host: frame.host(),
         };
-        if let Err(why) = self.auth.authenticate(&creds) {
-            return fail("authentication failed", why);
-        }
+        let principal = match self.auth.authenticate(&creds) {
+            Ok(p) => p,
+            Err(why) => return fail("authentication failed", why),
+        };
+        self.sessions[conn].principal = principal;
         let clamp = |v: u32| {
             if v == 0 {
                 0
@@ -757,6 +775,7 @@ impl Engine {
     fn on_send(&mut self, conn: ConnId, frame: Frame, now: Instant) -> Result<(), Fail> {
         let dest = required(&frame, names::DESTINATION)?.clone();
         let kind = self.classify(&dest)?;
+        self.authorize(conn, Right::Write, &dest, &kind)?;
         let tx = match frame.transaction() {
             Some(t) => match self.sessions[conn].tx_index(t) {
                 Some(i) => Some(i),
@@ -791,6 +810,31 @@ impl Engine {
         Ok(())
     }
 
+    /// Checks `right` on `dest`, and the admin right too when the frame
+    /// would create a queue the broker holds nothing for.
+    fn authorize(&self, conn: ConnId, right: Right, dest: &str, kind: &Kind) -> Result<(), Fail> {
+        let p = &self.sessions[conn].principal;
+        let creates = matches!(kind, Kind::Queue) && !self.router.queues.contains_key(dest);
+        for r in [right, Right::Admin] {
+            if (r == right || creates) && !self.auth.authorize(p, r, dest) {
+                let who = p.user.as_deref().unwrap_or("anonymous");
+                return fail(
+                    format!("access denied: no {} right on {dest:?}", r.as_str()),
+                    format!(
+                        "user {who:?} lacks the {} right on destination {dest:?}{}; nothing was sent or subscribed",
+                        r.as_str(),
+                        if r == Right::Admin && r != right {
+                            " (needed to create it: the broker holds no such queue yet)"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn check_queue_memory(&mut self, conn: ConnId, dest: &ByteString) {
         let over_q = self
             .router
@@ -815,6 +859,16 @@ impl Engine {
     fn on_subscribe(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
         let dest = required(frame, names::DESTINATION)?.clone();
         let kind = self.classify(&dest)?;
+        self.authorize(conn, Right::Read, &dest, &kind)?;
+        let held = self.sessions[conn].subs.iter().flatten().count();
+        if held >= self.cfg.max_subscriptions {
+            return fail(
+                "too many subscriptions",
+                format!(
+                    "this connection already holds {held} subscriptions, the broker's max-subscriptions"
+                ),
+            );
+        }
         let version = self.sessions[conn].version;
         let id = match frame.headers.get_shared(names::ID) {
             Some(id) => id.clone(),

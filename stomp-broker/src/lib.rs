@@ -36,6 +36,7 @@
 //! driver), [`store`] and [`auth`] (pluggable traits), [`timer`].
 
 mod router;
+mod security;
 mod session;
 
 pub mod auth;

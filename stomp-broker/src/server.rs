@@ -9,8 +9,9 @@
 //! arrive and are released when drained, so an idle connection costs a
 //! few hundred bytes.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -21,7 +22,7 @@ use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use stomp_frame::{EncodeError, Encoder, Frame, Version, names};
 
-use crate::auth::{AllowAll, Authenticator};
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::engine::{ConnId, Engine};
 use crate::session::Output;
@@ -49,6 +50,8 @@ struct Conn {
     /// unread input does not turn our close into a reset that could destroy
     /// the ERROR or RECEIPT the peer has not read yet.
     draining: bool,
+    /// The peer's address, for the per-IP connection count.
+    ip: IpAddr,
 }
 
 /// A broker bound to its listeners, ready to [`run`](Broker::run).
@@ -72,6 +75,8 @@ pub struct Broker {
     stop: Arc<AtomicBool>,
     signals: Option<UnixStream>,
     again: Vec<ConnId>,
+    /// Open connections per peer address (`max_connections_per_ip`).
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -173,7 +178,8 @@ impl Broker {
     /// Nothing is accepted until [`run`](Broker::run). A taken port or a
     /// data directory in use by another broker is an error that names it.
     pub fn bind(config: Config) -> io::Result<Broker> {
-        Broker::build(config, crate::store::open, Box::new(AllowAll))
+        let auth = crate::security::authenticator(&config)?;
+        Broker::build(config, crate::store::open, auth)
     }
 
     /// Like [`bind`](Broker::bind), with a given store and authenticator.
@@ -211,6 +217,7 @@ impl Broker {
             addrs.push(l.local_addr()?);
             listeners.push(l);
         }
+        crate::security::warn_if_open(&config, &addrs, auth.as_ref());
         let mut store = store(&config)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let wake = waker.clone();
@@ -227,6 +234,7 @@ impl Broker {
             stop: Arc::new(AtomicBool::new(false)),
             signals: None,
             again: Vec::new(),
+            per_ip: HashMap::new(),
         })
     }
 
@@ -370,6 +378,19 @@ impl Broker {
                 }
                 continue;
             }
+            let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            if from_ip >= self.engine.config().max_connections_per_ip {
+                tracing::warn!("refusing {peer}: max-connections-per-ip reached");
+                let err = Frame::error("too many connections from your address")
+                    .header(names::CONTENT_TYPE, "text/plain")
+                    .body(
+                        "the broker has reached its max-connections-per-ip limit for this address",
+                    );
+                if let Ok(bytes) = Encoder::new(Version::V1_0).to_bytes(&err) {
+                    let _ = stream.write(&bytes);
+                }
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let c = self.engine.open(now);
             if let Err(e) = self
@@ -391,7 +412,9 @@ impl Broker {
                 wbuf: BytesMut::new(),
                 writing: false,
                 draining: false,
+                ip: peer.ip(),
             });
+            *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
         }
     }
 
@@ -524,6 +547,12 @@ impl Broker {
         {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            if let Some(n) = self.per_ip.get_mut(&conn.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&conn.ip);
+                }
+            }
             tracing::debug!(conn = c, "closed");
         }
         self.engine.close(c, now);

@@ -134,6 +134,8 @@ pub(crate) struct Session {
     pub(crate) torn_down: bool,
     /// RECEIPTs waiting for the store.
     pub(crate) held: usize,
+    /// Who logged in (set by CONNECT), for authorization.
+    pub(crate) principal: crate::auth::Principal,
 }
 
 impl Session {
@@ -162,6 +164,7 @@ impl Session {
             cut: false,
             torn_down: false,
             held: 0,
+            principal: crate::auth::Principal::default(),
         }
     }
 
