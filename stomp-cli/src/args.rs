@@ -41,7 +41,16 @@ pub enum Command {
     /// Load-test any STOMP broker: throughput, latency, loss, idle connections.
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(Box<BenchArgs>),
+    /// Add a user to a broker users file, or change their password (argon2).
+    #[command(after_help = PASSWD_EXAMPLES)]
+    Passwd(stomp_broker::auth::PasswdArgs),
 }
+
+const PASSWD_EXAMPLES: &str = "\
+Examples:
+  stomp passwd users.toml alice                 # prompts for the password
+  echo \"$PW\" | stomp passwd users.toml alice    # reads it from stdin
+  stomp broker --users users.toml               # only users of the file get in";
 
 /// Where to connect and as whom; shared by `send`, `subscribe` and `bench`.
 ///
