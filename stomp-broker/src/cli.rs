@@ -110,6 +110,16 @@ pub struct BrokerArgs {
     /// Subscriptions per connection [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_subscriptions: Option<usize>,
+    /// Where to accept STOMP over TLS (repeatable); printed as
+    /// `listening on ADDR (tls)` [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Vec<String>,
+    /// PEM certificate chain for --tls-listen.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-listen.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl BrokerArgs {
@@ -158,6 +168,15 @@ impl BrokerArgs {
         if let Some(u) = &self.users {
             c.users = Some(u.clone());
         }
+        if !self.tls_listen.is_empty() {
+            c.tls_listen = self.tls_listen.clone();
+        }
+        if let Some(p) = &self.tls_cert {
+            c.tls_cert = Some(p.clone());
+        }
+        if let Some(p) = &self.tls_key {
+            c.tls_key = Some(p.clone());
+        }
         set!(max_connections_per_ip, connect_timeout, max_subscriptions);
         c.validate()?;
         Ok(c)
@@ -192,6 +211,9 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         let mut out = std::io::stdout().lock();
         for a in broker.local_addrs() {
             let _ = writeln!(out, "listening on {a}");
+        }
+        for a in broker.tls_addrs() {
+            let _ = writeln!(out, "listening on {a} (tls)");
         }
         let _ = out.flush();
     }

@@ -127,6 +127,14 @@ pub struct Config {
     pub connect_timeout: u64,
     /// Subscriptions one connection may hold; one more is an ERROR.
     pub max_subscriptions: usize,
+    /// Addresses to accept STOMP over TLS on (needs `tls_cert` and `tls_key`).
+    pub tls_listen: Vec<String>,
+    /// PEM certificate chain of the TLS listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -161,6 +169,9 @@ impl Default for Config {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             connect_timeout: 10_000,
             max_subscriptions: 1000,
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -275,6 +286,12 @@ impl Config {
             return bad(
                 "segment-size",
                 format!("{}; must be at least 4096 bytes", self.segment_size),
+            );
+        }
+        if !self.tls_listen.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return bad(
+                "tls-listen",
+                "give --tls-cert FILE and --tls-key FILE (PEM) with --tls-listen".into(),
             );
         }
         if self.prefetch == 0 {

@@ -38,6 +38,7 @@
 mod router;
 mod security;
 mod session;
+mod tls;
 
 pub mod auth;
 pub mod cli;

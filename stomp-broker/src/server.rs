@@ -52,6 +52,41 @@ struct Conn {
     draining: bool,
     /// The peer's address, for the per-IP connection count.
     ip: IpAddr,
+    /// TLS state of a connection accepted on a `--tls-listen` address.
+    tls: Option<Box<rustls::ServerConnection>>,
+}
+
+impl Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(t) => crate::tls::read(t, &mut self.stream, buf),
+            None => self.stream.read(buf),
+        }
+    }
+
+    /// Writes (some of) the write buffer.
+    fn write_wbuf(&mut self) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(t) => crate::tls::write(t, &mut self.stream, &self.wbuf),
+            None => self.stream.write(&self.wbuf),
+        }
+    }
+
+    /// Writes owed TLS records; whether some are still owed.
+    fn tls_owed(&mut self) -> io::Result<bool> {
+        match &mut self.tls {
+            Some(t) => crate::tls::flush(t, &mut self.stream),
+            None => Ok(false),
+        }
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Some(t) = &mut self.tls {
+            t.send_close_notify();
+            let _ = crate::tls::flush(t, &mut self.stream);
+        }
+        self.stream.shutdown(std::net::Shutdown::Write)
+    }
 }
 
 /// A broker bound to its listeners, ready to [`run`](Broker::run).
@@ -69,6 +104,9 @@ pub struct Broker {
     poll: Poll,
     listeners: Vec<TcpListener>,
     addrs: Vec<SocketAddr>,
+    /// Addresses of the TLS listeners (after the plain ones in `listeners`).
+    tls_addrs: Vec<SocketAddr>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     engine: Engine,
     conns: Vec<Option<Conn>>,
     waker: Arc<Waker>,
@@ -110,6 +148,7 @@ impl ShutdownHandle {
 #[derive(Debug)]
 pub struct RunningBroker {
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -118,6 +157,11 @@ impl RunningBroker {
     /// Where it listens, in the order of [`Config::listen`].
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Where it listens for TLS, in the order of [`Config::tls_listen`].
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// The first listening address.
@@ -202,7 +246,15 @@ impl Broker {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
-        for (i, text) in config.listen.iter().enumerate() {
+        let mut tls_addrs = Vec::new();
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) if !config.tls_listen.is_empty() => {
+                Some(crate::tls::server_config(cert, key)?)
+            }
+            _ => None,
+        };
+        let all = config.listen.iter().chain(&config.tls_listen);
+        for (i, text) in all.enumerate() {
             let addr = resolve(text)?;
             let mut l = TcpListener::bind(addr).map_err(|e| {
                 let hint = if e.kind() == io::ErrorKind::AddrInUse {
@@ -214,10 +266,15 @@ impl Broker {
             })?;
             poll.registry()
                 .register(&mut l, Token(LISTENER_BASE - i), Interest::READABLE)?;
-            addrs.push(l.local_addr()?);
+            if i < config.listen.len() {
+                addrs.push(l.local_addr()?);
+            } else {
+                tls_addrs.push(l.local_addr()?);
+            }
             listeners.push(l);
         }
-        crate::security::warn_if_open(&config, &addrs, auth.as_ref());
+        let every: Vec<SocketAddr> = addrs.iter().chain(&tls_addrs).copied().collect();
+        crate::security::warn_if_open(&config, &every, auth.as_ref());
         let mut store = store(&config)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let wake = waker.clone();
@@ -228,6 +285,8 @@ impl Broker {
             poll,
             listeners,
             addrs,
+            tls_addrs,
+            tls,
             engine: Engine::with_parts(config, store, auth),
             conns: Vec::new(),
             waker,
@@ -242,6 +301,11 @@ impl Broker {
     /// when port 0 was asked for).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Where it listens for TLS, in the order of [`Config::tls_listen`].
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// A handle that stops [`run`](Broker::run) from another thread.
@@ -267,12 +331,14 @@ impl Broker {
     /// Runs the broker on a new thread.
     pub fn spawn(self) -> io::Result<RunningBroker> {
         let addrs = self.addrs.clone();
+        let tls_addrs = self.tls_addrs.clone();
         let handle = self.shutdown_handle();
         let thread = std::thread::Builder::new()
             .name("stomp-broker".into())
             .spawn(move || self.run())?;
         Ok(RunningBroker {
             addrs,
+            tls_addrs,
             handle,
             thread: Some(thread),
         })
@@ -368,8 +434,12 @@ impl Broker {
                     return;
                 }
             };
+            let is_tls = i >= self.addrs.len();
             if self.engine.connections() >= self.engine.config().max_connections {
                 tracing::warn!("refusing {peer}: max-connections reached");
+                if is_tls {
+                    continue;
+                }
                 let err = Frame::error("too many connections")
                     .header(names::CONTENT_TYPE, "text/plain")
                     .body("the broker has reached its max-connections limit");
@@ -381,6 +451,9 @@ impl Broker {
             let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
             if from_ip >= self.engine.config().max_connections_per_ip {
                 tracing::warn!("refusing {peer}: max-connections-per-ip reached");
+                if is_tls {
+                    continue;
+                }
                 let err = Frame::error("too many connections from your address")
                     .header(names::CONTENT_TYPE, "text/plain")
                     .body(
@@ -391,6 +464,16 @@ impl Broker {
                 }
                 continue;
             }
+            let tls = match (&self.tls, is_tls) {
+                (Some(cfg), true) => match rustls::ServerConnection::new(cfg.clone()) {
+                    Ok(t) => Some(Box::new(t)),
+                    Err(e) => {
+                        tracing::warn!("cannot start TLS with {peer}: {e}");
+                        continue;
+                    }
+                },
+                _ => None,
+            };
             let _ = stream.set_nodelay(true);
             let c = self.engine.open(now);
             if let Err(e) = self
@@ -413,6 +496,7 @@ impl Broker {
                 writing: false,
                 draining: false,
                 ip: peer.ip(),
+                tls,
             });
             *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
         }
@@ -424,7 +508,7 @@ impl Broker {
         };
         if conn.draining {
             let eof = loop {
-                match conn.stream.read(scratch) {
+                match conn.read(scratch) {
                     Ok(0) => break true,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
@@ -451,7 +535,7 @@ impl Broker {
                 self.again.push(c);
                 break;
             }
-            match conn.stream.read(scratch) {
+            match conn.read(scratch) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -473,6 +557,10 @@ impl Broker {
         if conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
             conn.rbuf = BytesMut::new();
         }
+        if !eof && !conn.writing && conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
+            // Handshake records the socket did not take yet.
+            self.flush(c, now);
+        }
         if eof {
             tracing::debug!(conn = c, "peer closed");
             self.flush(c, now);
@@ -491,9 +579,9 @@ impl Broker {
                 Output::Frame(f) => encode_lossy(&enc, f, &mut conn.wbuf),
             }
         }
-        let mut broken = false;
-        while !conn.wbuf.is_empty() {
-            match conn.stream.write(&conn.wbuf) {
+        let mut broken = conn.tls_owed().is_err();
+        while !conn.wbuf.is_empty() && !broken {
+            match conn.write_wbuf() {
                 Ok(0) => {
                     broken = true;
                     break;
@@ -512,7 +600,8 @@ impl Broker {
             conn.wbuf = BytesMut::new();
         }
         let pending = conn.wbuf.len();
-        let want = pending > 0;
+        let tls_owed = conn.tls.as_ref().is_some_and(|t| t.wants_write());
+        let want = pending > 0 || tls_owed;
         if want != conn.writing && !broken {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -532,10 +621,10 @@ impl Broker {
         self.engine.wrote(c, pending, now);
         if broken || self.engine.is_cut(c) {
             self.close(c, now);
-        } else if self.engine.should_close(c, pending) && !conn.draining {
+        } else if self.engine.should_close(c, pending + usize::from(tls_owed)) && !conn.draining {
             conn.draining = true;
             conn.rbuf = BytesMut::new();
-            if conn.stream.shutdown(std::net::Shutdown::Write).is_err() {
+            if conn.shutdown_write().is_err() {
                 self.close(c, now);
             }
         }

@@ -18,6 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_stomp-broker");
 struct Broker {
     child: Child,
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
 }
 
 impl Broker {
@@ -33,9 +34,12 @@ impl Broker {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let n = all.iter().filter(|a| **a == "--listen").count();
+        let n = all
+            .iter()
+            .filter(|a| **a == "--listen" || **a == "--tls-listen")
+            .count();
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut addrs = Vec::new();
+        let (mut addrs, mut tls_addrs) = (Vec::new(), Vec::new());
         for _ in 0..n {
             let mut line = String::new();
             out.read_line(&mut line).unwrap();
@@ -43,9 +47,16 @@ impl Broker {
                 .trim()
                 .strip_prefix("listening on ")
                 .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-            addrs.push(a.parse().unwrap());
+            match a.strip_suffix(" (tls)") {
+                Some(t) => tls_addrs.push(t.parse().unwrap()),
+                None => addrs.push(a.parse().unwrap()),
+            }
         }
-        Broker { child, addrs }
+        Broker {
+            child,
+            addrs,
+            tls_addrs,
+        }
     }
 
     fn addr(&self) -> SocketAddr {
@@ -71,8 +82,11 @@ impl Drop for Broker {
     }
 }
 
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
 struct Client {
-    tcp: TcpStream,
+    tcp: Box<dyn Stream>,
     buf: BytesMut,
     dec: Decoder,
 }
@@ -81,6 +95,10 @@ impl Client {
     fn open(addr: SocketAddr) -> Client {
         let tcp = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
         tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Client::over(Box::new(tcp))
+    }
+
+    fn over(tcp: Box<dyn Stream>) -> Client {
         Client {
             tcp,
             buf: BytesMut::new(),
@@ -123,7 +141,14 @@ impl Client {
             match self.tcp.read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    return None;
+                }
                 Err(e) => panic!("read within the timeout: {e}"),
             }
         }
@@ -398,4 +423,163 @@ fn the_acl_denies_read_write_and_admin() {
     alice.write(b"SEND\ndestination:/topic/news\n\nhello\0");
     assert_eq!(body(&bob.frame().unwrap()), "hello");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A test CA and a certificate it signed for localhost / 127.0.0.1, as PEM
+/// files in `dir`: (ca.pem, cert.pem, key.pem).
+fn make_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "stomp-rs test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, leaf_key.serialize_pem()).unwrap();
+    paths
+}
+
+/// A TLS client trusting only `ca`.
+fn tls_open(addr: SocketAddr, ca: &Path) -> std::io::Result<Client> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    tcp.set_read_timeout(Some(TIMEOUT))?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    // Finish the handshake now, so a bad certificate shows here.
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(Client::over(Box::new(s)))
+}
+
+fn tls_broker(dir: &Path) -> (Broker, PathBuf) {
+    let (ca, cert, key) = make_pki(dir);
+    let b = Broker::start(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!((b.addrs.len(), b.tls_addrs.len()), (1, 1));
+    (b, ca)
+}
+
+fn tls_connected(addr: SocketAddr, ca: &Path) -> Client {
+    let mut c = tls_open(addr, ca).unwrap();
+    c.write(b"CONNECT\naccept-version:1.2\nhost:x\n\n\0");
+    let f = c.frame().unwrap();
+    assert_eq!(f.command, Command::Connected, "{f:?}");
+    c
+}
+
+#[test]
+fn tls_listener_serves_stomp_beside_plain_tcp() {
+    let dir = temp_dir("tls");
+    let (b, ca) = tls_broker(&dir);
+    let tls = b.tls_addrs[0];
+    let mut sub = tls_connected(tls, &ca);
+    sub.write(b"SUBSCRIBE\nid:0\ndestination:/queue/secure\nreceipt:s\n\n\0");
+    assert_eq!(sub.frame().unwrap().receipt_id(), Some("s"));
+    // A big body crosses many TLS records and partial writes.
+    let big = vec![b'x'; 3 * 1024 * 1024];
+    let mut p = tls_connected(tls, &ca);
+    let mut send = format!(
+        "SEND\ndestination:/queue/secure\ncontent-length:{}\nreceipt:r\n\n",
+        big.len()
+    )
+    .into_bytes();
+    send.extend_from_slice(&big);
+    send.push(0);
+    p.write(&send);
+    assert_eq!(p.frame().unwrap().receipt_id(), Some("r"));
+    let m = sub.frame().unwrap();
+    assert_eq!(m.command, Command::Message);
+    assert_eq!(m.body.len(), big.len());
+    // Plain and TLS clients share the broker.
+    let mut plain = Client::connected(b.addr(), "", "");
+    plain.write(b"SEND\ndestination:/queue/secure\n\nfrom plain\0");
+    assert_eq!(body(&sub.frame().unwrap()), "from plain");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plain_text_on_the_tls_port_fails_cleanly() {
+    let dir = temp_dir("tls-plain");
+    let (b, ca) = tls_broker(&dir);
+    let tls = b.tls_addrs[0];
+    let mut raw = TcpStream::connect(tls).unwrap();
+    raw.set_read_timeout(Some(TIMEOUT)).unwrap();
+    raw.write_all(b"CONNECT\naccept-version:1.2\nhost:x\n\n\0")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got);
+    assert!(!got.starts_with(b"CONNECTED"), "{got:?}");
+    // A client that trusts another CA is refused by its own check.
+    let other = temp_dir("tls-other");
+    let (other_ca, _, _) = make_pki(&other);
+    assert!(tls_open(tls, &other_ca).is_err());
+    // The broker is unaffected.
+    tls_connected(tls, &ca);
+    Client::connected(b.addr(), "", "");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&other).unwrap();
+}
+
+#[test]
+fn tls_flags_are_checked_at_start() {
+    let out = Process::new(BIN)
+        .args([
+            "--memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"));
+    let out = Process::new(BIN)
+        .args([
+            "--memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
 }
