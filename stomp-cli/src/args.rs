@@ -37,7 +37,7 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Run the broker (same flags and config file as `stomp-broker`).
     #[command(after_help = BROKER_EXAMPLES)]
-    Broker(BrokerCmd),
+    Broker(Box<BrokerCmd>),
     /// Load-test any STOMP broker: throughput, latency, loss, idle connections.
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(Box<BenchArgs>),
@@ -58,7 +58,8 @@ Examples:
 /// first; the separate flags override its parts.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConnArgs {
-    /// Broker URL: stomp://[user[:pass]@]host[:port][/vhost]. The path is the
+    /// Broker URL: stomp://[user[:pass]@]host[:port][/vhost], or stomp+ssl://
+    /// for TLS (port 61614 by default). The path is the
     /// virtual host sent in the `host` header, percent-encoded (`/%2F` is `/`,
     /// RabbitMQ's default); without a path the host name is sent.
     #[arg(long, env = "STOMP_URL", value_name = "URL")]
@@ -84,6 +85,10 @@ pub struct ConnArgs {
     /// Seconds to wait for the connection and for receipts.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub connect_timeout: f64,
+    /// Speak TLS and trust only the CA certificates of this PEM file (a
+    /// `stomp+ssl://` URL alone trusts the Mozilla roots).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 const SEND_EXAMPLES: &str = "\
