@@ -110,6 +110,10 @@ pub struct BrokerArgs {
     /// Subscriptions per connection [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_subscriptions: Option<usize>,
+    /// Frames per second per connection; more is an ERROR and a close;
+    /// 0 is no limit [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_frame_rate: Option<u32>,
     /// Where to accept STOMP over TLS (repeatable); printed as
     /// `listening on ADDR (tls)` [default: none].
     #[arg(long, value_name = "ADDR")]
@@ -177,7 +181,12 @@ impl BrokerArgs {
         if let Some(p) = &self.tls_key {
             c.tls_key = Some(p.clone());
         }
-        set!(max_connections_per_ip, connect_timeout, max_subscriptions);
+        set!(
+            max_connections_per_ip,
+            connect_timeout,
+            max_subscriptions,
+            max_frame_rate
+        );
         c.validate()?;
         Ok(c)
     }

@@ -127,6 +127,9 @@ pub struct Config {
     pub connect_timeout: u64,
     /// Subscriptions one connection may hold; one more is an ERROR.
     pub max_subscriptions: usize,
+    /// Frames one connection may send per second (0: no limit); more is an
+    /// ERROR and the connection is closed.
+    pub max_frame_rate: u32,
     /// Addresses to accept STOMP over TLS on (needs `tls_cert` and `tls_key`).
     pub tls_listen: Vec<String>,
     /// PEM certificate chain of the TLS listeners.
@@ -169,6 +172,7 @@ impl Default for Config {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             connect_timeout: 10_000,
             max_subscriptions: 1000,
+            max_frame_rate: 0,
             tls_listen: Vec::new(),
             tls_cert: None,
             tls_key: None,

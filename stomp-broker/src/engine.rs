@@ -353,6 +353,25 @@ impl Engine {
         let phase = s.phase;
         let receipt = frame.headers.get_shared(names::RECEIPT).cloned();
         let command = frame.command;
+        let rate = self.cfg.max_frame_rate;
+        if rate > 0 && phase != Phase::Closing {
+            if now.saturating_duration_since(s.rate_since) >= Duration::from_secs(1) {
+                s.rate_since = now;
+                s.rate_frames = 0;
+            }
+            s.rate_frames += 1;
+            if s.rate_frames > rate {
+                let f = Fail {
+                    message: "frame rate exceeded".into(),
+                    detail: format!(
+                        "more than {rate} frames in one second; the broker's max-frame-rate"
+                    ),
+                    version: false,
+                };
+                self.fail(conn, f, receipt, now);
+                return;
+            }
+        }
         let result = match phase {
             Phase::Closing => return,
             Phase::Handshake => match command {

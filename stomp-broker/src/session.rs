@@ -136,6 +136,10 @@ pub(crate) struct Session {
     pub(crate) held: usize,
     /// Who logged in (set by CONNECT), for authorization.
     pub(crate) principal: crate::auth::Principal,
+    /// Start of the current one-second window of `max_frame_rate`.
+    pub(crate) rate_since: Instant,
+    /// Frames received in that window.
+    pub(crate) rate_frames: u32,
 }
 
 impl Session {
@@ -165,6 +169,8 @@ impl Session {
             torn_down: false,
             held: 0,
             principal: crate::auth::Principal::default(),
+            rate_since: now,
+            rate_frames: 0,
         }
     }
 

@@ -583,3 +583,22 @@ fn tls_flags_are_checked_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");
 }
+
+#[test]
+fn a_frame_flood_is_cut_past_the_rate_limit() {
+    let b = Broker::start(&["--max-frame-rate", "50"]);
+    let mut calm = Client::connected(b.addr(), "", "");
+    let mut flood = Client::connected(b.addr(), "", "");
+    let mut burst = Vec::new();
+    for i in 0..200 {
+        burst.extend_from_slice(format!("SEND\ndestination:/queue/r\n\n{i}\0").as_bytes());
+    }
+    flood.write(&burst);
+    let f = flood.error_then_eof();
+    assert_eq!(f.headers.get("message"), Some("frame rate exceeded"));
+    // A connection within the limit is served.
+    for i in 0..10 {
+        calm.write(format!("SEND\ndestination:/queue/calm\nreceipt:{i}\n\nx\0").as_bytes());
+        assert_eq!(calm.frame().unwrap().command, Command::Receipt);
+    }
+}
