@@ -259,7 +259,11 @@ fn install_signals(broker: &mut Broker) -> std::io::Result<()> {
     write.set_nonblocking(true)?;
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write.try_clone()?)?;
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write)?;
-    broker.stop_on_readable(read)
+    broker.stop_on_readable(read)?;
+    let (read, write) = std::os::unix::net::UnixStream::pair()?;
+    write.set_nonblocking(true)?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, write)?;
+    broker.reload_on_readable(read)
 }
 
 #[cfg(test)]

@@ -208,6 +208,12 @@ impl Engine {
         engine
     }
 
+    /// Replaces the authenticator (a reloaded users file); sessions already
+    /// open keep who they logged in as, and are authorized by the new rules.
+    pub fn set_authenticator(&mut self, auth: Box<dyn Authenticator>) {
+        self.auth = auth;
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.cfg

@@ -30,6 +30,8 @@ use crate::store::Store;
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+/// The SIGHUP pipe (connection tokens are slab indices, far below this).
+const RELOAD: Token = Token(usize::MAX / 2);
 /// Listener `i` has token `LISTENER_BASE - i`.
 const LISTENER_BASE: usize = usize::MAX - 3;
 const READ_CHUNK: usize = 64 * 1024;
@@ -112,6 +114,7 @@ pub struct Broker {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     signals: Option<UnixStream>,
+    reload: Option<UnixStream>,
     again: Vec<ConnId>,
     /// Open connections per peer address (`max_connections_per_ip`).
     per_ip: HashMap<IpAddr, usize>,
@@ -292,6 +295,7 @@ impl Broker {
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             signals: None,
+            reload: None,
             again: Vec::new(),
             per_ip: HashMap::new(),
         })
@@ -326,6 +330,43 @@ impl Broker {
             .register(&mut s, SIGNALS, Interest::READABLE)?;
         self.signals = Some(s);
         Ok(())
+    }
+
+    /// Reloads the users file and the TLS certificate and key when a byte
+    /// arrives on `pipe` (the read end of a signal-hook pipe for SIGHUP).
+    /// A file that does not load is logged and the old settings stay.
+    pub fn reload_on_readable(&mut self, pipe: std::os::unix::net::UnixStream) -> io::Result<()> {
+        pipe.set_nonblocking(true)?;
+        let mut s = UnixStream::from_std(pipe);
+        self.poll
+            .registry()
+            .register(&mut s, RELOAD, Interest::READABLE)?;
+        self.reload = Some(s);
+        Ok(())
+    }
+
+    /// Reads the users file and the TLS files again (SIGHUP).
+    fn reload(&mut self) {
+        let cfg = self.engine.config();
+        if cfg.users.is_some() {
+            match crate::security::authenticator(cfg) {
+                Ok(auth) => {
+                    self.engine.set_authenticator(auth);
+                    tracing::info!("users file reloaded");
+                }
+                Err(e) => tracing::error!("users file not reloaded, the old one stays: {e}"),
+            }
+        }
+        let cfg = self.engine.config();
+        if let (Some(cert), Some(key), Some(_)) = (&cfg.tls_cert, &cfg.tls_key, &self.tls) {
+            match crate::tls::server_config(cert, key) {
+                Ok(t) => {
+                    self.tls = Some(t);
+                    tracing::info!("TLS certificate reloaded (new connections use it)");
+                }
+                Err(e) => tracing::error!("TLS files not reloaded, the old ones stay: {e}"),
+            }
+        }
     }
 
     /// Runs the broker on a new thread.
@@ -370,6 +411,14 @@ impl Broker {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
+                    RELOAD => {
+                        if let Some(s) = self.reload.as_mut() {
+                            let mut b = [0u8; 64];
+                            while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+                        }
+                        tracing::info!("SIGHUP received, reloading");
+                        self.reload();
+                    }
                     SIGNALS => {
                         if let Some(s) = self.signals.as_mut() {
                             let mut b = [0u8; 64];

@@ -602,3 +602,68 @@ fn a_frame_flood_is_cut_past_the_rate_limit() {
         assert_eq!(calm.frame().unwrap().command, Command::Receipt);
     }
 }
+
+/// Retries `f` until it holds, for at most TIMEOUT.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < TIMEOUT {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn sighup_reloads_the_users_file_and_the_certificate() {
+    let dir = temp_dir("hup");
+    let users = dir.join("users.toml");
+    passwd(&users, "alice", "old");
+    let (_, cert, key) = make_pki(&dir);
+    let b = Broker::start(&[
+        "--users",
+        users.to_str().unwrap(),
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    Client::connected(b.addr(), "alice", "old");
+    passwd(&users, "alice", "new");
+    let next = temp_dir("hup-next");
+    let (new_ca, new_cert, new_key) = make_pki(&next);
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    let hup = Process::new("kill")
+        .args(["-HUP", &b.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(
+        eventually(|| Client::login(b.addr(), "alice", "new").1.command == Command::Connected),
+        "the new password works after SIGHUP"
+    );
+    assert_eq!(
+        Client::login(b.addr(), "alice", "old").1.command,
+        Command::Error
+    );
+    assert!(
+        eventually(|| tls_open(b.tls_addrs[0], &new_ca).is_ok()),
+        "the new certificate is served after SIGHUP"
+    );
+    // A broken file is logged and the old settings stay.
+    std::fs::write(&users, "not toml [").unwrap();
+    Process::new("kill")
+        .args(["-HUP", &b.child.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    Client::connected(b.addr(), "alice", "new");
+    let log = b.stop();
+    assert!(log.contains("not reloaded"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&next).unwrap();
+}
