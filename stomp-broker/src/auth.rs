@@ -79,7 +79,7 @@ impl Right {
 pub const LOGIN_FAILED: &str = "the login or passcode is not valid";
 
 /// Decides whether a CONNECT may open a session, and what it may do.
-pub trait Authenticator: Send {
+pub trait Authenticator: Send + Sync {
     /// `Ok` with who the client is, or `Err` with the reason to put in the
     /// ERROR frame (the connection is then closed).
     fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, String>;
@@ -94,6 +94,13 @@ pub trait Authenticator: Send {
     /// Whether this authenticator lets anyone in (the broker warns at
     /// start-up when such a broker listens beyond loopback).
     fn allows_anyone(&self) -> bool {
+        false
+    }
+
+    /// Whether [`authenticate`](Authenticator::authenticate) is slow enough
+    /// (password hashing) that the broker runs it on a worker thread
+    /// instead of its event loop.
+    fn is_slow(&self) -> bool {
         false
     }
 }
@@ -259,6 +266,10 @@ impl Authenticator for UsersFile {
                 Err(LOGIN_FAILED.to_owned())
             }
         }
+    }
+
+    fn is_slow(&self) -> bool {
+        true
     }
 
     fn authorize(&self, principal: &Principal, right: Right, destination: &str) -> bool {

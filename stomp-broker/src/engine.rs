@@ -88,6 +88,39 @@ pub struct Stats {
     pub connections: u64,
 }
 
+/// A CONNECT whose credentials are to be checked off the event loop
+/// (see [`Engine::set_auth_offload`]).
+pub struct AuthRequest {
+    /// The connection.
+    pub conn: ConnId,
+    /// Its session serial (connection ids are reused).
+    pub serial: u64,
+    login: Option<String>,
+    passcode: Option<String>,
+    host: Option<String>,
+    auth: std::sync::Arc<dyn Authenticator>,
+}
+
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("conn", &self.conn)
+            .field("login", &self.login)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthRequest {
+    /// Checks the credentials (slow: call it on another thread).
+    pub fn run(&self) -> Result<crate::auth::Principal, String> {
+        self.auth.authenticate(&Credentials {
+            login: self.login.as_deref(),
+            passcode: self.passcode.as_deref(),
+            host: self.host.as_deref(),
+        })
+    }
+}
+
 /// Why a frame is refused: the ERROR frame's `message` and body.
 #[derive(Debug)]
 struct Fail {
@@ -137,7 +170,9 @@ pub struct Engine {
     held: Vec<(ConnId, u64, ByteString)>,
     /// RECEIPTs waiting for a ticket to be durable, in ticket order.
     waiting: VecDeque<(u64, ConnId, u64, ByteString)>,
-    auth: Box<dyn Authenticator>,
+    auth: std::sync::Arc<dyn Authenticator>,
+    auth_offload: bool,
+    auth_requests: Vec<AuthRequest>,
     next_seq: u64,
     next_serial: u64,
     stats: Stats,
@@ -182,7 +217,9 @@ impl Engine {
             durable,
             held: Vec::new(),
             waiting: VecDeque::new(),
-            auth,
+            auth: auth.into(),
+            auth_offload: false,
+            auth_requests: Vec::new(),
             next_seq: recovered.max_seq + 1,
             next_serial: 1,
             stats: Stats::default(),
@@ -211,7 +248,7 @@ impl Engine {
     /// Replaces the authenticator (a reloaded users file); sessions already
     /// open keep who they logged in as, and are authorized by the new rules.
     pub fn set_authenticator(&mut self, auth: Box<dyn Authenticator>) {
-        self.auth = auth;
+        self.auth = auth.into();
     }
 
     /// The configuration in force.
@@ -267,7 +304,7 @@ impl Engine {
     pub fn is_paused(&self, conn: ConnId) -> bool {
         self.sessions
             .get(conn)
-            .is_some_and(|s| s.paused || s.out_paused)
+            .is_some_and(|s| s.paused || s.out_paused || s.authenticating.is_some())
     }
 
     /// Whether the connection ends once what it is owed is written.
@@ -313,7 +350,7 @@ impl Engine {
             let Some(s) = self.sessions.get_mut(conn) else {
                 return;
             };
-            if s.paused || s.out_paused || s.phase == Phase::Closing {
+            if s.paused || s.out_paused || s.authenticating.is_some() || s.phase == Phase::Closing {
                 return;
             }
             if s.backlog() > self.cfg.max_write_backlog {
@@ -743,10 +780,38 @@ impl Engine {
             passcode: frame.passcode(),
             host: frame.host(),
         };
+        if self.auth_offload && self.auth.is_slow() {
+            // Checked on the driver's auth thread: the event loop goes on
+            // serving everyone else; this connection's input waits.
+            let s = &mut self.sessions[conn];
+            s.authenticating = Some((version, client_hb));
+            self.auth_requests.push(AuthRequest {
+                conn,
+                serial: s.serial,
+                login: creds.login.map(str::to_owned),
+                passcode: creds.passcode.map(str::to_owned),
+                host: creds.host.map(str::to_owned),
+                auth: std::sync::Arc::clone(&self.auth),
+            });
+            return Ok(());
+        }
         let principal = match self.auth.authenticate(&creds) {
             Ok(p) => p,
             Err(why) => return fail("authentication failed", why),
         };
+        self.open_session(conn, version, client_hb, principal, now);
+        Ok(())
+    }
+
+    /// The CONNECT was accepted: CONNECTED, heart-beat timers.
+    fn open_session(
+        &mut self,
+        conn: ConnId,
+        version: Version,
+        client_hb: HeartBeat,
+        principal: crate::auth::Principal,
+        now: Instant,
+    ) {
         self.sessions[conn].principal = principal;
         let clamp = |v: u32| {
             if v == 0 {
@@ -776,7 +841,57 @@ impl Engine {
         if let Some(within) = schedule.receive {
             self.arm(conn, TimerKind::ReceiveCheck, now + self.cfg.grace(within));
         }
-        Ok(())
+    }
+
+    /// Lets the driver check passwords off the event loop: CONNECTs then
+    /// wait as [`AuthRequest`]s ([`take_auth_requests`](Engine::take_auth_requests))
+    /// until [`auth_done`](Engine::auth_done). Only for authenticators that
+    /// say they are slow (password hashing).
+    pub fn set_auth_offload(&mut self, on: bool) {
+        self.auth_offload = on;
+    }
+
+    /// CONNECTs waiting for their credentials to be checked.
+    pub fn take_auth_requests(&mut self) -> Vec<AuthRequest> {
+        std::mem::take(&mut self.auth_requests)
+    }
+
+    /// The outcome of an [`AuthRequest`]: CONNECTED, or the ERROR of a
+    /// failed login and a close. The connection's waiting input is then
+    /// read again ([`take_resumed`](Engine::take_resumed)).
+    pub fn auth_done(
+        &mut self,
+        conn: ConnId,
+        serial: u64,
+        result: Result<crate::auth::Principal, String>,
+        now: Instant,
+    ) {
+        let Some(s) = self.sessions.get_mut(conn) else {
+            return;
+        };
+        if s.serial != serial {
+            return;
+        }
+        let Some((version, client_hb)) = s.authenticating.take() else {
+            return;
+        };
+        if s.phase != Phase::Handshake {
+            return;
+        }
+        match result {
+            Ok(p) => {
+                self.open_session(conn, version, client_hb, p, now);
+                self.unblocked.push(conn);
+            }
+            Err(why) => {
+                let f = Fail {
+                    message: "authentication failed".into(),
+                    detail: why,
+                    version: false,
+                };
+                self.fail(conn, f, None, now);
+            }
+        }
     }
 
     fn classify(&self, dest: &str) -> Result<Kind, Fail> {

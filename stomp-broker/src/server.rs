@@ -115,6 +115,9 @@ pub struct Broker {
     stop: Arc<AtomicBool>,
     signals: Option<UnixStream>,
     reload: Option<UnixStream>,
+    /// To the password-checking thread, and its answers back.
+    auth_tx: Option<std::sync::mpsc::Sender<crate::engine::AuthRequest>>,
+    auth_rx: std::sync::mpsc::Receiver<AuthAnswer>,
     again: Vec<ConnId>,
     /// Open connections per peer address (`max_connections_per_ip`).
     per_ip: HashMap<IpAddr, usize>,
@@ -284,18 +287,23 @@ impl Broker {
         store.set_wakeup(Box::new(move || {
             let _ = wake.wake();
         }));
+        let (auth_tx, auth_rx) = auth_thread(waker.clone())?;
+        let mut engine = Engine::with_parts(config, store, auth);
+        engine.set_auth_offload(true);
         Ok(Broker {
             poll,
             listeners,
             addrs,
             tls_addrs,
             tls,
-            engine: Engine::with_parts(config, store, auth),
+            engine,
             conns: Vec::new(),
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             signals: None,
             reload: None,
+            auth_tx: Some(auth_tx),
+            auth_rx,
             again: Vec::new(),
             per_ip: HashMap::new(),
         })
@@ -441,7 +449,17 @@ impl Broker {
                 }
             }
             self.engine.handle_timeout(now);
+            while let Ok((conn, serial, result)) = self.auth_rx.try_recv() {
+                self.engine.auth_done(conn, serial, result, now);
+            }
             self.settle(&mut dirty, &mut resumed, &mut scratch, now);
+            for req in self.engine.take_auth_requests() {
+                if let Some(tx) = &self.auth_tx
+                    && tx.send(req).is_err()
+                {
+                    tracing::error!("the password-checking thread is gone");
+                }
+            }
             if self.stop.load(Ordering::SeqCst) {
                 return self.shutdown();
             }
@@ -737,6 +755,34 @@ impl Broker {
         tracing::info!("broker stopped");
         Ok(())
     }
+}
+
+/// A checked login: connection, session serial, outcome.
+type AuthAnswer = (ConnId, u64, Result<crate::auth::Principal, String>);
+
+/// Starts the thread that checks passwords (argon2 takes milliseconds by
+/// design), so that a burst of logins does not stall the event loop. It
+/// ends when the broker drops its sender.
+fn auth_thread(
+    waker: Arc<Waker>,
+) -> io::Result<(
+    std::sync::mpsc::Sender<crate::engine::AuthRequest>,
+    std::sync::mpsc::Receiver<AuthAnswer>,
+)> {
+    let (req_tx, req_rx) = std::sync::mpsc::channel::<crate::engine::AuthRequest>();
+    let (ans_tx, ans_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("stomp-auth".into())
+        .spawn(move || {
+            for req in req_rx {
+                let result = req.run();
+                if ans_tx.send((req.conn, req.serial, result)).is_err() {
+                    return;
+                }
+                let _ = waker.wake();
+            }
+        })?;
+    Ok((req_tx, ans_rx))
 }
 
 /// Encodes a frame; headers this version cannot carry (a newline in a

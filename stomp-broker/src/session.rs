@@ -140,6 +140,9 @@ pub(crate) struct Session {
     pub(crate) rate_since: Instant,
     /// Frames received in that window.
     pub(crate) rate_frames: u32,
+    /// CONNECT's version and heart-beat while its credentials are checked
+    /// off the event loop (reading is paused meanwhile).
+    pub(crate) authenticating: Option<(stomp_frame::Version, stomp_frame::HeartBeat)>,
 }
 
 impl Session {
@@ -171,6 +174,7 @@ impl Session {
             principal: crate::auth::Principal::default(),
             rate_since: now,
             rate_frames: 0,
+            authenticating: None,
         }
     }
 

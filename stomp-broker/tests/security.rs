@@ -667,3 +667,39 @@ fn sighup_reloads_the_users_file_and_the_certificate() {
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&next).unwrap();
 }
+
+#[test]
+fn a_burst_of_logins_does_not_stall_connected_clients() {
+    let dir = temp_dir("burst");
+    let users = dir.join("users.toml");
+    passwd(&users, "alice", "pw");
+    let b = Broker::start(&["--users", users.to_str().unwrap()]);
+    let mut alice = Client::connected(b.addr(), "alice", "pw");
+    // Time one login, to size the burst at well over a second of hashing.
+    let t0 = Instant::now();
+    Client::connected(b.addr(), "alice", "pw");
+    let one = t0.elapsed().max(Duration::from_millis(1));
+    let n = (Duration::from_millis(1500).as_micros() / one.as_micros()).clamp(20, 300) as usize;
+    let mut burst = Vec::new();
+    for _ in 0..n {
+        let mut c = Client::open(b.addr());
+        c.write(b"CONNECT\naccept-version:1.2\nhost:x\nlogin:alice\npasscode:wrong\n\n\0");
+        burst.push(c);
+    }
+    // The established session is answered while the burst is being checked.
+    let t0 = Instant::now();
+    alice.write(b"SEND\ndestination:/queue/b\nreceipt:r\n\nx\0");
+    assert_eq!(alice.frame().unwrap().receipt_id(), Some("r"));
+    let receipt = t0.elapsed();
+    let t1 = Instant::now();
+    for c in &mut burst {
+        let f = c.frame().unwrap();
+        assert_eq!(f.headers.get("message"), Some("authentication failed"));
+    }
+    let all = t1.elapsed() + receipt;
+    eprintln!(
+        "one login {one:?}; {n} failed logins answered in {all:?}; a RECEIPT meanwhile in {receipt:?}"
+    );
+    assert!(receipt < all / 2, "receipt {receipt:?}, burst {all:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
