@@ -241,6 +241,24 @@ fn failed_logins_get_one_generic_error_then_close() {
 
     // The broker still serves after the failures.
     Client::connected(b.addr(), "alice", "wonderland");
+    // Frames pipelined behind a CONNECT wait for its check: handled after
+    // a good login, dropped after a bad one.
+    let mut piped = Client::open(b.addr());
+    piped.write(
+        b"CONNECT\naccept-version:1.2\nhost:x\nlogin:alice\npasscode:wonderland\n\n\0\
+          SEND\ndestination:/queue/p\nreceipt:1\n\nok\0",
+    );
+    assert_eq!(piped.frame().unwrap().command, Command::Connected);
+    assert_eq!(piped.frame().unwrap().receipt_id(), Some("1"));
+    let mut bad = Client::open(b.addr());
+    bad.write(
+        b"CONNECT\naccept-version:1.2\nhost:x\nlogin:alice\npasscode:nope\n\n\0\
+          SEND\ndestination:/queue/p\nreceipt:2\n\nsneaked\0",
+    );
+    bad.error_then_eof();
+    piped.write(b"SUBSCRIBE\nid:0\ndestination:/queue/p\n\n\0SEND\ndestination:/queue/p\n\nlast\0");
+    assert_eq!(body(&piped.frame().unwrap()), "ok");
+    assert_eq!(body(&piped.frame().unwrap()), "last");
     // An unreadable users file stops start-up with a message.
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[users.x]\npassword = 'plain'\n").unwrap();
