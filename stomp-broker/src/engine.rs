@@ -914,8 +914,8 @@ impl Engine {
 
     fn on_send(&mut self, conn: ConnId, frame: Frame, now: Instant) -> Result<(), Fail> {
         let dest = required(&frame, names::DESTINATION)?.clone();
+        self.authorize(conn, Right::Write, &dest)?;
         let kind = self.classify(&dest)?;
-        self.authorize(conn, Right::Write, &dest, &kind)?;
         let tx = match frame.transaction() {
             Some(t) => match self.sessions[conn].tx_index(t) {
                 Some(i) => Some(i),
@@ -952,7 +952,11 @@ impl Engine {
 
     /// Checks `right` on `dest`, and the admin right too when the frame
     /// would create a queue the broker holds nothing for.
-    fn authorize(&self, conn: ConnId, right: Right, dest: &str, kind: &Kind) -> Result<(), Fail> {
+    /// An unknown destination is left for `classify` to refuse.
+    fn authorize(&self, conn: ConnId, right: Right, dest: &str) -> Result<(), Fail> {
+        let Ok(kind) = self.classify(dest) else {
+            return Ok(());
+        };
         let p = &self.sessions[conn].principal;
         let creates = matches!(kind, Kind::Queue) && !self.router.queues.contains_key(dest);
         for r in [right, Right::Admin] {
@@ -998,8 +1002,8 @@ impl Engine {
 
     fn on_subscribe(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
         let dest = required(frame, names::DESTINATION)?.clone();
+        self.authorize(conn, Right::Read, &dest)?;
         let kind = self.classify(&dest)?;
-        self.authorize(conn, Right::Read, &dest, &kind)?;
         let held = self.sessions[conn].subs.iter().flatten().count();
         if held >= self.cfg.max_subscriptions {
             return fail(
