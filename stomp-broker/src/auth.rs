@@ -1,4 +1,35 @@
-//! Who may connect: the [`Authenticator`] trait and the allow-all default.
+//! Who may connect and what they may do: the [`Authenticator`] trait, the
+//! explicit [`AllowAll`], and [`UsersFile`] (argon2 password hashes, groups
+//! and an ActiveMQ-style authorization map).
+//!
+//! The users file is TOML:
+//!
+//! ```toml
+//! [users.alice]
+//! password = "$argon2id$v=19$m=19456,t=2,p=1$..."   # written by `stomp-broker passwd`
+//! groups = ["ops"]
+//!
+//! # Optional. Without any [[acl]] every authenticated user may do everything.
+//! [[acl]]
+//! pattern = "/queue/orders.>"     # `*` = one segment, `>` = all the rest
+//! read = ["group:ops", "alice"]   # SUBSCRIBE
+//! write = ["alice"]               # SEND
+//! admin = ["group:ops"]           # create the queue (first SEND/SUBSCRIBE to it)
+//! ```
+//!
+//! Segments are separated by `/` or `.`. `*` stands for any one user
+//! (authenticated) in a right's list. A right is granted when any rule
+//! whose pattern matches the destination grants it (ActiveMQ's
+//! authorization map does the same union); a destination no rule matches is
+//! denied to everyone.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use serde::Deserialize;
 
 /// What a client presented in its CONNECT frame.
 #[derive(Debug, Clone, Copy, Default)]
@@ -16,16 +47,66 @@ pub struct Credentials<'a> {
 pub struct Principal {
     /// The user name, when there is one.
     pub user: Option<String>,
+    /// The groups the user belongs to (for authorization rules).
+    pub groups: Vec<String>,
 }
 
-/// Decides whether a CONNECT may open a session.
-pub trait Authenticator: Send {
+/// What a frame wants to do with a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Right {
+    /// Receive from it (SUBSCRIBE).
+    Read,
+    /// Send to it (SEND).
+    Write,
+    /// Create it (the first SEND or SUBSCRIBE to a queue the broker holds
+    /// nothing for), as ActiveMQ's `admin` right.
+    Admin,
+}
+
+impl Right {
+    /// `read`, `write` or `admin`, as in the ACL file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Right::Read => "read",
+            Right::Write => "write",
+            Right::Admin => "admin",
+        }
+    }
+}
+
+/// The ERROR body of every failed login: the same whichever of user or
+/// password was wrong, so the answer tells an attacker nothing.
+pub const LOGIN_FAILED: &str = "the login or passcode is not valid";
+
+/// Decides whether a CONNECT may open a session, and what it may do.
+pub trait Authenticator: Send + Sync {
     /// `Ok` with who the client is, or `Err` with the reason to put in the
     /// ERROR frame (the connection is then closed).
     fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, String>;
+
+    /// Whether `principal` has `right` on `destination`. The default allows
+    /// everything.
+    fn authorize(&self, principal: &Principal, right: Right, destination: &str) -> bool {
+        let _ = (principal, right, destination);
+        true
+    }
+
+    /// Whether this authenticator lets anyone in (the broker warns at
+    /// start-up when such a broker listens beyond loopback).
+    fn allows_anyone(&self) -> bool {
+        false
+    }
+
+    /// Whether [`authenticate`](Authenticator::authenticate) is slow enough
+    /// (password hashing) that the broker runs it on a worker thread
+    /// instead of its event loop.
+    fn is_slow(&self) -> bool {
+        false
+    }
 }
 
-/// Lets everyone in, under the login they give.
+/// Lets everyone in, under the login they give, and allows everything.
+/// Chosen explicitly when no users file is configured.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AllowAll;
 
@@ -33,6 +114,387 @@ impl Authenticator for AllowAll {
     fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, String> {
         Ok(Principal {
             user: credentials.login.map(str::to_owned),
+            groups: Vec::new(),
         })
+    }
+
+    fn allows_anyone(&self) -> bool {
+        true
+    }
+}
+
+/// One user of the users file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    /// PHC string of the argon2 hash.
+    password: String,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+/// One authorization rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// Destination pattern: `*` one segment, `>` the rest.
+    pub pattern: String,
+    /// Who may SUBSCRIBE: user names, `group:NAME`, or `*`.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Who may SEND.
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Who may create the destination.
+    #[serde(default)]
+    pub admin: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileText {
+    #[serde(default)]
+    users: BTreeMap<String, UserEntry>,
+    #[serde(default)]
+    acl: Vec<AclRule>,
+}
+
+/// Users with argon2-hashed passwords and groups, plus optional
+/// authorization rules, read from a TOML file (see the [module docs](self)).
+#[derive(Debug)]
+pub struct UsersFile {
+    users: BTreeMap<String, UserEntry>,
+    acl: Vec<AclRule>,
+    /// Verified against for unknown users, so they take as long as known ones.
+    dummy: String,
+}
+
+fn hasher() -> Argon2<'static> {
+    Argon2::default()
+}
+
+/// A fresh random salt from the OS.
+fn salt() -> io::Result<SaltString> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    SaltString::encode_b64(&bytes).map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// The argon2id hash (PHC string) of `password` with a random salt.
+pub fn hash_password(password: &str) -> io::Result<String> {
+    let salt = salt()?;
+    hasher()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| io::Error::other(format!("cannot hash the password: {e}")))
+}
+
+/// Whether `password` matches the PHC `hash` (constant-time comparison).
+fn verify(password: &str, hash: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(h) => hasher().verify_password(password.as_bytes(), &h).is_ok(),
+        Err(_) => false,
+    }
+}
+
+impl UsersFile {
+    /// Reads and checks a users file: every password must be a valid PHC
+    /// hash and every ACL pattern non-empty.
+    pub fn load(path: &Path) -> io::Result<UsersFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot read users file {}: {e}", path.display()),
+            )
+        })?;
+        UsersFile::parse(&text).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("invalid users file {}: {e}", path.display()),
+            )
+        })
+    }
+
+    /// Parses users-file text.
+    pub fn parse(text: &str) -> Result<UsersFile, String> {
+        let f: FileText = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (name, u) in &f.users {
+            if let Err(e) = PasswordHash::new(&u.password) {
+                return Err(format!(
+                    "user {name:?}: password is not an argon2 hash ({e}); set it with `stomp-broker passwd FILE {name}`"
+                ));
+            }
+        }
+        for r in &f.acl {
+            if r.pattern.is_empty() {
+                return Err("an [[acl]] rule has an empty pattern".into());
+            }
+        }
+        let dummy = hash_password("stomp-rs dummy password").map_err(|e| e.to_string())?;
+        Ok(UsersFile {
+            users: f.users,
+            acl: f.acl,
+            dummy,
+        })
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether there are no users (nobody can log in).
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+impl Authenticator for UsersFile {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, String> {
+        let login = credentials.login.unwrap_or("");
+        let passcode = credentials.passcode.unwrap_or("");
+        match self.users.get(login) {
+            Some(u) if verify(passcode, &u.password) => Ok(Principal {
+                user: Some(login.to_owned()),
+                groups: u.groups.clone(),
+            }),
+            Some(_) => Err(LOGIN_FAILED.to_owned()),
+            None => {
+                // Same work as for a known user: timing does not tell.
+                let _ = verify(passcode, &self.dummy);
+                Err(LOGIN_FAILED.to_owned())
+            }
+        }
+    }
+
+    fn is_slow(&self) -> bool {
+        true
+    }
+
+    fn authorize(&self, principal: &Principal, right: Right, destination: &str) -> bool {
+        if self.acl.is_empty() {
+            return true;
+        }
+        self.acl
+            .iter()
+            .filter(|r| pattern_matches(&r.pattern, destination))
+            .any(|r| {
+                let who = match right {
+                    Right::Read => &r.read,
+                    Right::Write => &r.write,
+                    Right::Admin => &r.admin,
+                };
+                who.iter().any(|w| grants(w, principal))
+            })
+    }
+}
+
+fn grants(entry: &str, p: &Principal) -> bool {
+    if entry == "*" {
+        return p.user.is_some();
+    }
+    match entry.strip_prefix("group:") {
+        Some(g) => p.groups.iter().any(|x| x == g),
+        None => p.user.as_deref() == Some(entry),
+    }
+}
+
+/// Whether `name` matches `pattern`: both split into segments at `/` and
+/// `.`; `*` matches any one segment, `>` (last) matches one or more
+/// remaining segments, anything else matches itself.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    let is_sep = |c: char| c == '/' || c == '.';
+    let mut p = pattern.split(is_sep);
+    let mut n = name.split(is_sep);
+    loop {
+        match (p.next(), n.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Adds `user` to the users file at `path` (created if missing), or changes
+/// their password; every other key of the file is kept.
+pub fn set_password(path: &Path, user: &str, password: &str) -> io::Result<()> {
+    if user.is_empty() || user.contains(char::is_whitespace) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("user name {user:?} must be non-empty, without spaces"),
+        ));
+    }
+    if password.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the password must not be empty",
+        ));
+    }
+    let mut doc: toml::Table = match std::fs::read_to_string(path) {
+        Ok(t) => t.parse().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("invalid users file {}: {e}", path.display()),
+            )
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => toml::Table::new(),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", path.display()),
+            ));
+        }
+    };
+    let users = doc
+        .entry("users")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(users) = users else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "`users` in the users file is not a table",
+        ));
+    };
+    let entry = users
+        .entry(user)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(entry) = entry else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("users.{user} is not a table"),
+        ));
+    };
+    entry.insert(
+        "password".into(),
+        toml::Value::String(hash_password(password)?),
+    );
+    let text = toml::to_string(&doc).map_err(|e| io::Error::other(e.to_string()))?;
+    let tmp = path.with_extension("tmp");
+    write_private(&tmp, text.as_bytes())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes a file readable by its owner only (it holds password hashes).
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// `passwd FILE USER [--password P]`: adds or changes a user of a users file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PasswdArgs {
+    /// The users file (created if missing).
+    pub file: PathBuf,
+    /// The user to add or change.
+    pub user: String,
+    /// The password; without it, it is read from stdin (first line), with a
+    /// prompt when stdin is a terminal. A flag is visible to other local
+    /// users in the process list: prefer stdin.
+    #[arg(long, value_name = "P")]
+    pub password: Option<String>,
+}
+
+/// Runs `passwd`: 0 when the file was written, 1 otherwise (with why on stderr).
+pub fn run_passwd(args: &PasswdArgs) -> std::process::ExitCode {
+    let password = match &args.password {
+        Some(p) => p.clone(),
+        None => {
+            use std::io::{BufRead, IsTerminal, Write};
+            let stdin = io::stdin();
+            if stdin.is_terminal() {
+                eprint!("password for {}: ", args.user);
+                let _ = io::stderr().flush();
+            }
+            let mut line = String::new();
+            if let Err(e) = stdin.lock().read_line(&mut line) {
+                eprintln!("passwd: cannot read the password from stdin: {e}");
+                return std::process::ExitCode::from(1);
+            }
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    match set_password(&args.file, &args.user, &password) {
+        Ok(()) => {
+            eprintln!("passwd: user {} set in {}", args.user, args.file.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("passwd: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("/queue/orders.>", "/queue/orders.eu"));
+        assert!(pattern_matches("/queue/orders.>", "/queue/orders.eu.x"));
+        assert!(!pattern_matches("/queue/orders.>", "/queue/orders"));
+        assert!(!pattern_matches("/queue/orders.>", "/queue/ordersx.eu"));
+        assert!(pattern_matches("/queue/*", "/queue/a"));
+        assert!(!pattern_matches("/queue/*", "/queue/a.b"));
+        assert!(pattern_matches("/queue/a", "/queue/a"));
+        assert!(!pattern_matches("/queue/a", "/queue/ab"));
+        assert!(pattern_matches(">", "/topic/x"));
+    }
+
+    #[test]
+    fn users_and_acl() {
+        let hash = hash_password("pw").unwrap();
+        let text = format!(
+            "[users.alice]\npassword = '{hash}'\ngroups = ['ops']\n[users.bob]\npassword = '{hash}'\n\
+             [[acl]]\npattern = '/queue/orders.>'\nread = ['group:ops']\nwrite = ['bob', 'alice']\n"
+        );
+        let u = UsersFile::parse(&text).unwrap();
+        let c = |l, p| Credentials {
+            login: Some(l),
+            passcode: Some(p),
+            host: None,
+        };
+        let alice = u.authenticate(&c("alice", "pw")).unwrap();
+        assert_eq!(alice.groups, ["ops"]);
+        assert_eq!(u.authenticate(&c("alice", "no")).unwrap_err(), LOGIN_FAILED);
+        assert_eq!(u.authenticate(&c("eve", "pw")).unwrap_err(), LOGIN_FAILED);
+        let bob = u.authenticate(&c("bob", "pw")).unwrap();
+        assert!(u.authorize(&alice, Right::Read, "/queue/orders.1"));
+        assert!(!u.authorize(&bob, Right::Read, "/queue/orders.1"));
+        assert!(u.authorize(&bob, Right::Write, "/queue/orders.1"));
+        assert!(!u.authorize(&bob, Right::Admin, "/queue/orders.1"));
+        assert!(!u.authorize(&alice, Right::Write, "/queue/other"));
+        assert!(UsersFile::parse("[users.x]\npassword = 'plain'\n").is_err());
+    }
+
+    #[test]
+    fn passwd_keeps_the_rest_of_the_file() {
+        let dir = std::env::temp_dir().join(format!("stomp-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("users.toml");
+        std::fs::write(&f, "[[acl]]\npattern = '>'\nread = ['*']\n").unwrap();
+        set_password(&f, "carol", "s3cret").unwrap();
+        set_password(&f, "carol", "s3cret2").unwrap();
+        let u = UsersFile::load(&f).unwrap();
+        assert_eq!(u.len(), 1);
+        assert_eq!(u.acl.len(), 1);
+        let creds = Credentials {
+            login: Some("carol"),
+            passcode: Some("s3cret2"),
+            host: None,
+        };
+        assert!(u.authenticate(&creds).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -101,6 +101,33 @@ pub struct BrokerArgs {
     /// Connections at once; more get an ERROR and are closed [default: 100000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Users file with argon2 password hashes, groups and ACL rules; without
+    /// it everyone is let in [default: none]. Make one with `passwd`.
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+    /// Connections at once from one IP address [default: 20000].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Milliseconds a new connection has to send CONNECT [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub connect_timeout: Option<u64>,
+    /// Subscriptions per connection [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+    /// Frames per second per connection; more is an ERROR and a close;
+    /// 0 is no limit [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_frame_rate: Option<u32>,
+    /// Where to accept STOMP over TLS (repeatable); printed as
+    /// `listening on ADDR (tls)` [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Vec<String>,
+    /// PEM certificate chain for --tls-listen.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-listen.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl BrokerArgs {
@@ -147,6 +174,24 @@ impl BrokerArgs {
             max_memory,
             max_connections
         );
+        if let Some(u) = &self.users {
+            c.users = Some(u.clone());
+        }
+        if !self.tls_listen.is_empty() {
+            c.tls_listen = self.tls_listen.clone();
+        }
+        if let Some(p) = &self.tls_cert {
+            c.tls_cert = Some(p.clone());
+        }
+        if let Some(p) = &self.tls_key {
+            c.tls_key = Some(p.clone());
+        }
+        set!(
+            max_connections_per_ip,
+            connect_timeout,
+            max_subscriptions,
+            max_frame_rate
+        );
         c.validate()?;
         Ok(c)
     }
@@ -180,6 +225,9 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         let mut out = std::io::stdout().lock();
         for a in broker.local_addrs() {
             let _ = writeln!(out, "listening on {a}");
+        }
+        for a in broker.tls_addrs() {
+            let _ = writeln!(out, "listening on {a} (tls)");
         }
         let _ = out.flush();
     }
@@ -216,7 +264,11 @@ fn install_signals(broker: &mut Broker) -> std::io::Result<()> {
     write.set_nonblocking(true)?;
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write.try_clone()?)?;
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write)?;
-    broker.stop_on_readable(read)
+    broker.stop_on_readable(read)?;
+    let (read, write) = std::os::unix::net::UnixStream::pair()?;
+    write.set_nonblocking(true)?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, write)?;
+    broker.reload_on_readable(read)
 }
 
 #[cfg(test)]

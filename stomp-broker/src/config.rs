@@ -51,6 +51,11 @@ impl Persist {
 /// given: `data` in the current directory.
 pub const DEFAULT_DATA_DIR: &str = "data";
 
+/// Default of [`Config::max_connections_per_ip`]: a fifth of
+/// `max-connections`, so one host (or one NAT) cannot take the whole broker,
+/// while the 10,000-connection benchmark from one machine still fits.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 20_000;
+
 /// Everything the broker can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -115,6 +120,28 @@ pub struct Config {
     pub max_memory: usize,
     /// Connections accepted at once; more are answered with an ERROR and closed.
     pub max_connections: usize,
+    /// Users file (argon2 password hashes, groups, ACL); `None` lets
+    /// everyone in (see [`crate::auth`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<PathBuf>,
+    /// Connections at once from one IP address; more are refused like
+    /// over [`max_connections`](Config::max_connections).
+    pub max_connections_per_ip: usize,
+    /// Milliseconds a new connection has to send CONNECT; then ERROR + close.
+    pub connect_timeout: u64,
+    /// Subscriptions one connection may hold; one more is an ERROR.
+    pub max_subscriptions: usize,
+    /// Frames one connection may send per second (0: no limit); more is an
+    /// ERROR and the connection is closed.
+    pub max_frame_rate: u32,
+    /// Addresses to accept STOMP over TLS on (needs `tls_cert` and `tls_key`).
+    pub tls_listen: Vec<String>,
+    /// PEM certificate chain of the TLS listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -146,6 +173,14 @@ impl Default for Config {
             max_queue_memory: 64 * 1024 * 1024,
             max_memory: 512 * 1024 * 1024,
             max_connections: 100_000,
+            users: None,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            connect_timeout: 10_000,
+            max_subscriptions: 1000,
+            max_frame_rate: 0,
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -262,6 +297,12 @@ impl Config {
                 format!("{}; must be at least 4096 bytes", self.segment_size),
             );
         }
+        if !self.tls_listen.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return bad(
+                "tls-listen",
+                "give --tls-cert FILE and --tls-key FILE (PEM) with --tls-listen".into(),
+            );
+        }
         if self.prefetch == 0 {
             return bad("prefetch", "must be at least 1".into());
         }
@@ -292,6 +333,9 @@ impl Config {
             ("max-queue-memory", self.max_queue_memory),
             ("max-memory", self.max_memory),
             ("max-connections", self.max_connections),
+            ("max-connections-per-ip", self.max_connections_per_ip),
+            ("max-subscriptions", self.max_subscriptions),
+            ("connect-timeout", self.connect_timeout as usize),
         ] {
             if v == 0 {
                 return bad(key, "must be at least 1".into());

@@ -50,7 +50,7 @@ use bytes::BytesMut;
 use slab::Slab;
 use stomp_frame::{AckMode, ByteString, Command, Decoder, Frame, HeartBeat, Item, Version, names};
 
-use crate::auth::{AllowAll, Authenticator, Credentials};
+use crate::auth::{AllowAll, Authenticator, Credentials, Right};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::router::{Message, Queue, Router, SubRef};
 use crate::session::{
@@ -86,6 +86,39 @@ pub struct Stats {
     pub topic_dropped: u64,
     /// Connections opened.
     pub connections: u64,
+}
+
+/// A CONNECT whose credentials are to be checked off the event loop
+/// (see [`Engine::set_auth_offload`]).
+pub struct AuthRequest {
+    /// The connection.
+    pub conn: ConnId,
+    /// Its session serial (connection ids are reused).
+    pub serial: u64,
+    login: Option<String>,
+    passcode: Option<String>,
+    host: Option<String>,
+    auth: std::sync::Arc<dyn Authenticator>,
+}
+
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("conn", &self.conn)
+            .field("login", &self.login)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthRequest {
+    /// Checks the credentials (slow: call it on another thread).
+    pub fn run(&self) -> Result<crate::auth::Principal, String> {
+        self.auth.authenticate(&Credentials {
+            login: self.login.as_deref(),
+            passcode: self.passcode.as_deref(),
+            host: self.host.as_deref(),
+        })
+    }
 }
 
 /// Why a frame is refused: the ERROR frame's `message` and body.
@@ -137,7 +170,9 @@ pub struct Engine {
     held: Vec<(ConnId, u64, ByteString)>,
     /// RECEIPTs waiting for a ticket to be durable, in ticket order.
     waiting: VecDeque<(u64, ConnId, u64, ByteString)>,
-    auth: Box<dyn Authenticator>,
+    auth: std::sync::Arc<dyn Authenticator>,
+    auth_offload: bool,
+    auth_requests: Vec<AuthRequest>,
     next_seq: u64,
     next_serial: u64,
     stats: Stats,
@@ -182,7 +217,9 @@ impl Engine {
             durable,
             held: Vec::new(),
             waiting: VecDeque::new(),
-            auth,
+            auth: auth.into(),
+            auth_offload: false,
+            auth_requests: Vec::new(),
             next_seq: recovered.max_seq + 1,
             next_serial: 1,
             stats: Stats::default(),
@@ -206,6 +243,12 @@ impl Engine {
             engine.stats.accepted += 1;
         }
         engine
+    }
+
+    /// Replaces the authenticator (a reloaded users file); sessions already
+    /// open keep who they logged in as, and are authorized by the new rules.
+    pub fn set_authenticator(&mut self, auth: Box<dyn Authenticator>) {
+        self.auth = auth.into();
     }
 
     /// The configuration in force.
@@ -244,7 +287,11 @@ impl Engine {
         self.next_serial += 1;
         self.stats.connections += 1;
         let decoder = Decoder::with_limits(Version::V1_2, self.cfg.limits());
-        self.sessions.insert(Session::new(serial, decoder, now))
+        let conn = self.sessions.insert(Session::new(serial, decoder, now));
+        // The CONNECT deadline (the check is the heart-beat one's, see handle_timeout).
+        let deadline = now + Duration::from_millis(self.cfg.connect_timeout);
+        self.arm(conn, TimerKind::ReceiveCheck, deadline);
+        conn
     }
 
     /// The protocol version of a connection (1.2 until CONNECT says otherwise).
@@ -257,7 +304,7 @@ impl Engine {
     pub fn is_paused(&self, conn: ConnId) -> bool {
         self.sessions
             .get(conn)
-            .is_some_and(|s| s.paused || s.out_paused)
+            .is_some_and(|s| s.paused || s.out_paused || s.authenticating.is_some())
     }
 
     /// Whether the connection ends once what it is owed is written.
@@ -303,7 +350,7 @@ impl Engine {
             let Some(s) = self.sessions.get_mut(conn) else {
                 return;
             };
-            if s.paused || s.out_paused || s.phase == Phase::Closing {
+            if s.paused || s.out_paused || s.authenticating.is_some() || s.phase == Phase::Closing {
                 return;
             }
             if s.backlog() > self.cfg.max_write_backlog {
@@ -349,6 +396,25 @@ impl Engine {
         let phase = s.phase;
         let receipt = frame.headers.get_shared(names::RECEIPT).cloned();
         let command = frame.command;
+        let rate = self.cfg.max_frame_rate;
+        if rate > 0 && phase != Phase::Closing {
+            if now.saturating_duration_since(s.rate_since) >= Duration::from_secs(1) {
+                s.rate_since = now;
+                s.rate_frames = 0;
+            }
+            s.rate_frames += 1;
+            if s.rate_frames > rate {
+                let f = Fail {
+                    message: "frame rate exceeded".into(),
+                    detail: format!(
+                        "more than {rate} frames in one second; the broker's max-frame-rate"
+                    ),
+                    version: false,
+                };
+                self.fail(conn, f, receipt, now);
+                return;
+            }
+        }
         let result = match phase {
             Phase::Closing => return,
             Phase::Handshake => match command {
@@ -425,6 +491,18 @@ impl Engine {
                     }
                 }
                 TimerKind::ReceiveCheck => {
+                    if s.phase == Phase::Handshake {
+                        let f = Fail {
+                            message: "connect timeout".into(),
+                            detail: format!(
+                                "no CONNECT frame within {} ms of opening the connection",
+                                self.cfg.connect_timeout
+                            ),
+                            version: false,
+                        };
+                        self.fail(conn, f, None, now);
+                        continue;
+                    }
                     let Some(within) = s.receive_within else {
                         continue;
                     };
@@ -702,9 +780,39 @@ impl Engine {
             passcode: frame.passcode(),
             host: frame.host(),
         };
-        if let Err(why) = self.auth.authenticate(&creds) {
-            return fail("authentication failed", why);
+        if self.auth_offload && self.auth.is_slow() {
+            // Checked on the driver's auth thread: the event loop goes on
+            // serving everyone else; this connection's input waits.
+            let s = &mut self.sessions[conn];
+            s.authenticating = Some((version, client_hb));
+            self.auth_requests.push(AuthRequest {
+                conn,
+                serial: s.serial,
+                login: creds.login.map(str::to_owned),
+                passcode: creds.passcode.map(str::to_owned),
+                host: creds.host.map(str::to_owned),
+                auth: std::sync::Arc::clone(&self.auth),
+            });
+            return Ok(());
         }
+        let principal = match self.auth.authenticate(&creds) {
+            Ok(p) => p,
+            Err(why) => return fail("authentication failed", why),
+        };
+        self.open_session(conn, version, client_hb, principal, now);
+        Ok(())
+    }
+
+    /// The CONNECT was accepted: CONNECTED, heart-beat timers.
+    fn open_session(
+        &mut self,
+        conn: ConnId,
+        version: Version,
+        client_hb: HeartBeat,
+        principal: crate::auth::Principal,
+        now: Instant,
+    ) {
+        self.sessions[conn].principal = principal;
         let clamp = |v: u32| {
             if v == 0 {
                 0
@@ -733,7 +841,57 @@ impl Engine {
         if let Some(within) = schedule.receive {
             self.arm(conn, TimerKind::ReceiveCheck, now + self.cfg.grace(within));
         }
-        Ok(())
+    }
+
+    /// Lets the driver check passwords off the event loop: CONNECTs then
+    /// wait as [`AuthRequest`]s ([`take_auth_requests`](Engine::take_auth_requests))
+    /// until [`auth_done`](Engine::auth_done). Only for authenticators that
+    /// say they are slow (password hashing).
+    pub fn set_auth_offload(&mut self, on: bool) {
+        self.auth_offload = on;
+    }
+
+    /// CONNECTs waiting for their credentials to be checked.
+    pub fn take_auth_requests(&mut self) -> Vec<AuthRequest> {
+        std::mem::take(&mut self.auth_requests)
+    }
+
+    /// The outcome of an [`AuthRequest`]: CONNECTED, or the ERROR of a
+    /// failed login and a close. The connection's waiting input is then
+    /// read again ([`take_resumed`](Engine::take_resumed)).
+    pub fn auth_done(
+        &mut self,
+        conn: ConnId,
+        serial: u64,
+        result: Result<crate::auth::Principal, String>,
+        now: Instant,
+    ) {
+        let Some(s) = self.sessions.get_mut(conn) else {
+            return;
+        };
+        if s.serial != serial {
+            return;
+        }
+        let Some((version, client_hb)) = s.authenticating.take() else {
+            return;
+        };
+        if s.phase != Phase::Handshake {
+            return;
+        }
+        match result {
+            Ok(p) => {
+                self.open_session(conn, version, client_hb, p, now);
+                self.unblocked.push(conn);
+            }
+            Err(why) => {
+                let f = Fail {
+                    message: "authentication failed".into(),
+                    detail: why,
+                    version: false,
+                };
+                self.fail(conn, f, None, now);
+            }
+        }
     }
 
     fn classify(&self, dest: &str) -> Result<Kind, Fail> {
@@ -770,6 +928,7 @@ impl Engine {
 
     fn on_send(&mut self, conn: ConnId, frame: Frame, now: Instant) -> Result<(), Fail> {
         let dest = required(&frame, names::DESTINATION)?.clone();
+        self.authorize(conn, Right::Write, &dest)?;
         let kind = self.classify(&dest)?;
         let tx = self.frame_tx(conn, &frame)?;
         let seq = self.next_seq;
@@ -790,6 +949,35 @@ impl Engine {
                 self.check_queue_memory(conn, &dest);
             }
             Kind::Topic => self.publish(msg, Some(conn), now),
+        }
+        Ok(())
+    }
+
+    /// Checks `right` on `dest`, and the admin right too when the frame
+    /// would create a queue the broker holds nothing for.
+    /// An unknown destination is left for `classify` to refuse.
+    fn authorize(&self, conn: ConnId, right: Right, dest: &str) -> Result<(), Fail> {
+        let Ok(kind) = self.classify(dest) else {
+            return Ok(());
+        };
+        let p = &self.sessions[conn].principal;
+        let creates = matches!(kind, Kind::Queue) && !self.router.queues.contains_key(dest);
+        for r in [right, Right::Admin] {
+            if (r == right || creates) && !self.auth.authorize(p, r, dest) {
+                let who = p.user.as_deref().unwrap_or("anonymous");
+                return fail(
+                    format!("access denied: no {} right on {dest:?}", r.as_str()),
+                    format!(
+                        "user {who:?} lacks the {} right on destination {dest:?}{}; nothing was sent or subscribed",
+                        r.as_str(),
+                        if r == Right::Admin && r != right {
+                            " (needed to create it: the broker holds no such queue yet)"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -817,7 +1005,17 @@ impl Engine {
 
     fn on_subscribe(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
         let dest = required(frame, names::DESTINATION)?.clone();
+        self.authorize(conn, Right::Read, &dest)?;
         let kind = self.classify(&dest)?;
+        let held = self.sessions[conn].subs.iter().flatten().count();
+        if held >= self.cfg.max_subscriptions {
+            return fail(
+                "too many subscriptions",
+                format!(
+                    "this connection already holds {held} subscriptions, the broker's max-subscriptions"
+                ),
+            );
+        }
         let version = self.sessions[conn].version;
         let id = match frame.headers.get_shared(names::ID) {
             Some(id) => id.clone(),

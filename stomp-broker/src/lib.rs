@@ -36,7 +36,9 @@
 //! driver), [`store`] and [`auth`] (pluggable traits), [`timer`].
 
 mod router;
+mod security;
 mod session;
+mod tls;
 
 pub mod auth;
 pub mod cli;

@@ -9,8 +9,9 @@
 //! arrive and are released when drained, so an idle connection costs a
 //! few hundred bytes.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -21,7 +22,7 @@ use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use stomp_frame::{EncodeError, Encoder, Frame, Version, names};
 
-use crate::auth::{AllowAll, Authenticator};
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::engine::{ConnId, Engine};
 use crate::session::Output;
@@ -29,6 +30,8 @@ use crate::store::Store;
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+/// The SIGHUP pipe (connection tokens are slab indices, far below this).
+const RELOAD: Token = Token(usize::MAX / 2);
 /// Listener `i` has token `LISTENER_BASE - i`.
 const LISTENER_BASE: usize = usize::MAX - 3;
 const READ_CHUNK: usize = 64 * 1024;
@@ -49,6 +52,43 @@ struct Conn {
     /// unread input does not turn our close into a reset that could destroy
     /// the ERROR or RECEIPT the peer has not read yet.
     draining: bool,
+    /// The peer's address, for the per-IP connection count.
+    ip: IpAddr,
+    /// TLS state of a connection accepted on a `--tls-listen` address.
+    tls: Option<Box<rustls::ServerConnection>>,
+}
+
+impl Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(t) => crate::tls::read(t, &mut self.stream, buf),
+            None => self.stream.read(buf),
+        }
+    }
+
+    /// Writes (some of) the write buffer.
+    fn write_wbuf(&mut self) -> io::Result<usize> {
+        match &mut self.tls {
+            Some(t) => crate::tls::write(t, &mut self.stream, &self.wbuf),
+            None => self.stream.write(&self.wbuf),
+        }
+    }
+
+    /// Writes owed TLS records; whether some are still owed.
+    fn tls_owed(&mut self) -> io::Result<bool> {
+        match &mut self.tls {
+            Some(t) => crate::tls::flush(t, &mut self.stream),
+            None => Ok(false),
+        }
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Some(t) = &mut self.tls {
+            t.send_close_notify();
+            let _ = crate::tls::flush(t, &mut self.stream);
+        }
+        self.stream.shutdown(std::net::Shutdown::Write)
+    }
 }
 
 /// A broker bound to its listeners, ready to [`run`](Broker::run).
@@ -66,12 +106,21 @@ pub struct Broker {
     poll: Poll,
     listeners: Vec<TcpListener>,
     addrs: Vec<SocketAddr>,
+    /// Addresses of the TLS listeners (after the plain ones in `listeners`).
+    tls_addrs: Vec<SocketAddr>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     engine: Engine,
     conns: Vec<Option<Conn>>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     signals: Option<UnixStream>,
+    reload: Option<UnixStream>,
+    /// To the password-checking thread, and its answers back.
+    auth_tx: Option<std::sync::mpsc::Sender<crate::engine::AuthRequest>>,
+    auth_rx: std::sync::mpsc::Receiver<AuthAnswer>,
     again: Vec<ConnId>,
+    /// Open connections per peer address (`max_connections_per_ip`).
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -105,6 +154,7 @@ impl ShutdownHandle {
 #[derive(Debug)]
 pub struct RunningBroker {
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -113,6 +163,11 @@ impl RunningBroker {
     /// Where it listens, in the order of [`Config::listen`].
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Where it listens for TLS, in the order of [`Config::tls_listen`].
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// The first listening address.
@@ -173,7 +228,8 @@ impl Broker {
     /// Nothing is accepted until [`run`](Broker::run). A taken port or a
     /// data directory in use by another broker is an error that names it.
     pub fn bind(config: Config) -> io::Result<Broker> {
-        Broker::build(config, crate::store::open, Box::new(AllowAll))
+        let auth = crate::security::authenticator(&config)?;
+        Broker::build(config, crate::store::open, auth)
     }
 
     /// Like [`bind`](Broker::bind), with a given store and authenticator.
@@ -196,7 +252,15 @@ impl Broker {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
-        for (i, text) in config.listen.iter().enumerate() {
+        let mut tls_addrs = Vec::new();
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) if !config.tls_listen.is_empty() => {
+                Some(crate::tls::server_config(cert, key)?)
+            }
+            _ => None,
+        };
+        let all = config.listen.iter().chain(&config.tls_listen);
+        for (i, text) in all.enumerate() {
             let addr = resolve(text)?;
             let mut l = TcpListener::bind(addr).map_err(|e| {
                 let hint = if e.kind() == io::ErrorKind::AddrInUse {
@@ -208,25 +272,40 @@ impl Broker {
             })?;
             poll.registry()
                 .register(&mut l, Token(LISTENER_BASE - i), Interest::READABLE)?;
-            addrs.push(l.local_addr()?);
+            if i < config.listen.len() {
+                addrs.push(l.local_addr()?);
+            } else {
+                tls_addrs.push(l.local_addr()?);
+            }
             listeners.push(l);
         }
+        let every: Vec<SocketAddr> = addrs.iter().chain(&tls_addrs).copied().collect();
+        crate::security::warn_if_open(&config, &every, auth.as_ref());
         let mut store = store(&config)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let wake = waker.clone();
         store.set_wakeup(Box::new(move || {
             let _ = wake.wake();
         }));
+        let (auth_tx, auth_rx) = auth_thread(waker.clone())?;
+        let mut engine = Engine::with_parts(config, store, auth);
+        engine.set_auth_offload(true);
         Ok(Broker {
             poll,
             listeners,
             addrs,
-            engine: Engine::with_parts(config, store, auth),
+            tls_addrs,
+            tls,
+            engine,
             conns: Vec::new(),
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             signals: None,
+            reload: None,
+            auth_tx: Some(auth_tx),
+            auth_rx,
             again: Vec::new(),
+            per_ip: HashMap::new(),
         })
     }
 
@@ -234,6 +313,11 @@ impl Broker {
     /// when port 0 was asked for).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Where it listens for TLS, in the order of [`Config::tls_listen`].
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
 
     /// A handle that stops [`run`](Broker::run) from another thread.
@@ -256,15 +340,54 @@ impl Broker {
         Ok(())
     }
 
+    /// Reloads the users file and the TLS certificate and key when a byte
+    /// arrives on `pipe` (the read end of a signal-hook pipe for SIGHUP).
+    /// A file that does not load is logged and the old settings stay.
+    pub fn reload_on_readable(&mut self, pipe: std::os::unix::net::UnixStream) -> io::Result<()> {
+        pipe.set_nonblocking(true)?;
+        let mut s = UnixStream::from_std(pipe);
+        self.poll
+            .registry()
+            .register(&mut s, RELOAD, Interest::READABLE)?;
+        self.reload = Some(s);
+        Ok(())
+    }
+
+    /// Reads the users file and the TLS files again (SIGHUP).
+    fn reload(&mut self) {
+        let cfg = self.engine.config();
+        if cfg.users.is_some() {
+            match crate::security::authenticator(cfg) {
+                Ok(auth) => {
+                    self.engine.set_authenticator(auth);
+                    tracing::info!("users file reloaded");
+                }
+                Err(e) => tracing::error!("users file not reloaded, the old one stays: {e}"),
+            }
+        }
+        let cfg = self.engine.config();
+        if let (Some(cert), Some(key), Some(_)) = (&cfg.tls_cert, &cfg.tls_key, &self.tls) {
+            match crate::tls::server_config(cert, key) {
+                Ok(t) => {
+                    self.tls = Some(t);
+                    tracing::info!("TLS certificate reloaded (new connections use it)");
+                }
+                Err(e) => tracing::error!("TLS files not reloaded, the old ones stay: {e}"),
+            }
+        }
+    }
+
     /// Runs the broker on a new thread.
     pub fn spawn(self) -> io::Result<RunningBroker> {
         let addrs = self.addrs.clone();
+        let tls_addrs = self.tls_addrs.clone();
         let handle = self.shutdown_handle();
         let thread = std::thread::Builder::new()
             .name("stomp-broker".into())
             .spawn(move || self.run())?;
         Ok(RunningBroker {
             addrs,
+            tls_addrs,
             handle,
             thread: Some(thread),
         })
@@ -296,6 +419,14 @@ impl Broker {
             for ev in events.iter() {
                 match ev.token() {
                     WAKER => {}
+                    RELOAD => {
+                        if let Some(s) = self.reload.as_mut() {
+                            let mut b = [0u8; 64];
+                            while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+                        }
+                        tracing::info!("SIGHUP received, reloading");
+                        self.reload();
+                    }
                     SIGNALS => {
                         if let Some(s) = self.signals.as_mut() {
                             let mut b = [0u8; 64];
@@ -318,7 +449,17 @@ impl Broker {
                 }
             }
             self.engine.handle_timeout(now);
+            while let Ok((conn, serial, result)) = self.auth_rx.try_recv() {
+                self.engine.auth_done(conn, serial, result, now);
+            }
             self.settle(&mut dirty, &mut resumed, &mut scratch, now);
+            for req in self.engine.take_auth_requests() {
+                if let Some(tx) = &self.auth_tx
+                    && tx.send(req).is_err()
+                {
+                    tracing::error!("the password-checking thread is gone");
+                }
+            }
             if self.stop.load(Ordering::SeqCst) {
                 return self.shutdown();
             }
@@ -360,8 +501,12 @@ impl Broker {
                     return;
                 }
             };
+            let is_tls = i >= self.addrs.len();
             if self.engine.connections() >= self.engine.config().max_connections {
                 tracing::warn!("refusing {peer}: max-connections reached");
+                if is_tls {
+                    continue;
+                }
                 let err = Frame::error("too many connections")
                     .header(names::CONTENT_TYPE, "text/plain")
                     .body("the broker has reached its max-connections limit");
@@ -370,6 +515,32 @@ impl Broker {
                 }
                 continue;
             }
+            let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            if from_ip >= self.engine.config().max_connections_per_ip {
+                tracing::warn!("refusing {peer}: max-connections-per-ip reached");
+                if is_tls {
+                    continue;
+                }
+                let err = Frame::error("too many connections from your address")
+                    .header(names::CONTENT_TYPE, "text/plain")
+                    .body(
+                        "the broker has reached its max-connections-per-ip limit for this address",
+                    );
+                if let Ok(bytes) = Encoder::new(Version::V1_0).to_bytes(&err) {
+                    let _ = stream.write(&bytes);
+                }
+                continue;
+            }
+            let tls = match (&self.tls, is_tls) {
+                (Some(cfg), true) => match rustls::ServerConnection::new(cfg.clone()) {
+                    Ok(t) => Some(Box::new(t)),
+                    Err(e) => {
+                        tracing::warn!("cannot start TLS with {peer}: {e}");
+                        continue;
+                    }
+                },
+                _ => None,
+            };
             let _ = stream.set_nodelay(true);
             let c = self.engine.open(now);
             if let Err(e) = self
@@ -391,7 +562,10 @@ impl Broker {
                 wbuf: BytesMut::new(),
                 writing: false,
                 draining: false,
+                ip: peer.ip(),
+                tls,
             });
+            *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
         }
     }
 
@@ -401,7 +575,7 @@ impl Broker {
         };
         if conn.draining {
             let eof = loop {
-                match conn.stream.read(scratch) {
+                match conn.read(scratch) {
                     Ok(0) => break true,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
@@ -428,7 +602,7 @@ impl Broker {
                 self.again.push(c);
                 break;
             }
-            match conn.stream.read(scratch) {
+            match conn.read(scratch) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -450,6 +624,10 @@ impl Broker {
         if conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
             conn.rbuf = BytesMut::new();
         }
+        if !eof && !conn.writing && conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
+            // Handshake records the socket did not take yet.
+            self.flush(c, now);
+        }
         if eof {
             tracing::debug!(conn = c, "peer closed");
             self.flush(c, now);
@@ -468,9 +646,9 @@ impl Broker {
                 Output::Frame(f) => encode_lossy(&enc, f, &mut conn.wbuf),
             }
         }
-        let mut broken = false;
-        while !conn.wbuf.is_empty() {
-            match conn.stream.write(&conn.wbuf) {
+        let mut broken = conn.tls_owed().is_err();
+        while !conn.wbuf.is_empty() && !broken {
+            match conn.write_wbuf() {
                 Ok(0) => {
                     broken = true;
                     break;
@@ -489,7 +667,8 @@ impl Broker {
             conn.wbuf = BytesMut::new();
         }
         let pending = conn.wbuf.len();
-        let want = pending > 0;
+        let tls_owed = conn.tls.as_ref().is_some_and(|t| t.wants_write());
+        let want = pending > 0 || tls_owed;
         if want != conn.writing && !broken {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -509,10 +688,10 @@ impl Broker {
         self.engine.wrote(c, pending, now);
         if broken || self.engine.is_cut(c) {
             self.close(c, now);
-        } else if self.engine.should_close(c, pending) && !conn.draining {
+        } else if self.engine.should_close(c, pending + usize::from(tls_owed)) && !conn.draining {
             conn.draining = true;
             conn.rbuf = BytesMut::new();
-            if conn.stream.shutdown(std::net::Shutdown::Write).is_err() {
+            if conn.shutdown_write().is_err() {
                 self.close(c, now);
             }
         }
@@ -524,6 +703,12 @@ impl Broker {
         {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            if let Some(n) = self.per_ip.get_mut(&conn.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&conn.ip);
+                }
+            }
             tracing::debug!(conn = c, "closed");
         }
         self.engine.close(c, now);
@@ -570,6 +755,34 @@ impl Broker {
         tracing::info!("broker stopped");
         Ok(())
     }
+}
+
+/// A checked login: connection, session serial, outcome.
+type AuthAnswer = (ConnId, u64, Result<crate::auth::Principal, String>);
+
+/// Starts the thread that checks passwords (argon2 takes milliseconds by
+/// design), so that a burst of logins does not stall the event loop. It
+/// ends when the broker drops its sender.
+fn auth_thread(
+    waker: Arc<Waker>,
+) -> io::Result<(
+    std::sync::mpsc::Sender<crate::engine::AuthRequest>,
+    std::sync::mpsc::Receiver<AuthAnswer>,
+)> {
+    let (req_tx, req_rx) = std::sync::mpsc::channel::<crate::engine::AuthRequest>();
+    let (ans_tx, ans_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("stomp-auth".into())
+        .spawn(move || {
+            for req in req_rx {
+                let result = req.run();
+                if ans_tx.send((req.conn, req.serial, result)).is_err() {
+                    return;
+                }
+                let _ = waker.wake();
+            }
+        })?;
+    Ok((req_tx, ans_rx))
 }
 
 /// Encodes a frame; headers this version cannot carry (a newline in a

@@ -134,6 +134,15 @@ pub(crate) struct Session {
     pub(crate) torn_down: bool,
     /// RECEIPTs waiting for the store.
     pub(crate) held: usize,
+    /// Who logged in (set by CONNECT), for authorization.
+    pub(crate) principal: crate::auth::Principal,
+    /// Start of the current one-second window of `max_frame_rate`.
+    pub(crate) rate_since: Instant,
+    /// Frames received in that window.
+    pub(crate) rate_frames: u32,
+    /// CONNECT's version and heart-beat while its credentials are checked
+    /// off the event loop (reading is paused meanwhile).
+    pub(crate) authenticating: Option<(stomp_frame::Version, stomp_frame::HeartBeat)>,
 }
 
 impl Session {
@@ -162,6 +171,10 @@ impl Session {
             cut: false,
             torn_down: false,
             held: 0,
+            principal: crate::auth::Principal::default(),
+            rate_since: now,
+            rate_frames: 0,
+            authenticating: None,
         }
     }
 

@@ -37,11 +37,20 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Run the broker (same flags and config file as `stomp-broker`).
     #[command(after_help = BROKER_EXAMPLES)]
-    Broker(BrokerCmd),
+    Broker(Box<BrokerCmd>),
     /// Load-test any STOMP broker: throughput, latency, loss, idle connections.
     #[command(after_help = BENCH_EXAMPLES)]
     Bench(Box<BenchArgs>),
+    /// Add a user to a broker users file, or change their password (argon2).
+    #[command(after_help = PASSWD_EXAMPLES)]
+    Passwd(stomp_broker::auth::PasswdArgs),
 }
+
+const PASSWD_EXAMPLES: &str = "\
+Examples:
+  stomp passwd users.toml alice                 # prompts for the password
+  echo \"$PW\" | stomp passwd users.toml alice    # reads it from stdin
+  stomp broker --users users.toml               # only users of the file get in";
 
 /// Where to connect and as whom; shared by `send`, `subscribe` and `bench`.
 ///
@@ -49,7 +58,8 @@ pub enum Command {
 /// first; the separate flags override its parts.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConnArgs {
-    /// Broker URL: stomp://[user[:pass]@]host[:port][/vhost]. The path is the
+    /// Broker URL: stomp://[user[:pass]@]host[:port][/vhost], or stomp+ssl://
+    /// for TLS (port 61614 by default). The path is the
     /// virtual host sent in the `host` header, percent-encoded (`/%2F` is `/`,
     /// RabbitMQ's default); without a path the host name is sent.
     #[arg(long, env = "STOMP_URL", value_name = "URL")]
@@ -75,6 +85,10 @@ pub struct ConnArgs {
     /// Seconds to wait for the connection and for receipts.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub connect_timeout: f64,
+    /// Speak TLS and trust only the CA certificates of this PEM file (a
+    /// `stomp+ssl://` URL alone trusts the Mozilla roots).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 const SEND_EXAMPLES: &str = "\

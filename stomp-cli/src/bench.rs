@@ -52,6 +52,13 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         return print(a.json, &r, echo::human(&r));
     }
     let target = Target::from_args(&a.conn)?;
+    if target.tls {
+        return Err(UsageError(
+            "bench speaks plain TCP only (its connections are raw sockets); use a stomp:// URL"
+                .into(),
+        )
+        .into());
+    }
     if let Some(n) = a.idle_connections {
         let r = idle::run(a, &target, n)?;
         print(a.json, &r, idle::human(&r))?;

@@ -33,6 +33,10 @@ pub struct Target {
     pub versions: Vec<Version>,
     /// Bound on connecting and on receipts.
     pub timeout: Duration,
+    /// Speak TLS (`stomp+ssl://` or `--tls-ca`).
+    pub tls: bool,
+    /// CA file to trust instead of the Mozilla roots.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -62,6 +66,8 @@ impl Target {
             vhost,
             versions,
             timeout: Duration::from_secs_f64(a.connect_timeout),
+            tls: u.tls || a.tls_ca.is_some(),
+            tls_ca: a.tls_ca.clone(),
         })
     }
 
@@ -88,7 +94,11 @@ impl Target {
                 self.passcode.clone().unwrap_or_default(),
             );
         }
-        o
+        match &self.tls_ca {
+            Some(ca) => o.tls_ca(ca),
+            None if self.tls => o.tls(),
+            None => o,
+        }
     }
 
     /// The CONNECT frame for a raw connection.

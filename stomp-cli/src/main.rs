@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Broker(b) => return stomp_broker::cli::run(b.args),
+        Command::Passwd(a) => return stomp_broker::auth::run_passwd(&a),
         Command::Send(a) => stomp_cli::send::run(&a),
         Command::Subscribe(a) => stomp_cli::subscribe::run(&a),
         Command::Bench(a) => stomp_cli::bench::run(&a),

@@ -101,6 +101,8 @@ impl Cmd {
 
 struct Conn {
     stream: TcpStream,
+    /// The TLS session (`stomp+ssl://`, [`ConnectOptions::tls`](crate::ConnectOptions::tls)).
+    tls: Option<Box<rustls::ClientConnection>>,
     /// The TCP connect has completed.
     established: bool,
     /// CONNECTED arrived on this connection.
@@ -248,19 +250,29 @@ impl Driver {
         self.next_address = (self.next_address + 1) % addresses.len();
         let host = self.inner.opts.host_header_for(&address).to_owned();
         self.core.start(&host, now);
+        let tls_opts = self.inner.opts.tls.clone();
         let result = resolve(&address).and_then(|sa| {
+            let tls = match &tls_opts {
+                Some(o) => {
+                    let name = crate::options::host_part(&address);
+                    let config = crate::tls::client_config(o)?;
+                    Some(Box::new(crate::tls::connect(&config, name)?))
+                }
+                None => None,
+            };
             let mut stream = TcpStream::connect(sa)?;
             self.poll.registry().register(
                 &mut stream,
                 SOCKET,
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            Ok(stream)
+            Ok((stream, tls))
         });
         match result {
-            Ok(stream) => {
+            Ok((stream, tls)) => {
                 self.conn = Some(Conn {
                     stream,
+                    tls,
                     established: false,
                     opened: false,
                     address,
@@ -328,7 +340,11 @@ impl Driver {
             }
             // Read into a reused scratch buffer and append what came: a copy
             // of the bytes read, cheaper than zeroing a fresh chunk per read.
-            match conn.stream.read(&mut self.scratch) {
+            let r = match &mut conn.tls {
+                Some(t) => crate::tls::read(t, &mut conn.stream, &mut self.scratch),
+                None => conn.stream.read(&mut self.scratch),
+            };
+            match r {
                 Ok(0) => {
                     self.read_pending = false;
                     self.core
@@ -360,12 +376,22 @@ impl Driver {
         if !conn.established {
             return;
         }
+        if let Some(t) = &mut conn.tls
+            && let Err(e) = crate::tls::flush(t, &mut conn.stream)
+        {
+            self.core.connection_lost(Error::lost(e.to_string()));
+            return;
+        }
         loop {
             let out = self.core.output();
             if out.is_empty() {
                 return;
             }
-            match conn.stream.write(out) {
+            let w = match &mut conn.tls {
+                Some(t) => crate::tls::write(t, &mut conn.stream, out),
+                None => conn.stream.write(out),
+            };
+            match w {
                 Ok(0) => {
                     self.core.connection_lost(Error::lost("write returned 0"));
                     return;

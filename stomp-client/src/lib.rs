@@ -77,6 +77,7 @@ mod core;
 mod driver;
 mod error;
 mod options;
+mod tls;
 
 pub use bytes::Bytes;
 pub use client::{Client, ConnectionEvent, ConnectionState, Message, Subscription, Transaction};
@@ -84,7 +85,9 @@ pub use core::SessionInfo;
 /// The channel crate of [`Client::events`] and [`Subscription::receiver`].
 pub use crossbeam_channel;
 pub use error::{Error, Result};
-pub use options::{ConnectOptions, DEFAULT_PORT, OutagePolicy, ReconnectPolicy, StompUrl};
+pub use options::{
+    ConnectOptions, DEFAULT_PORT, DEFAULT_TLS_PORT, OutagePolicy, ReconnectPolicy, StompUrl,
+};
 pub use stomp_frame::{self, AckMode, Frame, Headers, HeartBeat, Version};
 
 #[cfg(test)]

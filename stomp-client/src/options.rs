@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 
 /// The port used when an address or URL names none (the IANA STOMP port).
 pub const DEFAULT_PORT: u16 = 61613;
+/// The port of a `stomp+ssl://` URL without one (RabbitMQ's STOMP-over-TLS port).
+pub const DEFAULT_TLS_PORT: u16 = 61614;
 
 /// How to connect: where, as whom, and how patient to be.
 ///
@@ -46,6 +48,7 @@ pub struct ConnectOptions {
     pub(crate) limits: Limits,
     pub(crate) connect_headers: Vec<(String, String)>,
     pub(crate) subscription_capacity: usize,
+    pub(crate) tls: Option<TlsOptions>,
 }
 
 /// When and how often to try again after the connection is lost.
@@ -135,6 +138,7 @@ impl ConnectOptions {
             limits: Limits::DEFAULT,
             connect_headers: Vec::new(),
             subscription_capacity: 4096,
+            tls: None,
         }
     }
 
@@ -165,7 +169,30 @@ impl ConnectOptions {
         o.login = parsed.user;
         o.passcode = parsed.password;
         o.host = parsed.vhost;
+        if parsed.tls {
+            o.tls = Some(TlsOptions::default());
+        }
         Ok(o)
+    }
+
+    /// Speaks TLS to the broker, checking its certificate against the
+    /// Mozilla root CAs (`webpki-roots`) unless [`tls_ca`](Self::tls_ca)
+    /// names others. The name checked is the host of the address.
+    pub fn tls(mut self) -> Self {
+        self.tls.get_or_insert_with(TlsOptions::default);
+        self
+    }
+
+    /// Speaks TLS, trusting only the CA certificates in this PEM file
+    /// (a private CA, a self-signed broker).
+    pub fn tls_ca(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.get_or_insert_with(TlsOptions::default).ca = Some(path.into());
+        self
+    }
+
+    /// Whether TLS is on.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Sets `login` and `passcode`.
@@ -324,7 +351,7 @@ fn with_port(address: String) -> String {
 }
 
 /// The host name of `host:port` or `[v6]:port`, brackets removed.
-fn host_part(address: &str) -> &str {
+pub(crate) fn host_part(address: &str) -> &str {
     if let Some(rest) = address.strip_prefix('[') {
         return rest.split_once(']').map_or(rest, |(h, _)| h);
     }
@@ -332,6 +359,13 @@ fn host_part(address: &str) -> &str {
         Some((h, _)) if !h.contains(':') => h,
         _ => address,
     }
+}
+
+/// TLS settings of a connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsOptions {
+    /// PEM file of the CAs to trust; `None` for the Mozilla roots.
+    pub(crate) ca: Option<std::path::PathBuf>,
 }
 
 /// A parsed `stomp://` URL.
@@ -347,6 +381,8 @@ pub struct StompUrl {
     pub password: Option<String>,
     /// The percent-decoded virtual host from the path (`None` without a path).
     pub vhost: Option<String>,
+    /// `stomp+ssl://` (or `stomp+tls://`): TLS, port 61614 by default.
+    pub tls: bool,
 }
 
 impl StompUrl {
@@ -356,9 +392,15 @@ impl StompUrl {
             url: redact(url),
             reason: reason.to_owned(),
         };
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("stomp") => rest,
-            Some(_) => return Err(bad("the scheme must be stomp://")),
+        let (tls, rest) = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("stomp") => (false, rest),
+            Some((scheme, rest))
+                if scheme.eq_ignore_ascii_case("stomp+ssl")
+                    || scheme.eq_ignore_ascii_case("stomp+tls") =>
+            {
+                (true, rest)
+            }
+            Some(_) => return Err(bad("the scheme must be stomp:// or stomp+ssl://")),
             None => return Err(bad("expected stomp://host[:port][/vhost]")),
         };
         if rest.contains(['?', '#']) {
@@ -402,6 +444,7 @@ impl StompUrl {
             return Err(bad("the host is missing"));
         }
         let port = match port {
+            None | Some("") if tls => DEFAULT_TLS_PORT,
             None | Some("") => DEFAULT_PORT,
             Some(p) => p
                 .parse::<u16>()
@@ -426,6 +469,7 @@ impl StompUrl {
             user,
             password,
             vhost,
+            tls,
         })
     }
 

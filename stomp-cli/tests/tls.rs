@@ -1,0 +1,111 @@
+//! `stomp send` / `stomp subscribe` over TLS (`stomp+ssl://`, `--tls-ca`)
+//! against `stomp broker --tls-listen`, with a CA made at test time.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const STOMP: &str = env!("CARGO_BIN_EXE_stomp");
+
+fn make_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, leaf_key.serialize_pem()).unwrap();
+    paths
+}
+
+#[test]
+fn send_and_subscribe_over_tls() {
+    let dir = std::env::temp_dir().join(format!("stomp-cli-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = make_pki(&dir);
+    let mut broker = Command::new(STOMP)
+        .args([
+            "broker",
+            "--memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(broker.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        lines.push(l.trim().to_owned());
+    }
+    let tls = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("listening on ")?.strip_suffix(" (tls)"))
+        .unwrap_or_else(|| panic!("no tls line in {lines:?}"))
+        .to_owned();
+    let url = format!("stomp+ssl://{tls}");
+    let send = Command::new(STOMP)
+        .args(["send", "--url", &url, "--receipt", "/queue/t", "over tls"])
+        .arg("--tls-ca")
+        .arg(&ca)
+        .output()
+        .unwrap();
+    let sub = Command::new(STOMP)
+        .args([
+            "subscribe",
+            "--url",
+            &url,
+            "--count",
+            "1",
+            "--timeout",
+            "5",
+            "/queue/t",
+        ])
+        .arg("--tls-ca")
+        .arg(&ca)
+        .output()
+        .unwrap();
+    // Without the CA the certificate is not trusted.
+    let untrusted = Command::new(STOMP)
+        .args([
+            "send",
+            "--url",
+            &url,
+            "--connect-timeout",
+            "5",
+            "/queue/t",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    let _ = broker.kill();
+    let _ = broker.wait();
+    assert!(send.status.success(), "{send:?}");
+    assert!(sub.status.success(), "{sub:?}");
+    assert!(
+        String::from_utf8_lossy(&sub.stdout).contains("over tls"),
+        "{sub:?}"
+    );
+    assert!(!untrusted.status.success());
+    let err = String::from_utf8_lossy(&untrusted.stderr).to_lowercase();
+    assert!(err.contains("certificate"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

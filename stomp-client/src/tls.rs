@@ -1,0 +1,115 @@
+//! TLS under the mio driver: a [`rustls::ClientConnection`] between the
+//! socket and the STOMP bytes (`read_tls` / `process_new_packets` /
+//! `reader`, `writer` / `write_tls`, `wants_write`).
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+use rustls::ClientConnection;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::options::TlsOptions;
+
+/// The client configuration: the CAs of `opts.ca`, or the Mozilla roots.
+pub(crate) fn client_config(opts: &TlsOptions) -> io::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &opts.ca {
+        Some(path) => {
+            let bad = |e: &dyn std::fmt::Display| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cannot load the CA file {}: {e}", path.display()),
+                )
+            };
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+                roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(bad(&"no CERTIFICATE in the file"));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::other(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A TLS session for `host` (a DNS name or an IP address).
+pub(crate) fn connect(
+    config: &Arc<rustls::ClientConfig>,
+    host: &str,
+) -> io::Result<ClientConnection> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{host:?} is not a valid TLS server name: {e}"),
+        )
+    })?;
+    ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)
+}
+
+/// Plaintext from the connection: `Ok(0)` at the end, `WouldBlock` when
+/// the socket has nothing more; a TLS failure (a certificate that does not
+/// check out, say) is an `InvalidData` error that says why.
+pub(crate) fn read(
+    tls: &mut ClientConnection,
+    sock: &mut TcpStream,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    loop {
+        match tls.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        if tls.read_tls(sock)? == 0 {
+            return Ok(0);
+        }
+        if let Err(e) = tls.process_new_packets() {
+            let _ = flush(tls, sock);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("TLS: {e}"),
+            ));
+        }
+        flush(tls, sock)?;
+    }
+}
+
+/// Writes owed TLS records until the socket would block.
+pub(crate) fn flush(tls: &mut ClientConnection, sock: &mut TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(sock) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Hands plaintext to TLS and writes what it can; `WouldBlock` when rustls
+/// holds as much as it buffers.
+pub(crate) fn write(
+    tls: &mut ClientConnection,
+    sock: &mut TcpStream,
+    buf: &[u8],
+) -> io::Result<usize> {
+    let n = tls.writer().write(buf)?;
+    flush(tls, sock)?;
+    if n == 0 && !buf.is_empty() {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    Ok(n)
+}
