@@ -24,7 +24,8 @@
 //!
 //! Spec-silent choices (ActiveMQ and RabbitMQ agree where they exist):
 //!
-//! - `message-id` is `m-<n>`, unique per broker run; `ack` ids are
+//! - `message-id` is `m-<n>`, unique across runs (the driver starts `n`
+//!   at the wall clock in microseconds, see [`Engine::start_sequence_at`]); `ack` ids are
 //!   `<slot>.<n>`, opaque and unique per connection. The `ack` header is on
 //!   every MESSAGE of a client-mode subscription, whatever the version.
 //! - A 1.0 SUBSCRIBE without `id` uses the destination as its id.
@@ -191,6 +192,13 @@ impl Engine {
     /// An engine with the memory store and no authentication.
     pub fn new(cfg: Config) -> Engine {
         Engine::with_parts(cfg, Box::new(MemoryStore), Box::new(AllowAll))
+    }
+
+    /// Numbers the next messages from `first` on, unless recovered messages
+    /// already numbered past it: the driver passes a value that grows
+    /// between runs (the wall clock), so `message-id`s never repeat.
+    pub fn start_sequence_at(&mut self, first: u64) {
+        self.next_seq = self.next_seq.max(first);
     }
 
     /// An engine with a given store and authenticator. Messages the store

@@ -290,6 +290,14 @@ impl Broker {
         let (auth_tx, auth_rx) = auth_thread(waker.clone())?;
         let mut engine = Engine::with_parts(config, store, auth);
         engine.set_auth_offload(true);
+        // Message ids must not repeat across runs, even when the store kept
+        // nothing to count from: start this run's sequence at the wall clock
+        // in microseconds, which no earlier run can have caught up with
+        // (that would take over a million messages a second, sustained).
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        engine.start_sequence_at(micros);
         Ok(Broker {
             poll,
             listeners,

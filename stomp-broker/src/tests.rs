@@ -944,3 +944,18 @@ fn durable_store_holds_receipts_until_their_group_is_on_disk() {
     assert_eq!(err.receipt_id(), Some("r2"));
     assert!(err.message_header().unwrap().contains("store"));
 }
+
+#[test]
+fn message_ids_continue_from_the_given_start() {
+    let mut h = H::new();
+    h.e.start_sequence_at(1_000_000);
+    let p = h.connect("1.2");
+    h.sub(p, "s", "/queue/ids", AckMode::Auto);
+    h.send(p, "/queue/ids", "a");
+    let got = h.frames(p);
+    assert_eq!(got[0].message_id(), Some("m-1000000"));
+    // A lower start never moves the numbering back.
+    h.e.start_sequence_at(5);
+    h.send(p, "/queue/ids", "b");
+    assert_eq!(h.frames(p)[0].message_id(), Some("m-1000001"));
+}

@@ -228,10 +228,10 @@ impl SubscribeArgs {
 
 const BROKER_EXAMPLES: &str = "\
 Examples:
-  stomp broker                                     # 127.0.0.1:61613, in memory
+  stomp broker                                     # 127.0.0.1:61613, queues kept in ./data
   stomp broker --listen 0.0.0.0:61613 --prefetch 100
   stomp broker --config broker.toml                # keys = flag names with _
-  stomp broker --listen 127.0.0.1:0 --memory       # any free port; prints it
+  stomp broker --listen 127.0.0.1:0 --memory       # any free port, nothing on disk
 
 Prints `listening on ADDR` on stdout per listener; logs go to stderr.";
 
