@@ -58,7 +58,7 @@ pub struct BrokerArgs {
     /// Deliveries after which a message goes to the dead-letter queue [default: 7].
     #[arg(long, value_name = "N")]
     pub max_deliveries: Option<u32>,
-    /// Prefix of dead-letter queues [default: /queue/DLQ.].
+    /// Prefix of dead-letter queues [default: the queue prefix + DLQ., so /queue/DLQ.].
     #[arg(long, value_name = "P")]
     pub dlq_prefix: Option<String>,
     /// Smallest heart-beat interval sent or expected, ms [default: 100].
@@ -192,6 +192,7 @@ impl BrokerArgs {
             max_subscriptions,
             max_frame_rate
         );
+        c.follow_queue_prefix();
         c.validate()?;
         Ok(c)
     }
@@ -312,5 +313,21 @@ mod tests {
                 .contains("heartbeat-grace")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn dead_letters_follow_a_changed_queue_prefix() {
+        let c = Cmd::parse_from(["x", "--queue-prefix", "/q/"])
+            .args
+            .to_config()
+            .unwrap();
+        assert_eq!(c.dlq_prefix, "/q/DLQ.");
+        let c = Cmd::parse_from(["x", "--queue-prefix", "/q/", "--dlq-prefix", "/q/dead."])
+            .args
+            .to_config()
+            .unwrap();
+        assert_eq!(c.dlq_prefix, "/q/dead.");
+        let c = Cmd::parse_from(["x"]).args.to_config().unwrap();
+        assert_eq!(c.dlq_prefix, "/queue/DLQ.");
     }
 }

@@ -239,6 +239,16 @@ impl Config {
         })
     }
 
+    /// Makes the default dead-letter prefix follow a changed queue prefix:
+    /// with `--queue-prefix /q/` and no `--dlq-prefix`, `/q/a` dead-letters
+    /// to `/q/DLQ.a`. A `dlq_prefix` set to anything else is kept.
+    pub fn follow_queue_prefix(&mut self) {
+        let default = Config::default();
+        if self.dlq_prefix == default.dlq_prefix && self.queue_prefix != default.queue_prefix {
+            self.dlq_prefix = format!("{}DLQ.", self.queue_prefix);
+        }
+    }
+
     /// Checks that every value is usable.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, message: String| Err(ConfigError::Invalid { key, message });
