@@ -1008,7 +1008,16 @@ impl Engine {
         }
         s.paused = true;
         let serial = s.serial;
-        self.blocked.push((conn, serial, dest));
+        // Every SEND of a read batch may block on the same destination: keep
+        // one entry per (connection, destination), so `take_resumed` stays
+        // linear in what is really blocked.
+        if !self
+            .blocked
+            .iter()
+            .any(|b| b.0 == conn && b.1 == serial && b.2 == dest)
+        {
+            self.blocked.push((conn, serial, dest));
+        }
     }
 
     fn on_subscribe(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
