@@ -21,3 +21,16 @@ speaks_stomp() {
 }
 
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null; }
+
+# Whether $BROKERS names $1 (ours, rabbitmq, activemq).
+want() { [[ " $BROKERS " == *" $1 "* ]]; }
+
+# Our broker, started by a bench script (which sets OURS_PID and runs
+# `trap stop_ours EXIT`), stopped on exit by its PID.
+OURS_PID=
+stop_ours() {
+  if [ -n "$OURS_PID" ] && pid_alive "$OURS_PID"; then
+    kill -TERM "$OURS_PID" 2>/dev/null || true
+    wait "$OURS_PID" 2>/dev/null || true
+  fi
+}

@@ -34,20 +34,11 @@ echo "building the release binary..." >&2
 cargo build --release -q -p stomp-cli
 STOMP=target/release/stomp
 
-want() { [[ " $BROKERS " == *" $1 "* ]]; }
 
 if want rabbitmq || want activemq; then
   bash scripts/bench/peers.sh
 fi
 
-# Our broker, started here and stopped on exit (by its PID).
-OURS_PID=
-stop_ours() {
-  if [ -n "$OURS_PID" ] && pid_alive "$OURS_PID"; then
-    kill -TERM "$OURS_PID" 2>/dev/null || true
-    wait "$OURS_PID" 2>/dev/null || true
-  fi
-}
 trap stop_ours EXIT
 if want ours; then
   if port_open "$OURS_PORT"; then

@@ -35,18 +35,10 @@ cargo build --release -q -p stomp-broker -p stomp-cli --bins --example persisten
 STOMP=target/release/stomp
 PP=target/release/examples/persistent_producers
 
-want() { [[ " $BROKERS " == *" $1 "* ]]; }
 if want rabbitmq || want activemq; then
   bash scripts/bench/peers.sh
 fi
 
-OURS_PID=
-stop_ours() {
-  if [ -n "$OURS_PID" ] && pid_alive "$OURS_PID"; then
-    kill -TERM "$OURS_PID" 2>/dev/null || true
-    wait "$OURS_PID" 2>/dev/null || true
-  fi
-}
 trap stop_ours EXIT
 if want ours; then
   if port_open "$OURS_PORT"; then
