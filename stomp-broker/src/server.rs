@@ -422,7 +422,7 @@ impl Broker {
             }
             let now = Instant::now();
             for c in std::mem::take(&mut self.again) {
-                self.read(c, &mut scratch, now);
+                self.read(c, &mut scratch, true, now);
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -448,7 +448,9 @@ impl Broker {
                     }
                     Token(c) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(c, &mut scratch, now);
+                            // A FIN or error already seen must be read to the end.
+                            let to_end = ev.is_read_closed() || ev.is_error();
+                            self.read(c, &mut scratch, to_end, now);
                         }
                         if ev.is_writable() {
                             dirty.push(c);
@@ -486,7 +488,7 @@ impl Broker {
         for _ in 0..16 {
             self.engine.take_resumed(resumed);
             for c in resumed.drain(..) {
-                self.read(c, scratch, now);
+                self.read(c, scratch, true, now);
             }
             self.engine.take_dirty(dirty);
             if dirty.is_empty() {
@@ -577,7 +579,14 @@ impl Broker {
         }
     }
 
-    fn read(&mut self, c: ConnId, scratch: &mut [u8], now: Instant) {
+    /// Reads what connection `c` has, feeding the engine. With `to_end`
+    /// false, a plain TCP read that returns less than asked ends the turn
+    /// without the extra read that would only say WouldBlock: a short read
+    /// on a stream socket means its receive queue was emptied, and data or a
+    /// FIN arriving later raises a new edge (epoll(7); tokio does the same).
+    /// Re-reads after a pause or a spent budget, and events that already
+    /// carry a FIN or an error, read until WouldBlock or end of stream.
+    fn read(&mut self, c: ConnId, scratch: &mut [u8], to_end: bool, now: Instant) {
         let Some(Some(conn)) = self.conns.get_mut(c) else {
             return;
         };
@@ -619,6 +628,9 @@ impl Broker {
                     budget = budget.saturating_sub(n);
                     conn.rbuf.extend_from_slice(&scratch[..n]);
                     self.engine.handle_input(c, &mut conn.rbuf, now);
+                    if !to_end && n < scratch.len() && conn.tls.is_none() {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -320,3 +320,37 @@ fn connections_over_the_limit_get_an_error() {
             .contains("too many connections")
     );
 }
+
+/// A client that sends its frames and closes at once (FIN in the same read
+/// as the data, or a little later): the broker takes the frames, notices
+/// the end of stream and closes its side; the messages are delivered.
+#[test]
+fn frames_then_close_are_taken_and_the_close_noticed() {
+    let b = start(Config::default());
+    let (mut consumer, _) = Client::connect(b.addr(), "");
+    consumer.write(b"SUBSCRIBE\nid:0\ndestination:/queue/fin\nreceipt:s\n\n\0");
+    assert_eq!(consumer.frame().unwrap().command, Command::Receipt);
+    for i in 0..20 {
+        let mut tcp = TcpStream::connect(b.addr()).unwrap();
+        tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+        tcp.write_all(
+            format!(
+                "CONNECT\naccept-version:1.2\nhost:x\n\n\0SEND\ndestination:/queue/fin\n\n{i}\0"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        if i % 2 == 1 {
+            // The FIN in a read of its own, after the data was taken.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tcp.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        tcp.read_to_end(&mut rest)
+            .expect("the broker closes its side within the timeout");
+        assert!(rest.starts_with(b"CONNECTED"), "round {i}");
+        let m = consumer.frame().expect("MESSAGE");
+        assert_eq!(m.command, Command::Message);
+        assert_eq!(m.body, i.to_string().as_bytes());
+    }
+}
