@@ -96,7 +96,8 @@ impl Damage {
     }
 }
 
-/// Reads the record at `buf[pos..]`: `Ok(None)` at a clean end, the entry and
+/// Reads the record at `buf[pos..]`: `Ok(None)` at a clean end (no bytes
+/// left, or only zeros), the entry and
 /// its encoded length, or the damage found. Payload bytes are copied, so the
 /// segment buffer can be dropped.
 pub(crate) fn read_record(
@@ -107,6 +108,17 @@ pub(crate) fn read_record(
     let rest = &buf[pos..];
     if rest.is_empty() {
         return Ok(None);
+    }
+    // No record starts with a zero length: zeros are the space the writer
+    // fills ahead of the data (`JournalOptions::preallocate`). Zeros to the
+    // end are a clean end; zeros with data after them are a write whose
+    // start never reached the disk.
+    if rest[..rest.len().min(4)].iter().all(|&b| b == 0) {
+        return if rest.iter().all(|&b| b == 0) {
+            Ok(None)
+        } else {
+            Err(Damage::Torn)
+        };
     }
     if rest.len() < RECORD_HEADER {
         return Err(Damage::Torn);
@@ -179,6 +191,23 @@ mod tests {
             body: Bytes::from_static(b"hello"),
             deliveries: 3,
         }
+    }
+
+    #[test]
+    fn zeros_after_the_records_are_a_clean_end_and_zeros_before_data_are_torn() {
+        let mut buf = Vec::new();
+        put_seq(&mut buf, KIND_REMOVE, 7);
+        let end = buf.len();
+        buf.resize(end + 100, 0);
+        assert!(matches!(
+            read_record(&buf, 0, u32::MAX),
+            Ok(Some((Entry::Remove(7), n))) if n == end
+        ));
+        assert!(matches!(read_record(&buf, end, u32::MAX), Ok(None)));
+        assert!(matches!(read_record(&buf[..end + 3], end, u32::MAX), Ok(None)));
+        // A write whose first bytes never landed: zeros, then data.
+        buf[end + 50] = 1;
+        assert_eq!(read_record(&buf, end, u32::MAX).unwrap_err(), Damage::Torn);
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub struct Stats {
     pub live_messages: usize,
     /// Bytes their records take.
     pub live_bytes: u64,
-    /// Bytes of all segment files (as written or scheduled).
+    /// Bytes of records in all segment files (as written or scheduled; the
+    /// files are longer by the zeros written ahead).
     pub file_bytes: u64,
     /// Group commits written so far (one fsync each, when fsync is on): the
     /// commits per write tell how well producers share fsyncs.

@@ -143,6 +143,13 @@ pub struct JournalOptions {
     /// A new segment file is started when a record would make the active one
     /// bigger than this (default 64 MiB). A single record may not be bigger.
     pub segment_size: u64,
+    /// The writer keeps up to this many bytes of zeros written ahead of the
+    /// data in the active segment (default 4 MiB, never past
+    /// `segment_size`; 0 turns it off): an `fdatasync` after an append into
+    /// space already written has no file metadata to commit, which makes it
+    /// 1.5-3x faster on ext4. Segment files are therefore longer than their
+    /// records; recovery reads the zeros as a clean end.
+    pub preallocate: u64,
     /// Call `fdatasync` before reporting a ticket durable (default `true`).
     /// Turning it off is for tests and benchmarks only: nothing is promised.
     pub fsync: bool,
@@ -187,6 +194,7 @@ impl Default for JournalOptions {
     fn default() -> Self {
         JournalOptions {
             segment_size: 64 << 20,
+            preallocate: 4 << 20,
             fsync: true,
             max_batch_bytes: 8 << 20,
             compact_below: 0.25,
@@ -204,6 +212,7 @@ impl fmt::Debug for JournalOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JournalOptions")
             .field("segment_size", &self.segment_size)
+            .field("preallocate", &self.preallocate)
             .field("fsync", &self.fsync)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("compact_below", &self.compact_below)

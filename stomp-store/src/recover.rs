@@ -212,11 +212,18 @@ pub(crate) fn scan(dir: &Path, sync: bool) -> io::Result<Scan> {
         } else {
             read_segment(&buf, id, &mut scan)
         };
+        // The records end at `valid`; zeros after them are preallocated space.
+        scan.books.segs.get_mut(&id).expect("inserted above").bytes = valid.max(MAGIC.len()) as u64;
         if let Some(reason) = damage {
+            // What is dropped: up to the last byte that is not preallocated zeros.
+            let dropped = buf[valid..]
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |p| p + 1);
             let cut = Cut {
                 segment: path.clone(),
                 offset: valid as u64,
-                dropped_bytes: (buf.len() - valid) as u64,
+                dropped_bytes: dropped as u64,
                 reason,
                 truncated: is_last,
             };
@@ -237,8 +244,6 @@ pub(crate) fn scan(dir: &Path, sync: bool) -> io::Result<Scan> {
                         f.sync_data()?;
                     }
                 }
-                let len = valid.max(MAGIC.len()) as u64;
-                scan.books.segs.get_mut(&id).expect("inserted above").bytes = len;
             } else {
                 tracing::warn!(
                     "journal: {} at byte {} of {} (not the newest segment): skipping its last {} bytes",

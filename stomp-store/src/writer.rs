@@ -52,6 +52,9 @@ pub(crate) struct Writer {
     seg: u64,
     file: File,
     len: u64,
+    /// The active segment's file length: bytes from `len` to here are
+    /// zeros written ahead (`JournalOptions::preallocate`).
+    zeroed: u64,
     opts: JournalOptions,
     notify: Arc<dyn Fn(CommitEvent) + Send + Sync>,
     shared: Arc<Shared>,
@@ -77,11 +80,13 @@ impl Writer {
             .read(true)
             .write(true)
             .open(seg_path(&dir, seg))?;
+        let zeroed = file.metadata()?.len().max(len);
         Ok(Writer {
             dir,
             seg,
             file,
             len,
+            zeroed,
             opts,
             notify,
             shared,
@@ -258,6 +263,7 @@ impl Writer {
     fn write(&mut self, batches: &[Batch]) -> io::Result<Vec<u64>> {
         let mut seg = self.seg;
         let mut len = self.len;
+        let mut zeroed = self.zeroed;
         let mut new_file: Option<File> = None;
         let mut created: Vec<u64> = Vec::new();
         let mut deletes = Vec::new();
@@ -280,12 +286,15 @@ impl Writer {
                         new_file = Some(create_segment(&self.dir, *id, false)?);
                         seg = *id;
                         len = MAGIC.len() as u64;
+                        zeroed = len;
                         continue;
                     }
                 }
             }
             let f = new_file.as_ref().unwrap_or(&self.file);
             self.put(f, &buf, len)?;
+            zeroed = zeroed.max(len + buf.len() as u64);
+            self.zero_ahead(f, len + buf.len() as u64, &mut zeroed)?;
             if self.opts.fsync {
                 f.sync_data()?;
                 if !self.opts.extra_sync_latency.is_zero() {
@@ -305,6 +314,7 @@ impl Writer {
                 }
                 self.seg = seg;
                 self.len = len;
+                self.zeroed = zeroed;
                 Ok(deletes)
             }
             Err(e) => {
@@ -317,6 +327,33 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// Keeps zeros written ahead of the data ending at `end` in `f` (whose
+    /// length is `*zeroed`): when less than half of `preallocate` is left,
+    /// writes zeros up to `end + preallocate`, within the segment size.
+    /// An append inside bytes already written changes no file metadata, so
+    /// its `fdatasync` flushes data only; an append that grows the file
+    /// also waits for a file-system journal commit (on ext4 here: 330 µs
+    /// instead of 200 on an idle machine, 820 instead of 250 with its CPUs
+    /// busy, where the many-producer case runs). Recovery reads zeros
+    /// after the last record as a clean end.
+    fn zero_ahead(&self, f: &File, end: u64, zeroed: &mut u64) -> io::Result<()> {
+        let chunk = self.opts.preallocate;
+        if chunk == 0 || *zeroed >= end + chunk / 2 {
+            return Ok(());
+        }
+        let target = (end + chunk).min(self.opts.segment_size.max(end));
+        if target <= *zeroed {
+            return Ok(());
+        }
+        let zeros = vec![0u8; (target - *zeroed).min(1 << 20) as usize];
+        while *zeroed < target {
+            let n = (target - *zeroed).min(zeros.len() as u64) as usize;
+            f.write_all_at(&zeros[..n], *zeroed)?;
+            *zeroed += n as u64;
+        }
+        Ok(())
     }
 
     /// Writes `buf` at `at`, or half of it and fails when the test hook says so.
@@ -334,6 +371,7 @@ impl Writer {
     /// segments a failed batch created (the retry writes them again).
     fn restore(&mut self, created: &[u64]) -> io::Result<()> {
         self.file.set_len(self.len)?;
+        self.zeroed = self.len;
         if self.opts.fsync {
             self.file.sync_data()?;
         }

@@ -69,44 +69,61 @@ fn restart_gives_back_exactly_the_live_messages_in_order() {
     assert_eq!(got, want);
 }
 
-/// Writes `n` messages, each commit waited for, and returns the encoded length
-/// of the last one.
-fn write_n(dir: &std::path::Path, n: u64) -> u64 {
+/// Writes `n` messages, each commit waited for, into one segment, and
+/// returns the encoded length of the last one and where the records end
+/// (the file goes on with preallocated zeros).
+fn write_n(dir: &std::path::Path, n: u64) -> (u64, u64) {
     let (mut j, _, rx) = open(dir, JournalOptions::default());
     for seq in 1..=n {
         j.append(msg(seq)).unwrap();
         let t = j.commit();
         wait(&j, &rx, t);
     }
-    msg(n).encoded_len()
+    let stats = j.stats();
+    assert_eq!(stats.segments, 1);
+    (msg(n).encoded_len(), stats.file_bytes)
 }
 
 #[test]
 fn torn_tail_at_every_byte_of_the_last_record_is_cut_off() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    let last_len = write_n(&base, 20);
+    let (last_len, full) = write_n(&base, 20);
     let seg = segments(&base).pop().unwrap();
-    let full = std::fs::metadata(&seg).unwrap().len();
-    for cut in (full - last_len)..full {
-        let dir = tmp.path().join(format!("cut{cut}"));
+    assert!(
+        std::fs::metadata(&seg).unwrap().len() > full,
+        "zeros are written ahead"
+    );
+    // A write that never completed: the file cut short (no preallocation),
+    // or zeros where the end of the record should be.
+    for (tear, cut) in ["truncate", "zeros"]
+        .into_iter()
+        .flat_map(|t| ((full - last_len)..full).map(move |c| (t, c)))
+    {
+        let dir = tmp.path().join(format!("{tear}{cut}"));
         copy_dir(&base, &dir);
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.join(seg.file_name().unwrap()))
             .unwrap();
-        f.set_len(cut).unwrap();
+        if tear == "truncate" {
+            f.set_len(cut).unwrap();
+        } else {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(&vec![0; (full - cut) as usize], cut)
+                .unwrap();
+        }
         drop(f);
         let (j, r, _rx) = open(&dir, JournalOptions::default());
         let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
-        assert_eq!(got, (1..=19).collect::<Vec<_>>(), "cut at {cut}");
+        assert_eq!(got, (1..=19).collect::<Vec<_>>(), "{tear} at {cut}");
         if cut == full - last_len {
             assert!(
                 r.cuts.is_empty(),
                 "a cut at a record boundary is a clean end"
             );
         } else {
-            assert_eq!(r.cuts.len(), 1, "cut at {cut}");
+            assert_eq!(r.cuts.len(), 1, "{tear} at {cut}");
             assert!(r.cuts[0].truncated);
             assert_eq!(r.cuts[0].offset, full - last_len);
         }
@@ -123,9 +140,8 @@ fn torn_tail_at_every_byte_of_the_last_record_is_cut_off() {
 fn scribbled_bytes_in_the_last_record_are_never_delivered() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    let last_len = write_n(&base, 10);
+    let (last_len, full) = write_n(&base, 10);
     let seg = segments(&base).pop().unwrap();
-    let full = std::fs::metadata(&seg).unwrap().len();
     let mut rng = fastrand::Rng::with_seed(7);
     for at in (full - last_len)..full {
         let dir = tmp.path().join(format!("s{at}"));
@@ -255,7 +271,7 @@ fn a_failed_write_is_reported_then_retried_and_confirmed_data_stays() {
     }
     let t1 = j.commit();
     wait(&j, &rx, t1);
-    let good = dir_bytes(dir);
+    let good = data_bytes(dir);
 
     fail.store(true, Ordering::Release);
     for seq in 6..=8 {
@@ -275,7 +291,7 @@ fn a_failed_write_is_reported_then_retried_and_confirmed_data_stays() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(rx.try_recv().is_err(), "a failed ticket is reported once");
     assert_eq!(j.durable_ticket(), t1);
-    assert_eq!(dir_bytes(dir), good, "the half write was cut back");
+    assert_eq!(data_bytes(dir), good, "the half write was cut back");
 
     // The disk has room again: the retry confirms everything, in order.
     fail.store(false, Ordering::Release);

@@ -81,6 +81,18 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Bytes of the segment files in `dir` up to the last byte that is not
+/// zero (what follows are zeros the writer wrote ahead, see
+/// `JournalOptions::preallocate`; the records of [`msg`] used here do not
+/// end in a zero byte).
+pub fn data_bytes(dir: &Path) -> u64 {
+    segments(dir)
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|b| b.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1) as u64)
+        .sum()
+}
+
 /// Segment files in `dir`, oldest first.
 pub fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
