@@ -204,7 +204,10 @@ mod tests {
             Ok(Some((Entry::Remove(7), n))) if n == end
         ));
         assert!(matches!(read_record(&buf, end, u32::MAX), Ok(None)));
-        assert!(matches!(read_record(&buf[..end + 3], end, u32::MAX), Ok(None)));
+        assert!(matches!(
+            read_record(&buf[..end + 3], end, u32::MAX),
+            Ok(None)
+        ));
         // A write whose first bytes never landed: zeros, then data.
         buf[end + 50] = 1;
         assert_eq!(read_record(&buf, end, u32::MAX).unwrap_err(), Damage::Torn);
