@@ -200,13 +200,8 @@ pub(crate) fn scan(dir: &Path, sync: bool) -> io::Result<Scan> {
         let path = seg_path(dir, id);
         let buf = fs::read(&path)?;
         let is_last = id == last;
-        scan.books.segs.insert(
-            id,
-            Seg {
-                bytes: buf.len() as u64,
-                ..Seg::default()
-            },
-        );
+        // Its `bytes` are set once the records are read.
+        scan.books.segs.insert(id, Seg::default());
         let (valid, damage) = if buf.len() < MAGIC.len() || &buf[..MAGIC.len()] != MAGIC {
             (0, Some("bad segment header"))
         } else {
