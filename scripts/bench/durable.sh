@@ -12,7 +12,10 @@
 # before sending the next (window 1), 128-byte bodies:
 #   producers only  stomp-broker/examples/persistent_producers.rs: nothing
 #                   consumes, so every message must be on disk before its
-#                   RECEIPT (the group-commit path);
+#                   RECEIPT (the group-commit path); all producers are
+#                   driven by one thread on an event loop, so that on a
+#                   small machine the load generator leaves the CPUs to the
+#                   broker (PP_ARGS=--threads: one blocking thread each);
 #   with a consumer `stomp bench --persistent --window 1` (one auto-ack
 #                   consumer on the same queue; a broker may confirm a
 #                   message that was consumed before it reached the disk).
@@ -81,8 +84,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for p in $PRODUCERS; do
     for b in $BROKERS; do
       echo "  producers only: $b, $p producers" >&2
-      # shellcheck disable=SC2046
-      if ! "$PP" $(pp_args "$b") --producers "$p" --seconds "$SECONDS_PER_RUN" \
+      # shellcheck disable=SC2046,SC2086
+      if ! "$PP" $(pp_args "$b") ${PP_ARGS:-} --producers "$p" --seconds "$SECONDS_PER_RUN" \
           --dest "/queue/durable-$p-$$-$r" >"$OUT/only.$p.$b.r$r.json" 2>"$OUT/only.$p.$b.r$r.err"; then
         echo "    (failed: $(tail -1 "$OUT/only.$p.$b.r$r.err"))" >&2
       fi

@@ -174,9 +174,9 @@ pub struct JournalOptions {
     /// (default 200 ms).
     pub retry_interval: std::time::Duration,
     /// Group window (default 500 µs): how long the writer may wait for more
-    /// batches to share an fsync, and never longer than the last write took. It waits only when the last fsync carried
-    /// the messages of several event-loop turns (many producers: the ones it
-    /// answered are about to send again), or when all it has to write are
+    /// batches to share an fsync, and never longer than the last write took.
+    /// It waits only when the last fsync carried several messages (many
+    /// producers: the ones it answered are about to send again), or when all it has to write are
     /// removals (it waits for a batch with messages to ride along). A single
     /// producer never waits. Zero turns it off.
     pub group_window: std::time::Duration,

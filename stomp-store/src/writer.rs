@@ -147,8 +147,11 @@ impl Writer {
                 }
                 continue;
             }
-            busy = batches.iter().filter(|b| b.appends > 0).count() > 1;
+            // Several messages in one write: several producers (the event
+            // loop often reads all their SENDs in one turn, one batch), or
+            // one that does not wait for each receipt.
             last_appends = batches.iter().map(|b| b.appends).sum();
+            busy = last_appends > 1;
             let top = batches.iter().map(|b| b.ticket).max().unwrap_or(0);
             if let Some(err) = &self.poisoned {
                 self.report_failure(top, err.clone());
@@ -188,8 +191,9 @@ impl Writer {
     /// The group window: waits a little for more batches before writing, so
     /// that more producers share the fsync. `window` is `group_window` but no
     /// longer than the last write took (waiting longer than an fsync costs
-    /// more than it saves). When the last write carried the messages of
-    /// several event-loop turns (several producers), waits until `window`
+    /// more than it saves). When the last write carried several messages
+    /// (several producers, or one that does not wait for each receipt),
+    /// waits until `window`
     /// after it ended, or until as many messages as it carried (`want`) have
     /// come on top of those that were already waiting during it: the
     /// producers it answered are sending their next messages right now, and

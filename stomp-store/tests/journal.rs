@@ -445,6 +445,39 @@ fn commits_queued_during_a_write_share_the_next_fsync() {
 }
 
 #[test]
+fn producers_answered_by_one_write_share_the_next_even_from_one_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A slow disk (each fsync takes 100 ms more), so the group window is
+    // capped at about 100 ms.
+    let opts = JournalOptions {
+        extra_sync_latency: Duration::from_millis(100),
+        group_window: Duration::from_millis(200),
+        ..JournalOptions::default()
+    };
+    let (mut j, _, rx) = open(tmp.path(), opts);
+    // Four producers whose SENDs the event loop read in one turn: one batch.
+    for seq in 1..=4 {
+        j.append(msg(seq)).unwrap();
+    }
+    let t = j.commit();
+    wait(&j, &rx, t);
+    assert_eq!(j.stats().writes, 1);
+    // Answered, they send again, each in its own turn.
+    let mut last = t;
+    for seq in 5..=8 {
+        std::thread::sleep(Duration::from_millis(2));
+        j.append(msg(seq)).unwrap();
+        last = j.commit();
+    }
+    wait(&j, &rx, last);
+    assert_eq!(
+        j.stats().writes,
+        2,
+        "the four answered producers share one fsync"
+    );
+}
+
+#[test]
 fn a_tombstone_outlives_the_message_it_removes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
