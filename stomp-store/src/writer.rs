@@ -232,7 +232,8 @@ impl Writer {
                 .filter(|b| b.sent < last_end)
                 .map(|b| b.appends)
                 .sum::<usize>();
-        if !lazy && !(busy && appends < want) {
+        let waits = lazy || (busy && appends < want);
+        if !waits {
             return false;
         }
         let until = Instant::now() + window;
