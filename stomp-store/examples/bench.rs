@@ -10,7 +10,7 @@
 //! together (for redb: one write transaction with `Durability::Immediate`).
 //!
 //! ```text
-//! cargo run --release -p stomp-store --example bench -- [--secs 2] [--rounds 3] [--group-window-us 500] [--extra-sync-us 0] [--producers N] [--dir /path] [--engine journal|redb|both]
+//! cargo run --release -p stomp-store --example bench -- [--secs 2] [--rounds 3] [--group-window-us 500] [--extra-sync-us 0] [--producers N] [--dir /parent/of/scratch/dir] [--engine journal|redb|both]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -248,7 +248,7 @@ fn main() {
     // durable commit): shows group commit on a disk with slow fsyncs.
     let mut extra = Duration::ZERO;
     let mut window = JournalOptions::default().group_window;
-    let mut dir = std::env::temp_dir().join(format!("stomp-store-bench-{}", std::process::id()));
+    let mut parent = std::env::temp_dir();
     let mut engines = vec!["journal", "redb"];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -262,7 +262,7 @@ fn main() {
             "--group-window-us" => {
                 window = Duration::from_micros(args.next().unwrap().parse().unwrap())
             }
-            "--dir" => dir = PathBuf::from(args.next().unwrap()),
+            "--dir" => parent = PathBuf::from(args.next().unwrap()),
             "--engine" => {
                 engines = match args.next().unwrap().as_str() {
                     "journal" => vec!["journal"],
@@ -273,6 +273,8 @@ fn main() {
             other => panic!("unknown argument {other}"),
         }
     }
+    // A directory of our own inside the one given: it is removed at the end.
+    let dir = parent.join(format!("stomp-store-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     println!(
         "fsync (128-byte write + fdatasync) on {}: {:?}",
