@@ -397,31 +397,49 @@ pub struct PasswdArgs {
     pub file: PathBuf,
     /// The user to add or change.
     pub user: String,
-    /// The password; without it, it is read from stdin (first line), with a
-    /// prompt when stdin is a terminal. A flag is visible to other local
-    /// users in the process list: prefer stdin.
+    /// The password; without it, it is typed twice without echo when stdin
+    /// is a terminal, or read from stdin's first line. A flag is visible to
+    /// other local users in the process list: prefer stdin.
     #[arg(long, value_name = "P")]
     pub password: Option<String>,
+}
+
+/// The password for `user`: on a terminal, typed twice without echo; from
+/// a pipe, the first line of stdin.
+fn read_password(user: &str) -> io::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("password for {user}: "))?;
+        let again = rpassword::prompt_password("again: ")?;
+        if first != again {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the two passwords differ",
+            ));
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot read the password from stdin: {e}"),
+        )
+    })?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 /// Runs `passwd`: 0 when the file was written, 1 otherwise (with why on stderr).
 pub fn run_passwd(args: &PasswdArgs) -> std::process::ExitCode {
     let password = match &args.password {
         Some(p) => p.clone(),
-        None => {
-            use std::io::{BufRead, IsTerminal, Write};
-            let stdin = io::stdin();
-            if stdin.is_terminal() {
-                eprint!("password for {}: ", args.user);
-                let _ = io::stderr().flush();
-            }
-            let mut line = String::new();
-            if let Err(e) = stdin.lock().read_line(&mut line) {
-                eprintln!("passwd: cannot read the password from stdin: {e}");
+        None => match read_password(&args.user) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("passwd: {e}; nothing changed");
                 return std::process::ExitCode::from(1);
             }
-            line.trim_end_matches(['\r', '\n']).to_owned()
-        }
+        },
     };
     match set_password(&args.file, &args.user, &password) {
         Ok(()) => {

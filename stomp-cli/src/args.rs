@@ -48,7 +48,7 @@ pub enum Command {
 
 const PASSWD_EXAMPLES: &str = "\
 Examples:
-  stomp passwd users.toml alice                 # prompts for the password
+  stomp passwd users.toml alice                 # prompts twice, without echo
   echo \"$PW\" | stomp passwd users.toml alice    # reads it from stdin
   stomp broker --users users.toml               # only users of the file get in";
 

@@ -84,3 +84,89 @@ fn passwd_then_broker_lets_only_the_right_password_in() {
     assert!(old.starts_with("ERROR\n"), "{old}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs `stomp passwd FILE USER` on a terminal (a pty made by util-linux's
+/// `script`), types `first` and `second` at its two prompts, and returns
+/// (exit status, everything the terminal showed).
+fn passwd_on_a_terminal(file: &str, user: &str, first: &str, second: &str) -> (bool, String) {
+    use std::sync::{Arc, Mutex};
+    let mut child = Command::new("script")
+        .args([
+            "-q",
+            "-e",
+            "-c",
+            &format!("{STOMP} passwd {file} {user}"),
+            "/dev/null",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let shown = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let shown = shown.clone();
+        let mut out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let wait_for = |text: &str, shown_before: usize| {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = shown.lock().unwrap().clone();
+            if s[shown_before..].contains(text) {
+                return s.len();
+            }
+            assert!(std::time::Instant::now() < until, "no {text:?} in {s:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let at = wait_for(&format!("password for {user}: "), 0);
+    // The prompt is written just before echo is turned off.
+    std::thread::sleep(Duration::from_millis(300));
+    stdin.write_all(format!("{first}\n").as_bytes()).unwrap();
+    wait_for("again: ", at);
+    std::thread::sleep(Duration::from_millis(300));
+    stdin.write_all(format!("{second}\n").as_bytes()).unwrap();
+    let ok = child.wait().unwrap().success();
+    drop(stdin);
+    reader.join().unwrap();
+    let shown = shown.lock().unwrap().clone();
+    (ok, shown)
+}
+
+#[test]
+fn on_a_terminal_the_password_is_typed_twice_and_never_shown() {
+    let dir = std::env::temp_dir().join(format!("stomp-cli-passwd-tty-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let users = dir.join("users.toml");
+    let file = users.to_str().unwrap();
+
+    let (ok, shown) = passwd_on_a_terminal(file, "frank", "Sekrit-42", "Sekrit-42");
+    assert!(ok, "{shown}");
+    assert!(
+        !shown.contains("Sekrit-42"),
+        "the password was echoed: {shown:?}"
+    );
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(text.contains("[users.frank]"), "{text}");
+
+    // Two different passwords: nothing changes.
+    let (ok, shown) = passwd_on_a_terminal(file, "gina", "one-thing", "another");
+    assert!(!ok, "{shown}");
+    assert!(shown.contains("differ"), "{shown:?}");
+    assert!(!std::fs::read_to_string(&users).unwrap().contains("gina"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
