@@ -174,11 +174,12 @@ pub struct JournalOptions {
     /// (default 200 ms).
     pub retry_interval: std::time::Duration,
     /// Group window (default 500 µs): how long the writer may wait for more
-    /// batches to share an fsync, and never longer than the last write took.
-    /// It waits only when the last fsync carried several messages (many
-    /// producers: the ones it answered are about to send again), or when all it has to write are
+    /// batches to share an fsync, counted from the first batch it has in
+    /// hand, and never longer than the last write took. It waits only when
+    /// the last fsync carried several messages (many producers: the ones it
+    /// answered are about to send again), or when all it has to write are
     /// removals (it waits for a batch with messages to ride along). A single
-    /// producer never waits. Zero turns it off.
+    /// producer that waits for each receipt never waits. Zero turns it off.
     pub group_window: std::time::Duration,
     /// Benchmark hook: sleep this long after each fsync, to see how group
     /// commit behaves on a disk with slow fsyncs. Not for production.
