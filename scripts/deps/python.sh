@@ -14,24 +14,14 @@ if [ -x "$PY" ] && "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.ver
   exit 0
 fi
 
-apt_install() {
-  if command -v apt-get >/dev/null 2>&1; then
-    echo "python.sh: installing $* with apt-get" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq "$@" >/dev/null
-  else
-    echo "python.sh: $* missing and no apt-get: install Python 3 with venv support" >&2
-    exit 1
-  fi
-}
+. scripts/deps/lib/apt.sh
 
 if ! command -v python3 >/dev/null 2>&1; then
-  apt_install python3 python3-venv
+  apt_install python.sh python3 python3-venv
 fi
 # Debian splits ensurepip (needed by `python3 -m venv`) into python3-venv.
 if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
-  apt_install python3-venv
+  apt_install python.sh python3-venv
 fi
 
 if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
@@ -39,7 +29,7 @@ if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
   if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
     # Some images ship ensurepip but not the versioned venv package.
     rm -rf "$VENV"
-    apt_install python3-venv "python3.$(python3 -c 'import sys; print(sys.version_info[1])')-venv"
+    apt_install python.sh python3-venv "python3.$(python3 -c 'import sys; print(sys.version_info[1])')-venv"
     python3 -m venv "$VENV"
   fi
 fi

@@ -1,11 +1,20 @@
-//! Interop with stomp.py, the most used Python STOMP client: its
-//! Connection10/11/12 classes send, subscribe, ack (client and
-//! client-individual), NACK, use transactions and receipts against a real
-//! broker. The scenarios are in `tests/interop/stomppy_interop.py`; the venv
-//! comes from `scripts/deps/python.sh` (run by `scripts/test.sh`).
+//! Interop with the most used STOMP clients, against a real broker process:
+//!
+//! - stomp.py (Python): its Connection10/11/12 classes send, subscribe, ack
+//!   (client and client-individual), NACK, use transactions and receipts.
+//!   The scenarios are in `tests/interop/stomppy_interop.py`; the venv comes
+//!   from `scripts/deps/python.sh`.
+//! - stompjs (`@stomp/stompjs`, JavaScript, over TCP with
+//!   `@stomp/tcp-wrapper`), limited to each protocol version: receipts,
+//!   binary bodies, ack modes, NACK, transactions, header escaping, topics,
+//!   ERROR frames. The scenarios are in
+//!   `tests/interop/stompjs/stompjs_interop.mjs`; Node.js and the packages
+//!   come from `scripts/deps/node.sh`.
+//!
+//! `scripts/test.sh` runs both set-up scripts.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,11 +32,27 @@ fn venv_python() -> PathBuf {
 }
 
 fn run_stomppy(version: &str) {
-    let py = venv_python();
     let script = repo_root().join("tests/interop/stomppy_interop.py");
+    run_interop("stomp.py", &venv_python(), &script, version);
+}
+
+fn run_stompjs(version: &str) {
+    let dir = repo_root().join("tests/interop/stompjs");
+    assert!(
+        dir.join("node_modules/@stomp/stompjs").exists(),
+        "{}/node_modules is missing: run scripts/deps/node.sh (or scripts/test.sh) to install stompjs",
+        dir.display()
+    );
+    let script = dir.join("stompjs_interop.mjs");
+    run_interop("stompjs", Path::new("node"), &script, version);
+}
+
+/// Runs `program script HOST PORT VERSION` against a fresh broker; the
+/// script must exit 0 and print its "N passed, 0 failed" line in 90 s.
+fn run_interop(client: &str, program: &Path, script: &Path, version: &str) {
     let b = Broker::start();
-    let mut child = Process::new(&py)
-        .arg(&script)
+    let mut child = Process::new(program)
+        .arg(script)
         .arg(b.addr().ip().to_string())
         .arg(b.addr().port().to_string())
         .arg(version)
@@ -35,7 +60,7 @@ fn run_stomppy(version: &str) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let out_t = thread::spawn(move || {
@@ -71,11 +96,11 @@ fn run_stomppy(version: &str) {
             );
         }
         Some(s) => panic!(
-            "stomp.py {version} interop failed ({s}):\n{stdout}\n--- python stderr (last 4000 bytes) ---\n{}\n--- broker log ---\n{}",
+            "{client} {version} interop failed ({s}):\n{stdout}\n--- {client} stderr (last 4000 bytes) ---\n{}\n--- broker log ---\n{}",
             tail(&stderr, 4000),
             tail(&b.logs(), 4000)
         ),
-        None => panic!("stomp.py {version} interop hung for 90 s:\n{stdout}"),
+        None => panic!("{client} {version} interop hung for 90 s:\n{stdout}"),
     }
 }
 
@@ -100,4 +125,19 @@ fn stomppy_1_1() {
 #[test]
 fn stomppy_1_2() {
     run_stomppy("1.2");
+}
+
+#[test]
+fn stompjs_1_0() {
+    run_stompjs("1.0");
+}
+
+#[test]
+fn stompjs_1_1() {
+    run_stompjs("1.1");
+}
+
+#[test]
+fn stompjs_1_2() {
+    run_stompjs("1.2");
 }
