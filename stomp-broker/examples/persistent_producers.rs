@@ -243,11 +243,10 @@ fn threads(o: Arc<Opts>) -> std::io::Result<(u64, f64)> {
         .map(|_| {
             let (o, start, t0) = (o.clone(), start.clone(), t0.clone());
             std::thread::spawn(move || -> std::io::Result<u64> {
-                let mut c = connect(&o);
+                let c = connect(&o);
+                // Every thread reaches the barrier, connected or not.
                 start.wait();
-                let c = c
-                    .as_mut()
-                    .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+                let mut c = c?;
                 let end = *t0.get_or_init(Instant::now) + Duration::from_secs_f64(o.seconds);
                 let body = "x".repeat(o.size);
                 let mut frame = Vec::with_capacity(o.size + 200);
