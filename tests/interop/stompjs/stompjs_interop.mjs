@@ -112,6 +112,23 @@ async function sendConfirmed(client, frame) {
   await confirmed;
 }
 
+/**
+ * Closes `client` (leaving `box` unsubscribed), subscribes again on a new
+ * connection and checks that exactly one message, with `body`, comes back.
+ */
+async function comesBackAlone(client, box, destination, ack, body) {
+  box.sub.unsubscribe();
+  await client.deactivate();
+  const d = await connect();
+  const again = inbox(d, destination, { ack });
+  const [back] = await again.atLeast(1);
+  check(back.body === body, `came back: ${back.body}`);
+  back.ack();
+  await sleep(QUIET);
+  check(again.got.length === 1, `${again.got.length} messages came back, not only ${body}`);
+  await d.deactivate();
+}
+
 const scenarios = {
   async 'connect negotiates the version'() {
     const c = await connect();
@@ -154,16 +171,7 @@ const scenarios = {
     const [one, two] = await box.atLeast(2);
     check(one.body === 'one' && two.body === 'two', 'order');
     one.ack();
-    box.sub.unsubscribe();
-    await c.deactivate();
-    const d = await connect();
-    const again = inbox(d, q, { ack: 'client-individual' });
-    const [back] = await again.atLeast(1);
-    check(back.body === 'two', `came back: ${back.body}`);
-    back.ack();
-    await sleep(QUIET);
-    check(again.got.length === 1, `${again.got.length} messages: the acked one came back`);
-    await d.deactivate();
+    await comesBackAlone(c, box, q, 'client-individual', 'two');
   },
 
   async 'client ack: one ack covers the messages before it'() {
@@ -173,16 +181,7 @@ const scenarios = {
     for (const b of ['a', 'b', 'c']) await sendConfirmed(c, { destination: q, body: b });
     const got = await box.atLeast(3);
     got[1].ack();
-    box.sub.unsubscribe();
-    await c.deactivate();
-    const d = await connect();
-    const again = inbox(d, q, { ack: 'client' });
-    const [back] = await again.atLeast(1);
-    check(back.body === 'c', `came back: ${back.body}`);
-    back.ack();
-    await sleep(QUIET);
-    check(again.got.length === 1, `${again.got.length} messages came back`);
-    await d.deactivate();
+    await comesBackAlone(c, box, q, 'client', 'c');
   },
 
   async 'nack hands the message back'() {
