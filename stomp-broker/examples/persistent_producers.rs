@@ -40,7 +40,11 @@ struct Opts {
     threads: bool,
 }
 
-fn parse() -> Opts {
+const USAGE: &str = "usage: persistent_producers [--addr HOST:PORT] [--producers N] \
+[--seconds S] [--size BYTES] [--login L --passcode P] [--vhost V] [--dest /queue/x] [--threads]";
+
+/// The options, or what is wrong with the command line.
+fn parse() -> Result<Opts, String> {
     let mut o = Opts {
         addr: "127.0.0.1:61613".into(),
         producers: 1,
@@ -52,29 +56,40 @@ fn parse() -> Opts {
         dest: format!("/queue/durable-bench-{}", std::process::id()),
         threads: false,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        if args[i] == "--threads" {
-            o.threads = true;
-            i += 1;
-            continue;
+    fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+        v.parse()
+            .map_err(|_| format!("{flag} wants a number, not {v:?}"))
+    }
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--threads" => {
+                o.threads = true;
+                continue;
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => {}
         }
-        let v = args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
+        let v = args.next().ok_or_else(|| format!("{flag} wants a value"))?;
+        match flag.as_str() {
             "--addr" => o.addr = v,
-            "--producers" => o.producers = v.parse().expect("--producers N"),
-            "--seconds" => o.seconds = v.parse().expect("--seconds S"),
-            "--size" => o.size = v.parse().expect("--size BYTES"),
+            "--producers" => o.producers = number(&flag, &v)?,
+            "--seconds" => o.seconds = number(&flag, &v)?,
+            "--size" => o.size = number(&flag, &v)?,
             "--login" => o.login = v,
             "--passcode" => o.passcode = v,
             "--vhost" => o.vhost = v,
             "--dest" => o.dest = v,
-            other => panic!("unknown argument {other}"),
+            other => return Err(format!("unknown argument {other:?}")),
         }
-        i += 2;
     }
-    o
+    if o.producers == 0 || o.seconds.is_nan() || o.seconds <= 0.0 {
+        return Err("--producers and --seconds must be above 0".into());
+    }
+    Ok(o)
 }
 
 struct Conn {
@@ -274,7 +289,13 @@ fn threads(o: Arc<Opts>) -> std::io::Result<(u64, f64)> {
 }
 
 fn main() {
-    let o = Arc::new(parse());
+    let o = match parse() {
+        Ok(o) => Arc::new(o),
+        Err(e) => {
+            eprintln!("persistent_producers: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let result = if o.threads {
         threads(o.clone())
     } else {
