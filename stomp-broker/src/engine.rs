@@ -36,9 +36,11 @@
 //!   ack id, UNSUBSCRIBE of an unknown id: ERROR and close.
 //! - NACK of a `client` subscription is cumulative, like its ACK.
 //! - `host` is not checked (any virtual host is accepted).
-//! - A prefetch of 0 (`activemq.prefetchSize:0`) is taken as 1.
+//! - `activemq.prefetchSize:0` is taken as 1; `prefetch-count:0` (RabbitMQ's
+//!   header) means no window, as in RabbitMQ.
 //! - Topic subscribers in client modes get at most their window of
-//!   unacknowledged messages; further topic messages are dropped for them.
+//!   unacknowledged messages; further topic messages are held for them
+//!   (within topic flow control) until acknowledgements open the window.
 //!   Unacknowledged topic messages are not redelivered.
 //! - Messages in a dead-letter queue are not dead-lettered again; a message
 //!   moved there gets `original-destination`.
@@ -388,7 +390,8 @@ impl Engine {
                         detail: e.to_string(),
                         version: false,
                     };
-                    self.fail(conn, f, None, now);
+                    let receipt = s.decoder.failed_receipt().map(ByteString::from);
+                    self.fail(conn, f, receipt, now);
                     return;
                 }
             }
@@ -539,7 +542,7 @@ impl Engine {
                     }
                 }
                 TimerKind::Slow => {
-                    if s.slow && s.backlog() >= self.cfg.max_write_backlog / 2 {
+                    if s.slow && s.fan_backlog() >= self.cfg.max_write_backlog / 2 {
                         tracing::debug!(
                             conn,
                             "topic subscriber slow for too long: producers stop waiting for it"
@@ -594,7 +597,7 @@ impl Engine {
             return;
         };
         s.unwritten = unwritten;
-        if (s.slow || s.slow_expired) && s.backlog() < self.cfg.max_write_backlog / 2 {
+        if (s.slow || s.slow_expired) && s.fan_backlog() < self.cfg.max_write_backlog / 2 {
             s.slow = false;
             s.slow_expired = false;
         }
@@ -671,9 +674,9 @@ impl Engine {
         let soft = self.cfg.max_write_backlog / 2;
         self.router.topics.get(dest).is_none_or(|subs| {
             subs.iter().all(|r| {
-                self.sessions
-                    .get(r.conn)
-                    .is_none_or(|s| s.phase != Phase::Open || s.slow_expired || s.backlog() < soft)
+                self.sessions.get(r.conn).is_none_or(|s| {
+                    s.phase != Phase::Open || s.slow_expired || s.fan_backlog() < soft
+                })
             })
         })
     }
@@ -1049,14 +1052,18 @@ impl Engine {
             Ok(a) => a,
             Err(e) => return fail("invalid ack header", e.to_string()),
         };
-        let window = match frame
-            .headers
-            .get("activemq.prefetchSize")
-            .or_else(|| frame.headers.get("prefetch-count"))
-        {
+        // ActiveMQ's header first; RabbitMQ's `prefetch-count:0` means no
+        // limit, as there (an ActiveMQ prefetch of 0 is a pull consumer,
+        // which STOMP cannot be: it is taken as 1).
+        let (v, zero) = match frame.headers.get("activemq.prefetchSize") {
+            Some(v) => (Some(v), 1),
+            None => (frame.headers.get("prefetch-count"), usize::MAX),
+        };
+        let window = match v {
             None => self.cfg.prefetch as usize,
             Some(v) => match v.parse::<u32>() {
-                Ok(n) => n.max(1) as usize,
+                Ok(0) => zero,
+                Ok(n) => n as usize,
                 Err(_) => {
                     return fail(
                         "invalid prefetch",
@@ -1073,6 +1080,7 @@ impl Engine {
             ack,
             window,
             unacked: VecDeque::new(),
+            pending: VecDeque::new(),
         });
         let r = SubRef { conn, slot };
         if topic {
@@ -1091,15 +1099,30 @@ impl Engine {
         let s = &self.sessions[conn];
         let id = match frame.id() {
             Some(id) => id,
-            None if s.version == Version::V1_0 => match frame.destination() {
-                Some(d) => d,
-                None => {
+            None if s.version == Version::V1_0 => {
+                // 1.0: "either a destination header or an id header (if the
+                // previous SUBSCRIBE operation passed an id value)". By
+                // destination, every subscription to it goes (as ActiveMQ).
+                let Some(dest) = frame.destination() else {
                     return fail(
                         "missing id header",
                         "UNSUBSCRIBE needs an id (or, in STOMP 1.0, a destination)",
                     );
+                };
+                let slots: Vec<usize> = (0..s.subs.len())
+                    .filter(|&i| s.subs[i].as_ref().is_some_and(|sub| sub.dest == dest))
+                    .collect();
+                if slots.is_empty() {
+                    return fail(
+                        "unknown subscription",
+                        format!("no subscription to {dest:?} on this connection"),
+                    );
                 }
-            },
+                for slot in slots {
+                    self.remove_sub(conn, slot, now);
+                }
+                return Ok(());
+            }
             None => required(frame, names::ID)?,
         };
         let Some(slot) = s.sub_slot(id) else {
@@ -1385,7 +1408,7 @@ impl Engine {
             if s.phase != Phase::Open {
                 continue;
             }
-            if s.backlog() >= limit {
+            if s.fan_backlog() >= limit {
                 match self.cfg.slow_consumer_policy {
                     SlowConsumerPolicy::Drop => self.stats.topic_dropped += 1,
                     SlowConsumerPolicy::Disconnect => slow.push(r.conn),
@@ -1393,25 +1416,19 @@ impl Engine {
                 continue;
             }
             let sub = s.subs[r.slot].as_mut().expect("subscribed");
-            let frame = if sub.ack == AckMode::Auto {
-                msg.to_frame(&sub.id, None)
+            if sub.ack == AckMode::Auto {
+                let frame = msg.to_frame(&sub.id, None);
+                push_to(&mut self.dirty, s, r.conn, Output::Frame(frame), now);
+            } else if sub.unacked.len() >= sub.window || !sub.pending.is_empty() {
+                // Held for it, as ActiveMQ and RabbitMQ do, within the
+                // same flow control as a backlog.
+                sub.pending.push_back(msg.clone());
+                s.pending += msg.size;
             } else {
-                if sub.unacked.len() >= sub.window {
-                    self.stats.topic_dropped += 1;
-                    continue;
-                }
-                let n = s.next_ack;
-                s.next_ack += 1;
-                let frame =
-                    msg.to_frame(&sub.id, Some(ByteString::from(format!("{}.{n}", r.slot))));
-                sub.unacked.push_back(Unacked {
-                    ack: n,
-                    msg: msg.clone(),
-                });
-                frame
-            };
-            push_to(&mut self.dirty, s, r.conn, Output::Frame(frame), now);
-            if s.backlog() >= soft && !s.slow_expired {
+                let frame = deliver_topic(s, r.slot, msg.clone());
+                push_to(&mut self.dirty, s, r.conn, Output::Frame(frame), now);
+            }
+            if s.fan_backlog() >= soft && !s.slow_expired {
                 hold = true;
                 if !s.slow {
                     s.slow = true;
@@ -1430,7 +1447,7 @@ impl Engine {
             let f = Fail {
                 message: "slow consumer".into(),
                 detail: format!(
-                    "more than {limit} bytes were waiting to be written to this connection; it is closed (slow-consumer-policy disconnect)"
+                    "more than {limit} bytes were waiting for this connection (unwritten, or topic messages held until it acknowledges); it is closed (slow-consumer-policy disconnect)"
                 ),
                 version: false,
             };
@@ -1455,6 +1472,9 @@ impl Engine {
             sub.unacked.remove(pos).into_iter().collect()
         };
         if sub.topic {
+            // Unacknowledged topic messages are not redelivered; the
+            // window they free takes held ones.
+            self.release_pending(conn, op.slot, now);
             return;
         }
         let dest = sub.dest.clone();
@@ -1477,6 +1497,19 @@ impl Engine {
             }
         }
         self.dispatch(&dest, now);
+    }
+
+    /// Delivers held topic messages while the subscription's window has room.
+    fn release_pending(&mut self, conn: ConnId, slot: usize, now: Instant) {
+        let s = &mut self.sessions[conn];
+        while let Some(sub) = s.subs[slot].as_mut()
+            && sub.unacked.len() < sub.window
+            && let Some(msg) = sub.pending.pop_front()
+        {
+            s.pending -= msg.size;
+            let frame = deliver_topic(s, slot, msg);
+            push_to(&mut self.dirty, s, conn, Output::Frame(frame), now);
+        }
     }
 
     /// Puts in-flight messages back at the front of their queue in their
@@ -1540,6 +1573,7 @@ impl Engine {
         };
         let r = SubRef { conn, slot };
         if sub.topic {
+            self.sessions[conn].pending -= sub.pending.iter().map(|m| m.size).sum::<usize>();
             if let Some(list) = self.router.topics.get_mut(&sub.dest) {
                 list.retain(|x| *x != r);
                 if list.is_empty() {
@@ -1670,6 +1704,28 @@ impl Engine {
             for tx in &s.txs {
                 tx_bytes += tx.sends.iter().map(|m| m.size).sum::<usize>();
             }
+            let held: usize = s
+                .subs
+                .iter()
+                .flatten()
+                .flat_map(|sub| &sub.pending)
+                .map(|m| m.size)
+                .sum();
+            if held != s.pending {
+                return Err(format!(
+                    "connection {conn} holds {held} topic bytes, counts {}",
+                    s.pending
+                ));
+            }
+            if let Some(sub) = s.subs.iter().flatten().find(|sub| {
+                !sub.pending.is_empty()
+                    && (!sub.topic || sub.ack == AckMode::Auto || sub.unacked.len() < sub.window)
+            }) {
+                return Err(format!(
+                    "subscription {:?} holds messages it has room for",
+                    &*sub.id
+                ));
+            }
             for (slot, sub) in s.subs.iter().enumerate() {
                 let Some(sub) = sub else { continue };
                 let r = SubRef { conn, slot };
@@ -1755,6 +1811,17 @@ fn stored(msg: &Message) -> StoredMessage {
         body: msg.body.clone(),
         deliveries: msg.deliveries,
     }
+}
+
+/// The MESSAGE for a client-mode topic subscription, with its `ack` id; the
+/// message is kept as unacknowledged.
+fn deliver_topic(s: &mut Session, slot: usize, msg: Message) -> Frame {
+    let n = s.next_ack;
+    s.next_ack += 1;
+    let sub = s.subs[slot].as_mut().expect("subscribed");
+    let frame = msg.to_frame(&sub.id, Some(ByteString::from(format!("{slot}.{n}"))));
+    sub.unacked.push_back(Unacked { ack: n, msg });
+    frame
 }
 
 fn push_to(dirty: &mut Vec<ConnId>, s: &mut Session, conn: ConnId, out: Output, now: Instant) {

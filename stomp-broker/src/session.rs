@@ -56,6 +56,9 @@ pub(crate) struct Subscription {
     pub(crate) window: usize,
     /// Delivered, not yet acknowledged, oldest first.
     pub(crate) unacked: VecDeque<Unacked>,
+    /// Topic messages that came while the window was full (client modes),
+    /// oldest first: delivered as acknowledgements open it.
+    pub(crate) pending: VecDeque<Message>,
 }
 
 /// An ACK or NACK inside a transaction, applied at COMMIT.
@@ -107,6 +110,8 @@ pub(crate) struct Session {
     pub(crate) outbox: VecDeque<(Output, usize)>,
     /// Estimated bytes in `outbox`.
     pub(crate) queued: usize,
+    /// Bytes of the topic messages in its subscriptions' `pending`.
+    pub(crate) pending: usize,
     /// Bytes the driver has encoded but not yet written.
     pub(crate) unwritten: usize,
     /// In the engine's dirty list.
@@ -156,6 +161,7 @@ impl Session {
             txs: Vec::new(),
             outbox: VecDeque::new(),
             queued: 0,
+            pending: 0,
             unwritten: 0,
             dirty: false,
             send_every: None,
@@ -181,6 +187,12 @@ impl Session {
     /// Bytes owed to the peer.
     pub(crate) fn backlog(&self) -> usize {
         self.queued + self.unwritten
+    }
+
+    /// What topic flow control counts: the backlog and the topic messages
+    /// waiting for acknowledgements to open a window.
+    pub(crate) fn fan_backlog(&self) -> usize {
+        self.backlog() + self.pending
     }
 
     /// The slot of the subscription with this client id.

@@ -959,3 +959,115 @@ fn message_ids_continue_from_the_given_start() {
     h.send(p, "/queue/ids", "b");
     assert_eq!(h.frames(p)[0].message_id(), Some("m-1000001"));
 }
+
+#[test]
+fn topic_messages_past_the_window_wait_for_acks() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    let c = h.connect("1.2");
+    h.frame(
+        c,
+        Frame::subscribe("s", "/topic/w", AckMode::ClientIndividual)
+            .header("activemq.prefetchSize", "2"),
+    );
+    for i in 0..5 {
+        h.send(p, "/topic/w", &i.to_string());
+    }
+    let got = h.frames(c);
+    assert_eq!(bodies(&got), ["0", "1"]);
+    h.frame(c, Frame::ack_for(&got[0], Version::V1_2).unwrap());
+    let next = h.frames(c);
+    assert_eq!(bodies(&next), ["2"]);
+    // A NACK opens the window too (topic messages are not redelivered).
+    h.frame(c, Frame::nack_for(&got[1], Version::V1_2).unwrap());
+    h.frame(c, Frame::ack_for(&next[0], Version::V1_2).unwrap());
+    assert_eq!(bodies(&h.frames(c)), ["3", "4"]);
+    // What is held goes with the subscription.
+    h.send(p, "/topic/w", "5");
+    h.send(p, "/topic/w", "6");
+    h.frame(c, Frame::new(Command::Unsubscribe).header("id", "s"));
+    assert!(h.frames(c).is_empty());
+    assert!(!h.e.is_closing(c));
+}
+
+#[test]
+fn prefetch_count_zero_is_no_window_and_activemq_zero_is_one() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    let a = h.connect("1.2");
+    let b = h.connect("1.2");
+    h.frame(
+        a,
+        Frame::subscribe("s", "/queue/pa", AckMode::Client).header("prefetch-count", "0"),
+    );
+    h.frame(
+        b,
+        Frame::subscribe("s", "/queue/pb", AckMode::Client).header("activemq.prefetchSize", "0"),
+    );
+    for i in 0..3 {
+        h.send(p, "/queue/pa", &i.to_string());
+        h.send(p, "/queue/pb", &i.to_string());
+    }
+    assert_eq!(bodies(&h.frames(a)), ["0", "1", "2"]);
+    assert_eq!(bodies(&h.frames(b)), ["0"]);
+}
+
+#[test]
+fn stomp_1_0_unsubscribes_by_destination_whatever_the_id() {
+    let mut h = H::new();
+    let p = h.connect("1.0");
+    let c = h.connect("1.0");
+    h.sub(c, "x", "/queue/u", AckMode::Auto);
+    h.frame(
+        c,
+        Frame::new(Command::Unsubscribe)
+            .header("destination", "/queue/u")
+            .header("receipt", "r"),
+    );
+    let got = h.frames(c);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].command, Command::Receipt);
+    h.send(p, "/queue/u", "kept");
+    assert!(h.frames(c).is_empty(), "unsubscribed");
+    // An unknown destination is still an error.
+    h.frame(
+        c,
+        Frame::new(Command::Unsubscribe).header("destination", "/queue/none"),
+    );
+    assert_eq!(
+        h.error_of(c).headers.get("message"),
+        Some("unknown subscription")
+    );
+}
+
+#[test]
+fn a_frame_that_fails_to_decode_gets_its_receipt_id() {
+    let mut h = H::new();
+    let c = h.connect("1.2");
+    h.raw(
+        c,
+        b"SUBSCRIBE\nreceipt:r-1\nid:0\ndestination:/queue/a\n\nbody\0",
+    );
+    let err = h.error_of(c);
+    assert_eq!(err.headers.get("message"), Some("malformed frame"));
+    assert_eq!(err.headers.get("receipt-id"), Some("r-1"));
+}
+
+#[test]
+fn stomp_1_0_frames_as_the_1_0_spec_writes_them() {
+    let mut h = H::new();
+    let p = h.connect("1.0");
+    let c = h.connect("1.0");
+    // Padded values, and a SUBSCRIBE body that "is ignored".
+    h.raw(
+        c,
+        b"SUBSCRIBE\ndestination: /queue/foo\nack: client\nreceipt: r\n\nignored\0",
+    );
+    let got = h.frames(c);
+    assert_eq!(got[0].command, Command::Receipt, "{got:?}");
+    assert_eq!(got[0].headers.get("receipt-id"), Some("r"));
+    h.raw(p, b"SEND\ndestination: /queue/foo\n\nhello\0");
+    let got = h.frames(c);
+    assert_eq!(bodies(&got), ["hello"]);
+    assert_eq!(got[0].destination(), Some("/queue/foo"));
+}

@@ -129,10 +129,15 @@ const HEAD_START: State = State::Head {
 /// assert_eq!(&f.body[..], b"hi!");
 /// ```
 ///
-/// Line endings: 1.2 accepts `CRLF` or `LF`; 1.0 and 1.1 end lines with LF
-/// and keep a CR as part of a header value. In every version a CR before
+/// Line endings: 1.2 accepts `CRLF` or `LF`; 1.1 ends lines with LF and
+/// keeps a CR as part of a header value. In every version a CR before
 /// the LF of the command line, of the blank line or of a heart-beat is
 /// accepted, because there it cannot mean anything else.
+///
+/// STOMP 1.0, whose own examples pad header values (`destination:
+/// /queue/foo`), gets what ActiveMQ does for it: spaces, tabs and CRs
+/// around header names and values are trimmed, and any frame may carry a
+/// body (1.0 says SUBSCRIBE's "is ignored"); 1.1 and 1.2 allow neither.
 ///
 /// After an error the stream is beyond repair: report it and close.
 #[derive(Debug)]
@@ -146,6 +151,8 @@ pub struct Decoder {
     /// first, the blank line's not), found while scanning, so parsing the
     /// head does not look for them again. Reused from frame to frame.
     line_ends: Vec<usize>,
+    /// The `receipt` header of the frame the last error was found in.
+    failed_receipt: Option<String>,
 }
 
 impl Decoder {
@@ -166,6 +173,7 @@ impl Decoder {
             state: HEAD_START,
             position: 0,
             line_ends: Vec::new(),
+            failed_receipt: None,
         }
     }
 
@@ -201,6 +209,25 @@ impl Decoder {
         }
     }
 
+    /// The `receipt` header of the frame the last [`decode`](Decoder::decode)
+    /// error was found in, when the decoder got far enough into it to see
+    /// one: a server answers the error with an ERROR whose `receipt-id` is
+    /// this (1.1 and 1.2 say it SHOULD). Best effort: the first `receipt`
+    /// line of the head, unescaped when its escapes are valid.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use stomp_frame::{Decoder, Version};
+    ///
+    /// let mut dec = Decoder::new(Version::V1_2);
+    /// let mut buf = BytesMut::from(&b"SUBSCRIBE\nreceipt:r-7\nid:0\n\nbody\0"[..]);
+    /// assert!(dec.decode(&mut buf).is_err()); // SUBSCRIBE takes no body
+    /// assert_eq!(dec.failed_receipt(), Some("r-7"));
+    /// ```
+    pub fn failed_receipt(&self) -> Option<&str> {
+        self.failed_receipt.as_deref()
+    }
+
     /// Decodes the next item from the front of `buf`, or `Ok(None)` when
     /// more bytes are needed. Consumed bytes are removed from `buf`.
     ///
@@ -208,6 +235,49 @@ impl Decoder {
     /// mid-frame is a misuse whose result is unspecified (the scan of the
     /// frame starts over), but never a panic.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, DecodeError> {
+        let result = self.decode_item(buf);
+        if result.is_err() && self.failed_receipt.is_none() {
+            self.failed_receipt = match &self.state {
+                State::Body { headers, .. } => headers.get(names::RECEIPT).map(str::to_owned),
+                State::Head {
+                    scanned,
+                    command: Some(command),
+                    ..
+                } => self.receipt_in(*command, &buf[..(*scanned).min(buf.len())]),
+                State::Head { command: None, .. } => None,
+            };
+        }
+        result
+    }
+
+    /// The first `receipt` header in the lines of `head` after the command
+    /// line, for [`failed_receipt`](Decoder::failed_receipt).
+    fn receipt_in(&self, command: Command, head: &[u8]) -> Option<String> {
+        let line = head
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .find_map(|l| l.strip_prefix(b"receipt:"))?;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let value = ByteString::try_from(Bytes::copy_from_slice(line)).ok()?;
+        if command.is_escaped() && self.version >= Version::V1_1 {
+            unescape(value.clone(), Some(names::RECEIPT), self.version, 0)
+                .ok()
+                .or(Some(value))
+                .map(|v| v.to_string())
+        } else {
+            Some(value.to_string())
+        }
+    }
+
+    /// Whether a frame of `command` may carry a body. STOMP 1.0 lets any
+    /// frame have one (it "is ignored" on SUBSCRIBE); 1.1 and 1.2 only
+    /// SEND, MESSAGE and ERROR.
+    fn allows_body(&self, command: Command) -> bool {
+        command.allows_body() || self.version == Version::V1_0
+    }
+
+    fn decode_item(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, DecodeError> {
+        self.failed_receipt = None;
         match &mut self.state {
             State::Head { scanned, .. } if *scanned > buf.len() => self.state = HEAD_START,
             State::Body { scanned, .. } if *scanned > buf.len() => *scanned = 0,
@@ -301,22 +371,17 @@ impl Decoder {
                     let head_len = nl + 1;
                     let command = command.expect("command line seen");
                     let head = buf.split_to(head_len).freeze();
-                    let (headers, length) = self.parse_head(command, &head)?;
-                    if let Some(n) = length {
-                        if n > 0 && !command.allows_body() {
-                            return Err(DecodeError::BodyNotAllowed {
-                                command,
-                                offset: self.position + head_len as u64,
-                            });
+                    let (headers, length) = match self.check_head(command, &head) {
+                        Ok(parsed) => parsed,
+                        Err((e, receipt)) => {
+                            // The head is gone from the buffer: start over
+                            // so that `decode` does not look for a receipt
+                            // in what follows it.
+                            self.state = HEAD_START;
+                            self.failed_receipt = receipt;
+                            return Err(e);
                         }
-                        if n > limits.max_body_len {
-                            return Err(self.limit(Limit::BodyLength, n, limits.max_body_len));
-                        }
-                        if head_len + n + 1 > limits.max_frame_len {
-                            let v = head_len + n + 1;
-                            return Err(self.limit(Limit::FrameLength, v, limits.max_frame_len));
-                        }
-                    }
+                    };
                     self.position += head_len as u64;
                     self.state = State::Body {
                         command,
@@ -339,6 +404,39 @@ impl Decoder {
             *line_start = nl + 1;
             *scanned = nl + 1;
         }
+    }
+
+    /// Parses a complete head and checks its body's declared length
+    /// against the command and the limits; an error comes with the frame's
+    /// `receipt` header, when it has one.
+    fn check_head(
+        &self,
+        command: Command,
+        head: &Bytes,
+    ) -> Result<(Headers, Option<usize>), (DecodeError, Option<String>)> {
+        let (headers, length) = self
+            .parse_head(command, head)
+            .map_err(|e| (e, self.receipt_in(command, head)))?;
+        let receipt = || headers.get(names::RECEIPT).map(str::to_owned);
+        if let Some(n) = length {
+            let head_len = head.len();
+            if n > 0 && !self.allows_body(command) {
+                let offset = self.position + head_len as u64;
+                return Err((DecodeError::BodyNotAllowed { command, offset }, receipt()));
+            }
+            let max = self.limits.max_body_len;
+            if n > max {
+                return Err((self.limit(Limit::BodyLength, n, max), receipt()));
+            }
+            let max = self.limits.max_frame_len;
+            if head_len + n + 1 > max {
+                return Err((
+                    self.limit(Limit::FrameLength, head_len + n + 1, max),
+                    receipt(),
+                ));
+            }
+        }
+        Ok((headers, length))
     }
 
     /// Parses a complete head (command line, header lines, blank line).
@@ -368,6 +466,13 @@ impl Decoder {
                     line: lossy_prefix(raw),
                     offset,
                 });
+            };
+            // 1.0's own examples pad values (`destination: /queue/foo`),
+            // and 1.0 peers trim or pad at will; 1.1 and 1.2 forbid both.
+            let (name, value) = if self.version == Version::V1_0 {
+                (trim_padding(name), trim_padding(value))
+            } else {
+                (name, value)
             };
             if name.is_empty() {
                 return Err(DecodeError::EmptyHeaderName { offset });
@@ -408,6 +513,8 @@ impl Decoder {
     }
 
     fn decode_body(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, DecodeError> {
+        // 1.0: a body on any frame.
+        let any_body = self.version == Version::V1_0;
         let State::Body {
             command,
             head_len,
@@ -433,7 +540,7 @@ impl Decoder {
                 }
                 n
             }
-            None if !command.allows_body() => match buf.first() {
+            None if !(command.allows_body() || any_body) => match buf.first() {
                 None => return Ok(None),
                 Some(0) => 0,
                 Some(_) => {
@@ -577,6 +684,14 @@ fn unescape_slow(
         }
     }
     Ok(ByteString::from(out))
+}
+
+/// `b` without the spaces, tabs and CRs around it (STOMP 1.0 headers).
+fn trim_padding(b: &[u8]) -> &[u8] {
+    let pad = |c: &u8| matches!(c, b' ' | b'\t' | b'\r');
+    let start = b.iter().position(|c| !pad(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !pad(c)).map_or(start, |i| i + 1);
+    &b[start..end]
 }
 
 /// A `content-length` value: ASCII digits only.

@@ -168,6 +168,13 @@ impl Encoder {
             Need::Impossible("a colon in a name cannot be escaped here")
         } else if self.version >= Version::V1_2 && s.last() == Some(&b'\r') && !is_name {
             Need::Impossible("a value ending in CR cannot be written unescaped in 1.2")
+        } else if is_name
+            && self.version == Version::V1_0
+            && [s.first(), s.last()]
+                .into_iter()
+                .any(|b| matches!(b, Some(b' ' | b'\t' | b'\r')))
+        {
+            Need::Impossible("1.0 peers trim spaces, tabs and CRs around names")
         } else {
             Need::Raw
         }

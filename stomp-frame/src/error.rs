@@ -125,7 +125,9 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     /// A header name or value cannot be represented in this version or
-    /// command (no escaping in 1.0, CONNECT and CONNECTED).
+    /// command (no escaping in 1.0, CONNECT and CONNECTED; in 1.0, no
+    /// space, tab or CR around a name, which 1.0 peers trim; padded values
+    /// are written as they are, and may reach a 1.0 peer trimmed).
     #[error("header {header:?} cannot be written in STOMP {version} {command}: {reason}")]
     Unencodable {
         /// The header's name.

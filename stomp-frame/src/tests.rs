@@ -555,3 +555,102 @@ fn a_swapped_buffer_mid_frame_is_not_a_panic() {
     };
     assert_eq!(&f.body[..], b"a");
 }
+
+#[test]
+fn stomp_1_0_trims_padding_around_names_and_values() {
+    // As written in the 1.0 specification's own examples.
+    let input = b"SUBSCRIBE\ndestination: /queue/foo\nack: client\r\n x \t: y \n\n\0";
+    let items = decode_all(Version::V1_0, input).unwrap();
+    let Item::Frame(f) = &items[0] else { panic!() };
+    assert_eq!(f.headers.get("destination"), Some("/queue/foo"));
+    assert_eq!(f.headers.get("ack"), Some("client"));
+    assert_eq!(f.headers.get("x"), Some("y"));
+    // 1.1 and 1.2 keep every byte.
+    let items = decode_all(Version::V1_1, input).unwrap();
+    let Item::Frame(f) = &items[0] else { panic!() };
+    assert_eq!(f.headers.get("destination"), Some(" /queue/foo"));
+    assert_eq!(f.headers.get("ack"), Some(" client\r"));
+    // The 1.0 encoder refuses a name a 1.0 peer would trim, and writes
+    // values as they are.
+    for v in [" a", "a ", "a\t", "a\r"] {
+        let f = Frame::new(Command::Send).header(v, "x");
+        let e = Encoder::new(Version::V1_0).to_bytes(&f).unwrap_err();
+        assert!(matches!(e, EncodeError::Unencodable { .. }), "{v:?}: {e}");
+        assert!(Encoder::new(Version::V1_1).to_bytes(&f).is_ok(), "{v:?}");
+        let f = Frame::new(Command::Send).header("k", v);
+        let out = Encoder::new(Version::V1_0).to_bytes(&f).unwrap();
+        assert!(out.windows(v.len()).any(|w| w == v.as_bytes()), "{v:?}");
+    }
+}
+
+#[test]
+fn stomp_1_0_frames_may_carry_a_body_anywhere() {
+    for input in [
+        &b"SUBSCRIBE\ndestination:/queue/a\n\nignored\0"[..],
+        b"BEGIN\ntransaction:t\ncontent-length:3\n\na\0b\0",
+    ] {
+        let items = decode_all(Version::V1_0, input).unwrap();
+        assert_eq!(items.len(), 1, "{input:?}");
+        let e = decode_all(Version::V1_1, input).unwrap_err();
+        assert!(matches!(e, DecodeError::BodyNotAllowed { .. }), "{e}");
+    }
+}
+
+#[test]
+fn the_receipt_of_a_frame_that_fails_to_decode_is_kept() {
+    let failed = |version: Version, input: &[u8]| {
+        let mut dec = Decoder::new(version);
+        let mut buf = BytesMut::from(input);
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("no error in {input:?}"),
+                Err(_) => return dec.failed_receipt().map(str::to_owned),
+            }
+        }
+    };
+    let r = |s: &str| Some(s.to_owned());
+    let v = Version::V1_2;
+    // Errors found in the head, before and after the receipt line.
+    assert_eq!(failed(v, b"SEND\nreceipt:r1\nk:a\\tb\n\n\0"), r("r1"));
+    assert_eq!(failed(v, b"SEND\nk:a\\tb\nreceipt:r2\n\n\0"), r("r2"));
+    assert_eq!(
+        failed(v, b"SEND\nreceipt:r3\ncontent-length:x\n\n\0"),
+        r("r3")
+    );
+    assert_eq!(failed(v, b"SEND\nreceipt:r4\nno colon\n\n\0"), r("r4"));
+    // Escaped in 1.2.
+    assert_eq!(failed(v, b"SEND\nreceipt:a\\cb\nk:\\t\n\n\0"), r("a:b"));
+    // A body where none may be, with and without content-length.
+    assert_eq!(failed(v, b"SUBSCRIBE\nreceipt:r5\nid:0\n\nx\0"), r("r5"));
+    assert_eq!(
+        failed(v, b"BEGIN\nreceipt:r6\ncontent-length:1\n\nx\0"),
+        r("r6")
+    );
+    // A wrong content-length, found in the body.
+    assert_eq!(
+        failed(v, b"SEND\nreceipt:r7\ncontent-length:1\n\nxy\0"),
+        r("r7")
+    );
+    // A limit crossed before the head is complete.
+    let limits = Limits {
+        max_headers: 2,
+        ..Limits::DEFAULT
+    };
+    let mut dec = Decoder::with_limits(v, limits);
+    let mut buf = BytesMut::from(&b"SEND\nreceipt:r8\na:1\nb:2\n"[..]);
+    assert!(dec.decode(&mut buf).is_err());
+    assert_eq!(dec.failed_receipt(), Some("r8"));
+    // No receipt, or no command to know it by.
+    assert_eq!(failed(v, b"SEND\nk:\\t\n\n\0"), None);
+    assert_eq!(failed(v, b"FOO\nreceipt:r9\n\n\0"), None);
+    // A frame that decodes clears it; the receipt of the next frame is not
+    // taken for that of a failed one.
+    assert_eq!(
+        failed(
+            v,
+            b"SEND\nreceipt:ok\n\n\0SEND\nk:\\t\n\n\0SEND\nreceipt:next\n\n\0"
+        ),
+        None
+    );
+}

@@ -590,6 +590,53 @@ fn body_on_subscribe_is_an_error() {
 }
 
 #[test]
+fn a_frame_that_cannot_be_decoded_gets_an_error_with_its_receipt_id() {
+    // 1.2 §ERROR: "if the frame included a receipt header, the ERROR frame
+    // SHOULD set the receipt-id header to match".
+    let b = Broker::start();
+    for (bad, receipt) in [
+        (
+            &b"SUBSCRIBE\nreceipt:r-1\nid:0\ndestination:/queue/a\n\nbody\0"[..],
+            "r-1",
+        ),
+        (
+            b"SEND\ndestination:/queue/a\nreceipt:r-2\nk:a\\tb\n\nx\0",
+            "r-2",
+        ),
+        (b"SEND\nreceipt:r-3\ncontent-length:abc\n\nx\0", "r-3"),
+        (b"SEND\nreceipt:r\\c4\ncontent-length:1\n\nxy\0", "r:4"),
+    ] {
+        let err = violation(&b, Some(Version::V1_2), bad);
+        assert_eq!(err.receipt_id(), Some(receipt), "{err:?}");
+    }
+}
+
+#[test]
+fn stomp_1_0_frames_written_as_in_the_1_0_specification() {
+    // 1.0's examples pad header values ("destination: /queue/foo") and say
+    // SUBSCRIBE's body "is ignored".
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_0);
+    c.send_raw(b"SUBSCRIBE\ndestination: /queue/foo\nack: client\nreceipt: s\n\nignored\0");
+    c.expect_receipt("s");
+    let mut p = b.connect(Version::V1_0);
+    p.send_raw(b"SEND\ndestination: /queue/foo\nreceipt: r\n\nhello queue a\0");
+    p.expect_receipt("r");
+    let m = c.expect_message();
+    assert_eq!(m.destination(), Some("/queue/foo"));
+    assert_eq!(&m.body[..], b"hello queue a");
+    c.send_raw(b"ACK\nmessage-id: ");
+    c.send_raw(m.message_id().unwrap().as_bytes());
+    c.send_raw(b"\nreceipt: a\n\n\0");
+    c.expect_receipt("a");
+    // 1.0 UNSUBSCRIBE by destination, padded too.
+    c.send_raw(b"UNSUBSCRIBE\ndestination: /queue/foo\nreceipt: u\n\n\0");
+    c.expect_receipt("u");
+    p.send_sync(Frame::send("/queue/foo").body("after"), "r2");
+    c.expect_nothing(Duration::from_millis(300));
+}
+
+#[test]
 fn ack_of_unknown_id_is_an_error_with_receipt_id() {
     let b = Broker::start();
     let err = violation(

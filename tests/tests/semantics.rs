@@ -646,6 +646,40 @@ fn prefetch_window_from_the_flag() {
 }
 
 #[test]
+fn prefetch_count_zero_is_no_window() {
+    // RabbitMQ's header: 0 means no limit there too.
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.send_sync(
+        Frame::subscribe("0", "/queue/pf0", AckMode::Client).header("prefetch-count", "0"),
+        "s",
+    );
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/queue/pf0", 50);
+    let got: Vec<_> = recv_n(&mut c, 50).iter().map(seq).collect();
+    assert_eq!(got, (1..=50).collect::<Vec<_>>(), "all without an ACK");
+}
+
+#[test]
+fn stomp_1_0_unsubscribe_by_destination_of_a_subscription_with_an_id() {
+    // 1.0 §UNSUBSCRIBE: "either a destination header or an id header (if
+    // the previous SUBSCRIBE operation passed an id value)".
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_0);
+    c.send_sync(Frame::subscribe("x", "/queue/u10", AckMode::Auto), "s");
+    c.send_sync(
+        Frame::new(Command::Unsubscribe).header("destination", "/queue/u10"),
+        "u",
+    );
+    let mut p = b.connect(Version::V1_2);
+    p.send_sync(Frame::send("/queue/u10").body("kept"), "r");
+    c.expect_nothing(QUIET);
+    let mut d = b.connect(Version::V1_2);
+    d.subscribe("0", "/queue/u10", AckMode::Auto);
+    assert_eq!(&d.expect_message().body[..], b"kept");
+}
+
+#[test]
 fn a_full_window_sends_messages_to_the_other_subscriber() {
     let b = Broker::start();
     let mut a = b.connect(Version::V1_2);
@@ -701,6 +735,29 @@ fn topic_fans_out_to_every_subscriber_and_stores_nothing() {
     subs[2].expect_message();
     subs[0].subscribe("t0", "/topic/news", AckMode::Auto);
     subs[0].expect_nothing(QUIET);
+}
+
+#[test]
+fn a_topic_subscriber_past_its_window_gets_the_rest_as_it_acks() {
+    // ActiveMQ and RabbitMQ hold topic messages past a client-ack
+    // subscriber's prefetch; none is lost.
+    let b = Broker::start();
+    let mut c = b.connect(Version::V1_2);
+    c.send_sync(
+        Frame::subscribe("0", "/topic/tw", AckMode::ClientIndividual)
+            .header("activemq.prefetchSize", "2"),
+        "s",
+    );
+    let mut p = b.connect(Version::V1_2);
+    send_seq(&mut p, "/topic/tw", 20);
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let m = c.expect_message();
+        got.push(seq(&m));
+        c.send(&Frame::ack_for(&m, Version::V1_2).unwrap());
+    }
+    assert_eq!(got, (1..=20).collect::<Vec<_>>());
+    c.expect_nothing(QUIET);
 }
 
 #[test]
