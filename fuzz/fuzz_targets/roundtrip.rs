@@ -1,6 +1,7 @@
 //! Structure-aware frames: encode, then decode in arbitrary pieces; the
 //! frame must come back (the encoder writes its own `content-length`, so
-//! that header is ignored). Frames a version cannot represent must be
+//! that header is ignored; 1.0 values come back trimmed of the spaces, tabs
+//! and CRs around them, as 1.0 peers read them). Frames a version cannot represent must be
 //! refused with `EncodeError::Unencodable`, appending nothing.
 #![no_main]
 
@@ -21,6 +22,20 @@ fn without_content_length(f: &Frame) -> Frame {
     let mut f = f.clone();
     f.headers.remove("content-length");
     f
+}
+
+/// `f` as a decoder for `version` gives it back, `content-length` aside.
+fn as_decoded(f: &Frame, version: Version) -> Frame {
+    let f = without_content_length(f);
+    if version != Version::V1_0 {
+        return f;
+    }
+    let pad: &[char] = &[' ', '\t', '\r'];
+    let mut trimmed = Frame::new(f.command).body(f.body.clone());
+    for h in f.headers.iter() {
+        trimmed = trimmed.header(h.name(), h.value().trim_matches(pad));
+    }
+    trimmed
 }
 
 fuzz_target!(|case: Case| {
@@ -62,6 +77,6 @@ fuzz_target!(|case: Case| {
     };
     assert_eq!(
         without_content_length(got),
-        without_content_length(&case.frame)
+        as_decoded(&case.frame, case.version)
     );
 });

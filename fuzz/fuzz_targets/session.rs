@@ -45,13 +45,36 @@ enum Op {
 
 #[derive(Arbitrary, Debug)]
 enum F {
-    Send { dest: u8, tx: Option<u8>, len: u8 },
-    Subscribe { id: u8, dest: u8, ack: u8, prefetch: Option<u8>, with_id: bool },
-    Unsubscribe { id: u8 },
-    Ack { which: u8, nack: bool, tx: Option<u8>, form: u8 },
-    Begin { tx: u8 },
-    Commit { tx: u8 },
-    Abort { tx: u8 },
+    Send {
+        dest: u8,
+        tx: Option<u8>,
+        len: u8,
+    },
+    Subscribe {
+        id: u8,
+        dest: u8,
+        ack: u8,
+        prefetch: Option<u8>,
+        with_id: bool,
+    },
+    Unsubscribe {
+        id: u8,
+    },
+    Ack {
+        which: u8,
+        nack: bool,
+        tx: Option<u8>,
+        form: u8,
+    },
+    Begin {
+        tx: u8,
+    },
+    Commit {
+        tx: u8,
+    },
+    Abort {
+        tx: u8,
+    },
     Disconnect,
 }
 
@@ -74,8 +97,15 @@ fn build(f: F, c: &Conn) -> Frame {
             .header("x-n", len.to_string())
             .header_opt("transaction", tx.map(|t| format!("t{}", t % 3)))
             .body(vec![b'x'; len as usize * 8]),
-        F::Subscribe { id, dest, ack, prefetch, with_id } => {
-            let mode = [AckMode::Auto, AckMode::Client, AckMode::ClientIndividual][ack as usize % 3];
+        F::Subscribe {
+            id,
+            dest,
+            ack,
+            prefetch,
+            with_id,
+        } => {
+            let mode =
+                [AckMode::Auto, AckMode::Client, AckMode::ClientIndividual][ack as usize % 3];
             let mut f = Frame::new(Command::Subscribe)
                 .header("destination", DESTS[dest as usize % DESTS.len()])
                 .header("ack", mode.as_str())
@@ -86,7 +116,12 @@ fn build(f: F, c: &Conn) -> Frame {
             f
         }
         F::Unsubscribe { id } => Frame::unsubscribe((id % 4).to_string()),
-        F::Ack { which, nack, tx, form } => {
+        F::Ack {
+            which,
+            nack,
+            tx,
+            form,
+        } => {
             let base = match pick(&c.got, which) {
                 None => Frame::new(if nack { Command::Nack } else { Command::Ack })
                     .header("id", format!("{which}.{form}")),
@@ -143,28 +178,43 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
             }
             Op::Connect { conn, version, hb } => {
-                let Some(i) = pick(&conns, conn) else { continue };
+                let Some(i) = pick(&conns, conn) else {
+                    continue;
+                };
                 let accept = ["1.0", "1.1", "1.2", "1.0,1.1,1.2", "2.0"][version as usize % 5];
                 let f = Frame::new(Command::Connect)
                     .header_opt("accept-version", (version % 6 != 5).then_some(accept))
-                    .header("heart-beat", format!("{},{}", hb.0 as u32 * 10, hb.1 as u32 * 10));
+                    .header(
+                        "heart-beat",
+                        format!("{},{}", hb.0 as u32 * 10, hb.1 as u32 * 10),
+                    );
                 e.handle_frame(conns[i].id, f, now);
                 conns[i].version = e.version(conns[i].id);
             }
-            Op::Frame { conn, frame, receipt } => {
-                let Some(i) = pick(&conns, conn) else { continue };
+            Op::Frame {
+                conn,
+                frame,
+                receipt,
+            } => {
+                let Some(i) = pick(&conns, conn) else {
+                    continue;
+                };
                 let f = build(frame, &conns[i]);
                 let f = if receipt { f.header("receipt", "r") } else { f };
                 e.handle_frame(conns[i].id, f, now);
             }
             Op::Raw { conn, bytes } => {
-                let Some(i) = pick(&conns, conn) else { continue };
+                let Some(i) = pick(&conns, conn) else {
+                    continue;
+                };
                 let c = &mut conns[i];
                 c.rbuf.extend_from_slice(&bytes);
                 e.handle_input(c.id, &mut c.rbuf, now);
             }
             Op::Drain { conn, unwritten } => {
-                let Some(i) = pick(&conns, conn) else { continue };
+                let Some(i) = pick(&conns, conn) else {
+                    continue;
+                };
                 let id = conns[i].id;
                 while let Some(out) = e.pop_output(id) {
                     if let Output::Frame(f) = out
@@ -191,7 +241,9 @@ fuzz_target!(|ops: Vec<Op>| {
                 e.take_dirty(&mut dirty);
             }
             Op::Close { conn } => {
-                let Some(i) = pick(&conns, conn) else { continue };
+                let Some(i) = pick(&conns, conn) else {
+                    continue;
+                };
                 e.close(conns[i].id, now);
                 conns.remove(i);
             }
@@ -209,5 +261,9 @@ fuzz_target!(|ops: Vec<Op>| {
     }
     e.check_invariants().unwrap();
     let s = e.stats();
-    assert_eq!(s.accepted, s.consumed + e.queued_total() as u64, "after every connection left, nothing is in flight");
+    assert_eq!(
+        s.accepted,
+        s.consumed + e.queued_total() as u64,
+        "after every connection left, nothing is in flight"
+    );
 });

@@ -71,11 +71,18 @@ impl Encoder {
     }
 
     fn writes_length(&self, frame: &Frame) -> bool {
-        frame.command.allows_body()
+        self.allows_body(frame.command)
+            && (frame.command.allows_body() || !frame.body.is_empty())
             && match self.content_length {
                 ContentLength::Always => true,
                 ContentLength::WhenNeeded => memchr::memchr(0, &frame.body).is_some(),
             }
+    }
+
+    /// As the decoder: 1.0 lets any frame carry a body, 1.1 and 1.2 only
+    /// SEND, MESSAGE and ERROR.
+    fn allows_body(&self, command: Command) -> bool {
+        command.allows_body() || self.version == Version::V1_0
     }
 
     fn escapes(&self, command: Command) -> bool {
@@ -106,7 +113,7 @@ impl Encoder {
     /// Appends `frame` to `dst`. On error nothing is appended.
     pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), EncodeError> {
         let command = frame.command;
-        if !frame.body.is_empty() && !command.allows_body() {
+        if !frame.body.is_empty() && !self.allows_body(command) {
             return Err(EncodeError::BodyNotAllowed(command));
         }
         let start = dst.len();

@@ -110,7 +110,8 @@ pub enum DecodeError {
         /// Where that byte is.
         offset: u64,
     },
-    /// A body on a frame other than SEND, MESSAGE or ERROR.
+    /// A body on a frame other than SEND, MESSAGE or ERROR (1.1 and 1.2;
+    /// 1.0 lets any frame have one).
     #[error("a {command} frame must not have a body (byte {offset})")]
     BodyNotAllowed {
         /// The frame's command.
@@ -139,7 +140,8 @@ pub enum EncodeError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// A body on a frame other than SEND, MESSAGE or ERROR.
+    /// A body on a frame other than SEND, MESSAGE or ERROR (1.1 and 1.2;
+    /// 1.0 lets any frame have one).
     #[error("a {0} frame must not have a body")]
     BodyNotAllowed(Command),
 }

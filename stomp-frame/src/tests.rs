@@ -594,6 +594,18 @@ fn stomp_1_0_frames_may_carry_a_body_anywhere() {
         let e = decode_all(Version::V1_1, input).unwrap_err();
         assert!(matches!(e, DecodeError::BodyNotAllowed { .. }), "{e}");
     }
+    // The encoder mirrors it, with a content-length for a body with NULs.
+    let f = Frame::new(Command::Begin)
+        .header("transaction", "t")
+        .body(&b"a\0b"[..]);
+    let wire = Encoder::new(Version::V1_0).to_bytes(&f).unwrap();
+    let items = decode_all(Version::V1_0, &wire).unwrap();
+    let Item::Frame(got) = &items[0] else {
+        panic!()
+    };
+    assert_eq!(&got.body[..], b"a\0b");
+    let e = Encoder::new(Version::V1_1).to_bytes(&f).unwrap_err();
+    assert!(matches!(e, EncodeError::BodyNotAllowed(_)), "{e}");
 }
 
 #[test]
