@@ -83,7 +83,7 @@ pub struct ConnArgs {
     #[arg(long, value_name = "VERSIONS")]
     pub stomp_version: Option<String>,
     /// Seconds to wait for the connection and for receipts.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = seconds, allow_negative_numbers = true)]
     pub connect_timeout: f64,
     /// Speak TLS and trust only the CA certificates of this PEM file (a
     /// `stomp+ssl://` URL alone trusts the Mozilla roots).
@@ -139,14 +139,16 @@ Examples:
   stomp subscribe --headers /topic/news            # headers, blank line, body
   stomp subscribe --json /queue/a | jq .body       # one JSON object per message
   stomp subscribe --count 10 --timeout 5 /queue/a  # at most 10, at most 5 s
-  stomp subscribe --ack client-individual /queue/jobs /queue/other
+  stomp subscribe --ack auto /topic/ticks           # fastest; nothing waits for acks
 
 --json prints {\"destination\":..,\"headers\":{..},\"body\":\"text\"}; a body
 that is not UTF-8 is given as \"body_base64\" instead of \"body\".
-Messages are acknowledged (client modes) only after they were written out;
-Ctrl-C stops cleanly and leaves unprinted messages to the broker. With
---ack auto the broker forgets a message as it sends it, so what it sent past
---count or before Ctrl-C is gone: use a client mode to keep it.
+Messages are acknowledged only after they were written out (--ack client,
+the default, or client-individual): Ctrl-C, a lost connection or --count
+leave unprinted messages to the broker, and --count N asks it for at most N
+at a time (activemq.prefetchSize and prefetch-count, unless given with -H).
+With --ack auto the broker forgets a message as it sends it, so what it sent
+past --count, before Ctrl-C or before a failed subscription is gone.
 Exit status: 0 after --count messages, Ctrl-C, or --timeout without --count;
 3 when --timeout ran out before --count messages; 1 on connection errors.";
 
@@ -162,13 +164,46 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Longest time a flag takes: 30 days.
+const MAX_SECONDS: f64 = 30.0 * 86_400.0;
+
+/// A number of seconds: finite, not negative, at most [`MAX_SECONDS`].
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=MAX_SECONDS).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expects a number of seconds from 0 to {MAX_SECONDS} (30 days), got {s:?}"
+        )),
+    }
+}
+
+/// Messages per second: 0 (no limit), or from one a day to a billion.
+fn rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v == 0.0 || (1.0 / 86_400.0..=1e9).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "expects messages per second: 0 for no limit, or from 0.0000116 (one a day) to 1e9, got {s:?}"
+        )),
+    }
+}
+
+/// A body size in bytes, at most 1 GiB.
+fn body_size(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(v) if v <= 1 << 30 => Ok(v),
+        _ => Err(format!(
+            "expects a number of bytes from 0 to 1073741824 (1 GiB), got {s:?}"
+        )),
+    }
+}
+
 /// The ack modes, as flag values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum AckArg {
     /// The broker forgets a message once sent.
-    #[default]
     Auto,
     /// Cumulative ACK after printing.
+    #[default]
     Client,
     /// One ACK per message after printing.
     ClientIndividual,
@@ -200,13 +235,13 @@ pub struct SubscribeArgs {
     #[arg(long)]
     pub json: bool,
     /// Ack mode; client modes ack after printing.
-    #[arg(long, value_enum, default_value_t = AckArg::Auto)]
+    #[arg(long, value_enum, default_value_t = AckArg::Client)]
     pub ack: AckArg,
     /// Stop after N messages.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// Stop after SECONDS.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, allow_negative_numbers = true)]
     pub timeout: Option<f64>,
     /// Add a header to each SUBSCRIBE (repeatable): -H name:value.
     #[arg(short = 'H', long = "header", value_name = "NAME:VALUE")]
@@ -272,22 +307,23 @@ pub struct BenchArgs {
     /// Consumer connections.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub consumers: u32,
-    /// Body size in bytes.
-    #[arg(long, default_value_t = 128, value_name = "BYTES")]
+    /// Body size in bytes (at most 1 GiB).
+    #[arg(long, default_value_t = 128, value_name = "BYTES", value_parser = body_size)]
     pub size: usize,
     /// Messages to send in all (split among producers) [default: 100000 unless --duration].
     #[arg(long, value_name = "N", conflicts_with = "duration")]
     pub count: Option<u64>,
     /// Send for SECONDS instead of a count.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Messages per second in all (split among producers); 0 = as fast as possible.
-    #[arg(long, default_value_t = 0.0, value_name = "MSGS")]
+    #[arg(long, default_value_t = 0.0, value_name = "MSGS", value_parser = rate, allow_negative_numbers = true)]
     pub rate: f64,
     /// Use a topic (fan-out to every consumer) instead of a queue.
     #[arg(long)]
     pub topic: bool,
     /// Destination name [default: /queue/bench-<pid>-<time> or /topic/...].
+    /// Messages already on it are consumed, and reported but not counted.
     #[arg(long, value_name = "DEST")]
     pub destination: Option<String>,
     /// Ask for a receipt on every SEND (at most --window unconfirmed).
@@ -303,7 +339,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = AckArg::Auto)]
     pub ack: AckArg,
     /// Seconds to wait for the last messages after the producers finish.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = seconds, allow_negative_numbers = true)]
     pub drain_timeout: f64,
     /// Print one JSON object with the results on stdout.
     #[arg(long)]
@@ -316,7 +352,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub idle_connections: Option<usize>,
     /// Idle mode: seconds to hold the connections.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = seconds, allow_negative_numbers = true)]
     pub hold: f64,
     /// Idle mode: heart-beat header sent in each CONNECT.
     #[arg(long, default_value = "10000,10000", value_name = "SX,SY")]

@@ -179,6 +179,9 @@ pub struct Report {
     pub lost: u64,
     /// Deliveries of a message a consumer (queue: any consumer) already had.
     pub duplicated: u64,
+    /// Messages received that this run did not send (they were on the
+    /// destination before it): consumed, and not counted anywhere else.
+    pub foreign: u64,
     /// Seconds from the first SEND to the last message received.
     pub elapsed_s: f64,
     /// Seconds the producers took.
@@ -199,7 +202,7 @@ fn human(r: &Report) -> String {
         "{scenario}{label} against {broker} ({dest})\n\
          sent {sent} in {send_s:.2} s ({send_rate:.0} msgs/s){confirmed}\n\
          received {received} of {expected} in {elapsed:.2} s: {rate:.0} msgs/s, {mb:.2} MB/s\n\
-         lost {lost}, duplicated {dup}\n\
+         lost {lost}, duplicated {dup}{foreign}\n\
          latency µs: p50 {p50:.0}  p90 {p90:.0}  p99 {p99:.0}  p99.9 {p999:.0}  max {max:.0}  (mean {mean:.0})\n",
         scenario = r.scenario,
         label = r
@@ -224,6 +227,14 @@ fn human(r: &Report) -> String {
         mb = r.mb_per_s,
         lost = r.lost,
         dup = r.duplicated,
+        foreign = if r.foreign > 0 {
+            format!(
+                "; {} messages already on the destination were consumed, not counted",
+                r.foreign
+            )
+        } else {
+            String::new()
+        },
         p50 = l.p50,
         p90 = l.p90,
         p99 = l.p99,
@@ -269,6 +280,13 @@ struct Shared {
     confirmed: AtomicU64,
     /// Latest receive time, ns since `base`.
     last_rx_ns: AtomicU64,
+    /// When the last producer finished, ns since `base`.
+    send_end_ns: AtomicU64,
+    /// This run's `bench-run` header: messages without it were on the
+    /// destination before (consumed, not counted).
+    run: u64,
+    /// Messages received that this run did not send.
+    foreign: AtomicU64,
     /// Producers: stop sending (duration over, or an error elsewhere).
     stop_producers: AtomicBool,
     /// Consumers: stop reading.
@@ -304,9 +322,6 @@ pub fn load(a: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
     if a.producers == 0 || a.consumers == 0 {
         return Err(UsageError("--producers and --consumers must be at least 1".into()).into());
     }
-    if !(a.rate.is_finite() && a.rate >= 0.0) {
-        return Err(UsageError(format!("--rate expects a number >= 0, got {}", a.rate)).into());
-    }
     let destination = match &a.destination {
         Some(d) => d.clone(),
         None => format!(
@@ -336,6 +351,12 @@ pub fn load(a: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
         sent: AtomicU64::new(0),
         confirmed: AtomicU64::new(0),
         last_rx_ns: AtomicU64::new(0),
+        send_end_ns: AtomicU64::new(0),
+        run: u64::from(std::process::id()) << 32
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        foreign: AtomicU64::new(0),
         stop_producers: AtomicBool::new(false),
         stop_consumers: AtomicBool::new(false),
         error: std::sync::Mutex::new(None),
@@ -353,13 +374,24 @@ pub fn load(a: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
                 .header("prefetch-count", "1000");
         }
         conn.send(&sub)?;
-        match conn.next_frame(target.timeout)? {
-            Some(f) if f.command == Command::Receipt => {}
-            Some(f) if f.command == Command::Error => {
-                bail!("cannot subscribe to {destination}: {}", error_text(&f))
+        loop {
+            match conn.next_frame(target.timeout)? {
+                Some(f) if f.command == Command::Receipt => break,
+                Some(f) if f.command == Command::Error => {
+                    bail!("cannot subscribe to {destination}: {}", error_text(&f))
+                }
+                // Already on the destination: not this run's.
+                Some(f) if f.command == Command::Message => {
+                    shared.foreign.fetch_add(1, Ordering::Relaxed);
+                    if ack.needs_ack()
+                        && let Some(a) = Frame::ack_for(&f, conn.version)
+                    {
+                        conn.send(&a)?;
+                    }
+                }
+                Some(f) => bail!("expected RECEIPT for SUBSCRIBE, got {:?}", f.command),
+                None => bail!("no RECEIPT for SUBSCRIBE within {:?}", target.timeout),
             }
-            Some(f) => bail!("expected RECEIPT for SUBSCRIBE, got {:?}", f.command),
-            None => bail!("no RECEIPT for SUBSCRIBE within {:?}", target.timeout),
         }
         let sh = Arc::clone(&shared);
         let producers = a.producers as usize;
@@ -390,12 +422,17 @@ pub fn load(a: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
             persistent: a.persistent,
             receipts: with_receipts,
             window: a.window.max(1),
+            run: shared.run,
         };
         let sh = Arc::clone(&shared);
         producers.push(
             thread::Builder::new()
                 .name(format!("bench-producer-{i}"))
-                .spawn(move || produce(conn, &sh, &spec))?,
+                .spawn(move || {
+                    let sent = produce(conn, &sh, &spec);
+                    sh.send_end_ns.fetch_max(sh.now_ns(), Ordering::Relaxed);
+                    sent
+                })?,
         );
     }
 
@@ -411,7 +448,11 @@ pub fn load(a: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
                 .map_err(|_| anyhow!("a producer thread panicked"))?,
         );
     }
-    let send_end = shared.now_ns();
+    // When the producers ended, not when this loop noticed.
+    let send_end = match shared.send_end_ns.load(Ordering::Relaxed) {
+        0 => shared.now_ns(),
+        t => t,
+    };
     let sent: u64 = sent_per_producer.iter().sum();
     let fanout = if a.topic { u64::from(a.consumers) } else { 1 };
     let expected = sent * fanout;
@@ -507,6 +548,7 @@ pub fn load(a: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
         received,
         lost,
         duplicated,
+        foreign: shared.foreign.load(Ordering::Relaxed),
         elapsed_s,
         send_s,
         send_rate: per_s(sent, send_s),
@@ -580,6 +622,8 @@ struct ProducerSpec {
     persistent: bool,
     receipts: bool,
     window: usize,
+    /// The run's `bench-run` header.
+    run: u64,
 }
 
 /// Writes SENDs; returns how many were written. A reader thread takes
@@ -705,8 +749,9 @@ fn write_send(out: &mut Vec<u8>, spec: &ProducerSpec, seq: u64, ts: u64) {
     use std::io::Write as _;
     let _ = write!(
         out,
-        "SEND\ndestination:{}\nbench-p:{}\nbench-seq:{}\nbench-ts:{}\ncontent-length:{}\n",
+        "SEND\ndestination:{}\nbench-run:{}\nbench-p:{}\nbench-seq:{}\nbench-ts:{}\ncontent-length:{}\n",
         spec.destination,
+        spec.run,
         spec.id,
         seq,
         ts,
@@ -752,7 +797,10 @@ fn consume(mut conn: RawConn, sh: &Arc<Shared>, ack: AckMode, producers: usize) 
                 Command::Message => {
                     let now = sh.now_ns();
                     let num = |k: &str| f.headers.get(k).and_then(|v| v.parse::<u64>().ok());
-                    if let (Some(p), Some(seq), Some(ts)) =
+                    let ours = num("bench-run") == Some(sh.run);
+                    if !ours {
+                        sh.foreign.fetch_add(1, Ordering::Relaxed);
+                    } else if let (Some(p), Some(seq), Some(ts)) =
                         (num("bench-p"), num("bench-seq"), num("bench-ts"))
                     {
                         r.hist.saturating_record(now.saturating_sub(ts).max(1));
@@ -767,9 +815,11 @@ fn consume(mut conn: RawConn, sh: &Arc<Shared>, ack: AckMode, producers: usize) 
                             bits[w] |= 1 << b;
                         }
                     }
-                    r.received += 1;
-                    sh.received.fetch_add(1, Ordering::Relaxed);
-                    sh.last_rx_ns.fetch_max(now, Ordering::Relaxed);
+                    if ours {
+                        r.received += 1;
+                        sh.received.fetch_add(1, Ordering::Relaxed);
+                        sh.last_rx_ns.fetch_max(now, Ordering::Relaxed);
+                    }
                     match ack {
                         AckMode::Auto => {}
                         AckMode::Client => last_msg = Some(f),
@@ -876,6 +926,7 @@ mod tests {
             persistent: true,
             receipts: true,
             window: 1,
+            run: 42,
         };
         let mut out = Vec::new();
         write_send(&mut out, &spec, 7, 99);
@@ -888,6 +939,7 @@ mod tests {
         };
         assert_eq!(f.command, Command::Send);
         assert_eq!(f.headers.get("bench-seq"), Some("7"));
+        assert_eq!(f.headers.get("bench-run"), Some("42"));
         assert_eq!(f.headers.get("receipt"), Some("7"));
         assert_eq!(f.headers.get("persistent"), Some("true"));
         assert_eq!(&f.body[..], b"xyz");

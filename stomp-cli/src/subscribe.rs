@@ -8,7 +8,9 @@
 //!
 //! Ctrl-C (or SIGTERM) sets a flag checked between batches: the loop stops,
 //! the subscriptions are dropped and the client disconnects, so the broker
-//! redelivers whatever was received but not printed (client modes).
+//! redelivers whatever was received but not printed (client modes, `client`
+//! by default). With `--count N` the SUBSCRIBE asks for a window of at most
+//! N, so the broker does not hand over more than will be printed.
 
 use std::io::{self, Write};
 use std::sync::atomic::Ordering;
@@ -28,17 +30,19 @@ const BATCH: usize = 1024;
 /// Runs `stomp subscribe` on stdout.
 pub fn run(a: &SubscribeArgs) -> anyhow::Result<()> {
     let target = Target::from_args(&a.conn)?;
-    let headers = a
+    let mut headers = a
         .sub_headers
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(t) = a.timeout
-        && !(t.is_finite() && t >= 0.0)
+    if let Some(n) = a.count
+        && !headers
+            .iter()
+            .any(|(k, _)| k == "activemq.prefetchSize" || k == "prefetch-count")
     {
-        return Err(
-            crate::UsageError(format!("--timeout expects a number of seconds, got {t}")).into(),
-        );
+        let window = n.clamp(1, BATCH as u64).to_string();
+        headers.push(("activemq.prefetchSize".into(), window.clone()));
+        headers.push(("prefetch-count".into(), window));
     }
     let stop = crate::interrupt_flag()?;
     let client = Client::connect(target.client_options()).map_err(|e| anyhow!(explain(&e)))?;
@@ -121,13 +125,19 @@ pub fn pump(
             continue;
         };
         let limit = count.map_or(BATCH, |c| BATCH.min((c - printed) as usize));
-        // What is waiting, starting with the ready subscription.
+        // What is waiting, starting with the ready subscription. When the
+        // connection is gone, what was received is still printed (in auto
+        // mode the broker has forgotten it), then the error is reported.
+        let mut failed = None;
         for i in (first..subs.len()).chain(0..first) {
             while batch.len() < limit {
                 match subs[i].try_recv() {
                     Ok(Some(m)) => batch.push(m),
                     Ok(None) => break,
-                    Err(e) => return Err(anyhow!(explain(&e))),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        break;
+                    }
                 }
             }
         }
@@ -140,6 +150,9 @@ pub fn pump(
             return closed_output(e, printed);
         }
         printed += batch.len() as u64;
+        if let Some(e) = failed {
+            return Err(anyhow!(explain(&e)));
+        }
         acknowledge(&batch, ack).map_err(|e| anyhow!(explain(&e)))?;
         batch.clear();
     }

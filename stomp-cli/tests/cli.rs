@@ -18,6 +18,11 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// A broker with extra flags.
+    fn start_with(extra: &[&str]) -> Broker {
         let mut child = Command::new(STOMP)
             .args([
                 "broker",
@@ -27,6 +32,7 @@ impl Broker {
                 "--log-level",
                 "warn",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -558,4 +564,135 @@ fn bench_idle_connections_and_tcp_echo() {
     let r = &json_lines(&o)[0];
     assert_eq!(r["messages"], 500);
     assert!(r["rtt_us"]["p50"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn send_without_receipt_still_fails_when_the_broker_refuses() {
+    // The ERROR for a SEND still being written arrives while the
+    // DISCONNECT waits for its receipt: it is the answer.
+    let b = Broker::start_with(&["--max-body-size", "1000"]);
+    let dir = std::env::temp_dir().join(format!("stomp-cli-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big");
+    std::fs::write(&big, vec![b'x'; 4 << 20]).unwrap();
+    let o = run(
+        &[
+            "send",
+            "--url",
+            &b.url,
+            "-f",
+            big.to_str().unwrap(),
+            "/queue/big",
+        ],
+        None,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    assert!(o.stderr.contains("body length limit"), "{}", o.stderr);
+}
+
+#[test]
+fn subscribe_takes_only_what_it_prints_by_default() {
+    let b = Broker::start();
+    let u = b.url.as_str();
+    ok(&run(
+        &["send", "--url", u, "--lines", "/queue/take"],
+        Some(b"a\nb\nc\nd\n".to_vec()),
+    ));
+    let o = run(
+        &["subscribe", "--url", u, "--count", "1", "/queue/take"],
+        None,
+    );
+    ok(&o);
+    assert_eq!(o.stdout, b"a\n");
+    // The rest is still there. With a window of 1, only the message the
+    // broker handed over on the last ACK (just before the DISCONNECT) went
+    // out and came back; the others never left.
+    let o = run(
+        &[
+            "subscribe",
+            "--url",
+            u,
+            "--json",
+            "--count",
+            "3",
+            "--timeout",
+            "10",
+            "/queue/take",
+        ],
+        None,
+    );
+    ok(&o);
+    let got = json_lines(&o);
+    let bodies: Vec<_> = got.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["b", "c", "d"]);
+    for m in &got[1..] {
+        assert!(m["headers"].get("redelivered").is_none(), "{m}");
+    }
+    // A failed second destination does not eat the first one's messages.
+    ok(&run(&["send", "--url", u, "/queue/take", "e"], None));
+    let o = run(&["subscribe", "--url", u, "/queue/take", "/nowhere"], None);
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    let o = run(
+        &[
+            "subscribe",
+            "--url",
+            u,
+            "--count",
+            "1",
+            "--timeout",
+            "10",
+            "/queue/take",
+        ],
+        None,
+    );
+    ok(&o);
+    assert_eq!(o.stdout, b"e\n");
+}
+
+#[test]
+fn bench_on_a_destination_holding_messages_reports_them_apart() {
+    let b = Broker::start();
+    let u = b.url.as_str();
+    ok(&run(
+        &["send", "--url", u, "--lines", "/queue/held"],
+        Some(b"1\n2\n3\n".to_vec()),
+    ));
+    let o = run(
+        &[
+            "bench",
+            "--url",
+            u,
+            "--destination",
+            "/queue/held",
+            "--count",
+            "100",
+            "--json",
+        ],
+        None,
+    );
+    ok(&o);
+    let r = &json_lines(&o)[0];
+    assert_eq!(r["received"], 100);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["duplicated"], 0);
+    assert_eq!(r["foreign"], 3);
+}
+
+#[test]
+fn out_of_range_numbers_are_usage_errors() {
+    for args in [
+        &["bench", "--duration=-1"][..],
+        &["bench", "--duration", "nan"],
+        &["bench", "--duration", "1e20"],
+        &["bench", "--rate", "1e-30"],
+        &["bench", "--size", "18446744073709551615"],
+        &["bench", "--idle-connections", "1", "--hold", "1e20"],
+        &["subscribe", "--timeout", "1e20", "/queue/a"],
+        &["send", "--connect-timeout", "-1", "/queue/a", "x"],
+    ] {
+        let o = run(args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", o.stderr);
+        assert!(o.stderr.contains("expects"), "{args:?}: {}", o.stderr);
+    }
 }

@@ -468,7 +468,9 @@ impl Client {
     /// most the disconnect timeout; a broker that never answers cannot hold
     /// the caller), closes the socket and stops the I/O thread.
     ///
-    /// Returns the broker error pending for the program, if one is.
+    /// Returns the broker error pending for the program, if one is, or one
+    /// that arrives while the DISCONNECT waits for its receipt (a SEND the
+    /// broker refused), or why the connection ended before that receipt.
     pub fn disconnect(self) -> Result<()> {
         self.close()
     }
@@ -486,9 +488,18 @@ impl Client {
             }
         };
         self.stop_thread(Duration::from_secs(1));
-        match (pending, result) {
+        // An ERROR may come while the DISCONNECT waits (the broker refused
+        // a large SEND still being written, say): it is the answer.
+        let (late, reason) = {
+            let mut st = self.inner.state();
+            (st.pending_error.take(), st.closed_reason.clone())
+        };
+        match (pending.or(late), result) {
             (Some(e), _) => Err(e),
-            (None, Err(Error::Closed)) => Ok(()),
+            (None, Err(Error::Closed)) => match reason {
+                Some(e) if !matches!(e, Error::Closed) => Err(e),
+                _ => Ok(()),
+            },
             (None, r) => r,
         }
     }
