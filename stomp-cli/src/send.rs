@@ -43,9 +43,44 @@ pub fn run(a: &SendArgs) -> anyhow::Result<()> {
             _ => Box::new(BufReader::with_capacity(64 * 1024, std::io::stdin().lock())),
         };
         let client = connect(&target)?;
-        send_lines(&client, input, make, &target)?;
-        client.disconnect().map_err(|e| anyhow!(explain(&e)))?;
-        return Ok(());
+        let sent = send_lines(&client, input, make, &target);
+        let closed = client.disconnect();
+        return match (sent, closed) {
+            (Ok(_), closed) => closed.map_err(|e| anyhow!(explain(&e))),
+            (Err(Failed::Input(e)), _) => Err(e),
+            (Err(Failed::Send { line, error }), closed) => {
+                // A call fails with "not connected" once the broker closed
+                // the connection; the DISCONNECT says why it did (about
+                // this line or an earlier one).
+                match (&error, closed) {
+                    (
+                        stomp_client::Error::NotConnected
+                        | stomp_client::Error::Closed
+                        | stomp_client::Error::ConnectionLost { .. },
+                        Err(why),
+                    ) => Err(anyhow!(
+                        "stopped at line {line}: {}; none of the lines was confirmed, some may have been delivered",
+                        explain(&why)
+                    )),
+                    // An ERROR answering this line's receipt is about it;
+                    // one without a receipt-id is about an earlier line.
+                    (
+                        stomp_client::Error::Broker {
+                            receipt_id: Some(_),
+                            ..
+                        },
+                        _,
+                    ) => Err(anyhow!(
+                        "line {line}: {}; none of the lines was confirmed, earlier ones may have been delivered",
+                        explain(&error)
+                    )),
+                    _ => Err(anyhow!(
+                        "stopped at line {line}: {}; none of the lines was confirmed, some may have been delivered",
+                        explain(&error)
+                    )),
+                }
+            }
+        };
     }
     let body = match (&a.body, &a.file) {
         (Some(b), _) => b.clone().into_bytes(),
@@ -77,6 +112,19 @@ fn connect(target: &Target) -> anyhow::Result<Client> {
     Client::connect(target.client_options()).map_err(|e| anyhow!(explain(&e)))
 }
 
+/// Why [`send_lines`] stopped.
+pub enum Failed {
+    /// The input could not be read.
+    Input(anyhow::Error),
+    /// Sending line `line` (counted from 1) failed.
+    Send {
+        /// The line.
+        line: u64,
+        /// What the client said.
+        error: stomp_client::Error,
+    },
+}
+
 /// Sends each line (without its `\n` or `\r\n`) as a message; all but the
 /// last without waiting, the last with a receipt. Returns how many were sent.
 pub fn send_lines(
@@ -84,14 +132,15 @@ pub fn send_lines(
     mut input: impl BufRead,
     make: impl Fn(Vec<u8>) -> Frame,
     target: &Target,
-) -> anyhow::Result<u64> {
+) -> Result<u64, Failed> {
     let mut pending: Option<Vec<u8>> = None;
     let mut n = 0u64;
     loop {
         let mut line = Vec::new();
         let got = input
             .read_until(b'\n', &mut line)
-            .context("cannot read the input")?;
+            .context("cannot read the input")
+            .map_err(Failed::Input)?;
         if got == 0 {
             break;
         }
@@ -102,17 +151,17 @@ pub fn send_lines(
             }
         }
         if let Some(prev) = pending.replace(line) {
+            n += 1;
             client
                 .send_frame(make(prev))
-                .map_err(|e| anyhow!("after {n} messages: {}", explain(&e)))?;
-            n += 1;
+                .map_err(|error| Failed::Send { line: n, error })?;
         }
     }
     if let Some(last) = pending {
+        n += 1;
         client
             .send_frame_confirmed(make(last), target.timeout)
-            .map_err(|e| anyhow!("after {n} messages: {}", explain(&e)))?;
-        n += 1;
+            .map_err(|error| Failed::Send { line: n, error })?;
     }
     Ok(n)
 }

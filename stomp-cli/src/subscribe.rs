@@ -29,7 +29,16 @@ const BATCH: usize = 1024;
 
 /// Runs `stomp subscribe` on stdout.
 pub fn run(a: &SubscribeArgs) -> anyhow::Result<()> {
-    let target = Target::from_args(&a.conn)?;
+    let mut target = Target::from_args(&a.conn)?;
+    // --timeout bounds the whole run, connecting included.
+    let deadline = a
+        .timeout
+        .map(|t| Instant::now() + Duration::from_secs_f64(t));
+    if let Some(t) = a.timeout {
+        target.timeout = target
+            .timeout
+            .min(Duration::from_secs_f64(t).max(Duration::from_millis(100)));
+    }
     let mut headers = a
         .sub_headers
         .iter()
@@ -44,8 +53,10 @@ pub fn run(a: &SubscribeArgs) -> anyhow::Result<()> {
         headers.push(("activemq.prefetchSize".into(), window.clone()));
         headers.push(("prefetch-count".into(), window));
     }
-    let stop = crate::interrupt_flag()?;
+    // Ctrl-C while connecting ends the command at once (nothing to clean
+    // up); from here on it stops cleanly.
     let client = Client::connect(target.client_options()).map_err(|e| anyhow!(explain(&e)))?;
+    let stop = crate::interrupt_flag()?;
     let hdrs: Vec<(&str, &str)> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -59,9 +70,6 @@ pub fn run(a: &SubscribeArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("cannot subscribe to {d}: {}", explain(&e)))?,
         );
     }
-    let deadline = a
-        .timeout
-        .map(|t| Instant::now() + Duration::from_secs_f64(t));
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let result = pump(

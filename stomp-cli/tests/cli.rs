@@ -589,6 +589,21 @@ fn send_without_receipt_still_fails_when_the_broker_refuses() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
     assert!(o.stderr.contains("body length limit"), "{}", o.stderr);
+    // With --lines, the broker's reason, not "not connected".
+    let mut lines = b"a\nb\n".to_vec();
+    lines.extend(vec![b'x'; 2000]);
+    lines.extend(b"\nc\nd\n");
+    let o = run(
+        &["send", "--url", &b.url, "--lines", "/queue/big"],
+        Some(lines),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    assert!(o.stderr.contains("body length limit"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("none of the lines was confirmed"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]
