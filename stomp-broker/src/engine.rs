@@ -1278,8 +1278,14 @@ impl Engine {
 
     fn on_commit(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
         let tx = self.take_tx(conn, frame)?;
-        for msg in tx.sends {
+        for mut msg in tx.sends {
             self.router.memory -= msg.size;
+            // Numbered as it enters its queue (nobody has seen its id yet),
+            // so that the order after a restart, by number, is the order
+            // the queue had.
+            msg.seq = self.next_seq;
+            msg.id = ByteString::from(format!("m-{}", msg.seq));
+            self.next_seq += 1;
             let dest = msg.dest.clone();
             if self.classify(&dest).is_ok_and(|k| matches!(k, Kind::Topic)) {
                 self.publish(msg, Some(conn), now);

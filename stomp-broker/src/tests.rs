@@ -1071,3 +1071,30 @@ fn stomp_1_0_frames_as_the_1_0_spec_writes_them() {
     assert_eq!(bodies(&got), ["hello"]);
     assert_eq!(got[0].destination(), Some("/queue/foo"));
 }
+
+#[test]
+fn a_committed_send_is_numbered_when_it_enters_its_queue() {
+    // The store gives messages back in number order after a restart: the
+    // order the queue had, where a transaction's SENDs came at COMMIT.
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    h.send(p, "/queue/tx-order", "1");
+    h.frame(p, Frame::new(Command::Begin).header("transaction", "t"));
+    h.frame(
+        p,
+        Frame::send("/queue/tx-order")
+            .header("transaction", "t")
+            .body(&b"2"[..]),
+    );
+    h.send(p, "/queue/tx-order", "3");
+    h.frame(p, Frame::new(Command::Commit).header("transaction", "t"));
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/queue/tx-order", AckMode::Auto);
+    let got = h.frames(c);
+    assert_eq!(bodies(&got), ["1", "3", "2"]);
+    let n = |f: &Frame| -> u64 { f.message_id().unwrap()[2..].parse().unwrap() };
+    assert!(
+        n(&got[0]) < n(&got[1]) && n(&got[1]) < n(&got[2]),
+        "{got:?}"
+    );
+}

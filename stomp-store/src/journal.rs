@@ -142,16 +142,8 @@ impl Journal {
     /// the record cannot be stored: a queue name over 65535 bytes, a record
     /// bigger than a segment, or a `seq` that is already live.
     pub fn append(&mut self, record: Record) -> io::Result<()> {
+        self.check(&record)?;
         let size = record.encoded_len();
-        if record.queue.len() > u16::MAX as usize
-            || size + MAGIC.len() as u64 > self.opts.segment_size
-            || size > u32::MAX as u64
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "record too large for the journal",
-            ));
-        }
         if self.books.index.contains_key(&record.seq) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -181,13 +173,49 @@ impl Journal {
     /// `false` if `seq` is not live. Optional: a broker that marks every
     /// recovered message redelivered need not call it.
     pub fn delivered(&mut self, seq: u64) -> bool {
-        let Some(live) = self.books.index.get_mut(&seq) else {
+        if !self.books.index.contains_key(&seq) {
             return false;
-        };
-        live.rec.deliveries = live.rec.deliveries.saturating_add(1);
-        self.place(SEQ_RECORD);
+        }
+        let at = self.place(SEQ_RECORD);
+        self.books.deliver(seq, at);
         self.ops.push(Op::Deliver(seq));
         true
+    }
+
+    /// Writes a new version of live message `record.seq` (moved to another
+    /// queue, say) with the next commit, as one record: recovery keeps the
+    /// newest version, so a crash leaves either the old one or the new one,
+    /// never neither (a [`remove`](Journal::remove) then an
+    /// [`append`](Journal::append) torn between the two would). Fails like
+    /// `append`, and if `seq` is not live.
+    pub fn replace(&mut self, record: Record) -> io::Result<()> {
+        if !self.books.index.contains_key(&record.seq) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seq not live in the journal",
+            ));
+        }
+        self.check(&record)?;
+        let size = record.encoded_len();
+        let at = self.place(size);
+        self.ops.push(Op::Append(record.clone()));
+        self.books.put(at, record, size);
+        Ok(())
+    }
+
+    /// Whether `record` fits the format and a segment.
+    fn check(&self, record: &Record) -> io::Result<()> {
+        let size = record.encoded_len();
+        if record.queue.len() > u16::MAX as usize
+            || size + MAGIC.len() as u64 > self.opts.segment_size
+            || size > u32::MAX as u64
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "record too large for the journal",
+            ));
+        }
+        Ok(())
     }
 
     /// Hands everything appended, removed or delivered since the last commit

@@ -6,7 +6,8 @@
 //! A tombstone (or a compaction copy, which supersedes the original) in
 //! segment `L` kills a message whose APPEND sits in an older segment `T`. If
 //! `L` were deleted while `T` stays, the message would come back at the next
-//! open. So every kill across segments is counted: `L.waits_on` counts the
+//! open. A DELIVER record in `L` counts as a kill too (deleted first, the
+//! message would come back with its delivery count short). So every kill across segments is counted: `L.waits_on` counts the
 //! kills in `L` whose target segment still exists, `T.killers[L]` the same
 //! from the other side. A segment may go when it is not the active one, holds
 //! no live message, and waits on nobody; deleting `T` releases the segments
@@ -76,6 +77,19 @@ impl Books {
             }
             None => false,
         }
+    }
+
+    /// A DELIVER of `seq` written to segment `at`; false if `seq` was not
+    /// live. The record counts as a kill of the segment holding the
+    /// message: deleting `at` first would lose the count at the next open.
+    pub(crate) fn deliver(&mut self, seq: u64, at: u64) -> bool {
+        let Some(live) = self.index.get_mut(&seq) else {
+            return false;
+        };
+        live.rec.deliveries = live.rec.deliveries.saturating_add(1);
+        let target = live.seg;
+        self.kill(target, at);
+        true
     }
 
     fn unlive(&mut self, old: &Live, seq: u64) {
@@ -275,9 +289,7 @@ fn read_segment(buf: &[u8], id: u64, scan: &mut Scan) -> (usize, Option<&'static
                         scan.books.drop_seq(seq, id);
                     }
                     Entry::Deliver(seq) => {
-                        if let Some(live) = scan.books.index.get_mut(&seq) {
-                            live.rec.deliveries = live.rec.deliveries.saturating_add(1);
-                        }
+                        scan.books.deliver(seq, id);
                     }
                 }
                 pos += n;

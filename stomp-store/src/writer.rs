@@ -302,7 +302,7 @@ impl Writer {
             let f = new_file.as_ref().unwrap_or(&self.file);
             self.put(f, &buf, len)?;
             zeroed = zeroed.max(len + buf.len() as u64);
-            self.zero_ahead(f, len + buf.len() as u64, &mut zeroed)?;
+            self.zero_ahead(f, len + buf.len() as u64, &mut zeroed);
             if self.opts.fsync {
                 f.sync_data()?;
                 if !self.opts.extra_sync_latency.is_zero() {
@@ -346,22 +346,33 @@ impl Writer {
     /// instead of 200 on an idle machine, 820 instead of 250 with its CPUs
     /// busy, where the many-producer case runs). Recovery reads zeros
     /// after the last record as a clean end.
-    fn zero_ahead(&self, f: &File, end: u64, zeroed: &mut u64) -> io::Result<()> {
+    ///
+    /// Best effort: on a nearly full disk it writes what fits and stops
+    /// (the records are already written; the fsync reports real I/O
+    /// errors). The zeros left are room for small records such as the
+    /// removals that free space again.
+    fn zero_ahead(&self, f: &File, end: u64, zeroed: &mut u64) {
         let chunk = self.opts.preallocate;
         if chunk == 0 || *zeroed >= end + chunk / 2 {
-            return Ok(());
+            return;
         }
         let target = (end + chunk).min(self.opts.segment_size.max(end));
         if target <= *zeroed {
-            return Ok(());
+            return;
         }
         let zeros = vec![0u8; (target - *zeroed).min(1 << 20) as usize];
         while *zeroed < target {
             let n = (target - *zeroed).min(zeros.len() as u64) as usize;
-            f.write_all_at(&zeros[..n], *zeroed)?;
-            *zeroed += n as u64;
+            match f.write_at(&zeros[..n], *zeroed) {
+                Ok(0) => return,
+                Ok(written) => *zeroed += written as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!("journal: writing zeros ahead stopped: {e}");
+                    return;
+                }
+            }
         }
-        Ok(())
     }
 
     /// Writes `buf` at `at`, or half of it and fails when the test hook says so.
@@ -375,11 +386,24 @@ impl Writer {
         f.write_all_at(buf, at)
     }
 
-    /// Cuts the active segment back to its durable length and removes the
-    /// segments a failed batch created (the retry writes them again).
+    /// Puts the active segment back as it was before a failed write: zeros
+    /// over what the write left after the durable length (the zeros written
+    /// ahead stay, as room for the retry on a full disk), nothing beyond;
+    /// removes the segments a failed batch created (the retry writes them
+    /// again).
     fn restore(&mut self, created: &[u64]) -> io::Result<()> {
-        self.file.set_len(self.len)?;
-        self.zeroed = self.len;
+        let zeros = vec![0u8; (self.zeroed - self.len).min(1 << 20) as usize];
+        let mut at = self.len;
+        while at < self.zeroed {
+            let n = (self.zeroed - at).min(zeros.len() as u64) as usize;
+            if self.file.write_all_at(&zeros[..n], at).is_err() {
+                // Cannot overwrite: cut instead.
+                self.zeroed = self.len;
+                break;
+            }
+            at += n as u64;
+        }
+        self.file.set_len(self.zeroed)?;
         if self.opts.fsync {
             self.file.sync_data()?;
         }

@@ -583,3 +583,84 @@ fn a_compaction_copy_keeps_its_original_from_coming_back() {
     let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
     assert_eq!(got, vec![1], "a consumed message came back");
 }
+
+#[test]
+fn a_replaced_message_survives_a_write_torn_anywhere() {
+    // A move to a dead-letter queue is one record: a crash in the middle of
+    // its write leaves the message where it was, never nowhere.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut j, _, rx) = open_raw(dir, JournalOptions::default());
+    j.append(msg(1)).unwrap();
+    let t = j.commit();
+    wait(&j, &rx, t);
+    let before = segments(dir);
+    let durable_len = std::fs::read(&before[0])
+        .unwrap()
+        .iter()
+        .rposition(|&b| b != 0)
+        .unwrap()
+        + 1;
+    assert!(j.delivered(1));
+    let mut dead = msg(1);
+    dead.queue = bytes::Bytes::from_static(b"/queue/DLQ.q1");
+    dead.deliveries = 1;
+    j.replace(dead.clone()).unwrap();
+    assert!(j.replace(msg(99)).is_err(), "only a live seq is replaced");
+    let t = j.commit();
+    wait(&j, &rx, t);
+    drop(j);
+    let full = std::fs::read(&before[0]).unwrap();
+    let end = full.iter().rposition(|&b| b != 0).unwrap() + 1;
+    for cut in durable_len..=end {
+        let copy = tempfile::tempdir().unwrap();
+        let mut bytes = full[..cut].to_vec();
+        bytes.resize(full.len(), 0);
+        std::fs::write(copy.path().join(before[0].file_name().unwrap()), &bytes).unwrap();
+        let (_j, r, _rx) = open_raw(copy.path(), JournalOptions::default());
+        assert_eq!(r.messages.len(), 1, "cut at {cut}: {:?}", r.messages);
+        let q = &r.messages[0].queue;
+        assert!(
+            &q[..] == b"/queue/q1" || &q[..] == b"/queue/DLQ.q1",
+            "cut at {cut}"
+        );
+        if cut == end {
+            assert_eq!(r.messages[0], dead);
+        }
+    }
+}
+
+#[test]
+fn a_delivery_record_outlives_nothing_it_counts_for() {
+    // The DELIVER of a message sits in a later segment that otherwise
+    // empties; deleting it first would bring the message back with its
+    // delivery count short.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let keep_all = JournalOptions {
+        slack_segments: 1000,
+        ..small(1024)
+    };
+    let (mut j, _, rx) = open(dir, keep_all.clone());
+    j.append(msg(1)).unwrap();
+    let t = j.commit();
+    wait(&j, &rx, t);
+    // Later segments: traffic that is consumed, and one delivery of seq 1.
+    for seq in 2..40 {
+        j.append(msg(seq)).unwrap();
+        if seq == 20 {
+            assert!(j.delivered(1));
+        }
+        let t = j.commit();
+        wait(&j, &rx, t);
+    }
+    for seq in 2..40 {
+        assert!(j.remove(seq));
+        let t = j.commit();
+        wait(&j, &rx, t);
+    }
+    drop(j);
+    let (_j, r, _rx) = open(dir, keep_all);
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].deliveries, 1, "the delivery count survived");
+}

@@ -101,6 +101,11 @@ pub struct DurableStore {
     pending: Vec<Option<StoredMessage>>,
     /// Where each pending message is in `pending`.
     pending_at: std::collections::HashMap<u64, usize>,
+    /// Removals of this turn, written after its appends: a crash that tears
+    /// the group keeps a message twice rather than not at all, and a
+    /// message removed and appended again in one turn (moved to a
+    /// dead-letter queue) is written as one record.
+    removes: Vec<u64>,
     /// An append that failed this turn (too big for a segment): the turn's
     /// RECEIPTs become ERRORs.
     append_error: Option<io::Error>,
@@ -174,6 +179,7 @@ impl DurableStore {
             events,
             pending: Vec::new(),
             pending_at: Default::default(),
+            removes: Vec::new(),
             append_error: None,
             _lock: lock,
         })
@@ -285,9 +291,8 @@ impl Store for DurableStore {
     fn remove(&mut self, _queue: &str, seq: u64) -> io::Result<()> {
         if let Some(at) = self.pending_at.remove(&seq) {
             self.pending[at] = None;
-        } else {
-            // `false` = not in the journal (not persisted): nothing to write.
-            self.journal.remove(seq);
+        } else if self.journal.contains(seq) {
+            self.removes.push(seq);
         }
         Ok(())
     }
@@ -309,6 +314,7 @@ impl Store for DurableStore {
 
     fn commit(&mut self) -> io::Result<u64> {
         self.pending_at.clear();
+        let mut removes: std::collections::HashSet<u64> = self.removes.iter().copied().collect();
         for m in std::mem::take(&mut self.pending).into_iter().flatten() {
             let len = m.body.len();
             let record = Record {
@@ -318,7 +324,13 @@ impl Store for DurableStore {
                 body: m.body,
                 deliveries: m.deliveries,
             };
-            if let Err(e) = self.journal.append(record) {
+            // Removed this turn and appended again: a move, one record.
+            let written = if removes.remove(&m.seq) {
+                self.journal.replace(record)
+            } else {
+                self.journal.append(record)
+            };
+            if let Err(e) = written {
                 tracing::error!("message {} to {} not stored: {e}", m.seq, &*m.queue);
                 self.append_error.get_or_insert(io::Error::new(
                     e.kind(),
@@ -327,6 +339,11 @@ impl Store for DurableStore {
                         len
                     ),
                 ));
+            }
+        }
+        for seq in std::mem::take(&mut self.removes) {
+            if removes.contains(&seq) {
+                self.journal.remove(seq);
             }
         }
         let ticket = self.journal.commit();
@@ -397,6 +414,59 @@ pub(crate) fn decode_headers(blob: &Bytes) -> Option<Headers> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn commit_and_wait(s: &mut DurableStore) {
+        let t = s.commit().unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while s.durable_ticket() < t {
+            assert!(std::time::Instant::now() < until, "commit {t} not durable");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_move_to_a_dead_letter_queue_is_written_as_one_record() {
+        // Removed and appended again in one turn: if it were a REMOVE then an
+        // APPEND, a write torn between them would lose the message.
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = || DurableOptions {
+            persist: Persist::All,
+            segment_size: 1 << 20,
+            fsync: false,
+            group_window: std::time::Duration::ZERO,
+            inject_write_error: None,
+        };
+        let mut s = DurableStore::open(tmp.path(), opts()).unwrap();
+        s.recover().unwrap();
+        let m = StoredMessage {
+            seq: 1,
+            queue: ByteString::from("/queue/q"),
+            headers: Headers::with_capacity(0),
+            body: Bytes::from_static(b"body"),
+            deliveries: 0,
+        };
+        s.append(&m).unwrap();
+        commit_and_wait(&mut s);
+        s.remove("/queue/q", 1).unwrap();
+        let mut dead = m.clone();
+        dead.queue = ByteString::from("/queue/DLQ.q");
+        s.append(&dead).unwrap();
+        commit_and_wait(&mut s);
+        drop(s);
+        let seg = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "seg"))
+            .unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let end = bytes.iter().rposition(|&b| b != 0).unwrap();
+        bytes[end] = 0; // the last write torn by one byte
+        std::fs::write(&seg, &bytes).unwrap();
+        let mut s = DurableStore::open(tmp.path(), opts()).unwrap();
+        let r = s.recover().unwrap();
+        assert_eq!(r.messages.len(), 1, "the message survived the torn move");
+        assert_eq!(&*r.messages[0].queue, "/queue/q");
+    }
 
     #[test]
     fn headers_round_trip_and_bad_blobs_are_refused() {
