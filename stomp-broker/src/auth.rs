@@ -333,14 +333,10 @@ pub fn set_password(path: &Path, user: &str, password: &str) -> io::Result<()> {
             "the password must not be empty",
         ));
     }
-    let mut doc: toml::Table = match std::fs::read_to_string(path) {
-        Ok(t) => t.parse().map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("invalid users file {}: {e}", path.display()),
-            )
-        })?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => toml::Table::new(),
+    // Edited in place: comments, order and everything else stay.
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
         Err(e) => {
             return Err(io::Error::new(
                 e.kind(),
@@ -348,32 +344,40 @@ pub fn set_password(path: &Path, user: &str, password: &str) -> io::Result<()> {
             ));
         }
     };
-    let users = doc
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("invalid users file {}: {e}", path.display()),
+        )
+    })?;
+    let mut implicit = toml_edit::Table::new();
+    implicit.set_implicit(true);
+    let Some(users) = doc
         .entry("users")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    let toml::Value::Table(users) = users else {
+        .or_insert(toml_edit::Item::Table(implicit))
+        .as_table_like_mut()
+    else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "`users` in the users file is not a table",
         ));
     };
-    let entry = users
+    let Some(entry) = users
         .entry(user)
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    let toml::Value::Table(entry) = entry else {
+        .or_insert(toml_edit::table())
+        .as_table_like_mut()
+    else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("users.{user} is not a table"),
         ));
     };
-    entry.insert(
-        "password".into(),
-        toml::Value::String(hash_password(password)?),
-    );
-    let text = toml::to_string(&doc).map_err(|e| io::Error::other(e.to_string()))?;
+    entry.insert("password", toml_edit::value(hash_password(password)?));
+    let text = doc.to_string();
     let tmp = path.with_extension("tmp");
-    write_private(&tmp, text.as_bytes())?;
-    std::fs::rename(&tmp, path)
+    write_private(&tmp, text.as_bytes())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
 }
 
 /// Writes a file readable by its owner only (it holds password hashes).
@@ -456,6 +460,39 @@ pub fn run_passwd(args: &PasswdArgs) -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwd_edits_the_file_in_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("users.toml");
+        let before = "# who may do what\n[users.bob]\npassword = 'x'\ngroups = ['ops'] # admins\n\n\
+                      [[acl]]\npattern = '/queue/>'\nread = ['*']\n";
+        std::fs::write(&path, before).unwrap();
+        set_password(&path, "alice", "pw").unwrap();
+        set_password(&path, "bob", "pw2").unwrap();
+        let after = std::fs::read_to_string(&path).unwrap();
+        for kept in [
+            "# who may do what",
+            "groups = ['ops'] # admins",
+            "[[acl]]",
+            "read = ['*']",
+        ] {
+            assert!(after.contains(kept), "{kept:?} lost:\n{after}");
+        }
+        let u = UsersFile::parse(&after).unwrap();
+        let c = |l, p| Credentials {
+            login: Some(l),
+            passcode: Some(p),
+            host: None,
+        };
+        assert!(u.authenticate(&c("alice", "pw")).is_ok());
+        let bob = u.authenticate(&c("bob", "pw2")).unwrap();
+        assert_eq!(bob.groups, ["ops"]);
+        assert!(u.authenticate(&c("bob", "x")).is_err());
+        // A users entry that is not a table is an error, not a panic.
+        std::fs::write(&path, "users = 3\n").unwrap();
+        assert!(set_password(&path, "alice", "pw").is_err());
+    }
 
     #[test]
     fn patterns() {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// STOMP at the shell: send, subscribe, run a broker, benchmark one.
+/// STOMP at the shell: send, subscribe, run a broker, benchmark one, add
+/// users to a broker's users file.
 #[derive(Debug, Parser)]
 #[command(name = "stomp", version, about, after_help = MAIN_EXAMPLES)]
 pub struct Cli {
@@ -21,9 +22,10 @@ Examples:
   stomp subscribe /queue/hello                  # prints messages as they arrive
   stomp send /queue/hello 'hi'                  # in another terminal
   stomp bench --count 100000                    # how fast is the broker?
+  stomp passwd users.toml alice                 # add a user (broker --users)
   STOMP_URL=stomp://guest:guest@127.0.0.1:61613/%2F stomp send /queue/a hi
 
-Every subcommand but `broker` takes the connection as --url (or STOMP_URL)
+send, subscribe and bench take the connection as --url (or STOMP_URL)
 and/or --host, --port, --login, --passcode, --vhost.";
 
 /// The subcommands.
@@ -202,10 +204,10 @@ fn body_size(s: &str) -> Result<usize, String> {
 pub enum AckArg {
     /// The broker forgets a message once sent.
     Auto,
-    /// Cumulative ACK after printing.
+    /// Cumulative ACK once handled (subscribe: printed).
     #[default]
     Client,
-    /// One ACK per message after printing.
+    /// One ACK per message once handled (subscribe: printed).
     ClientIndividual,
 }
 
