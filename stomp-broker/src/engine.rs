@@ -945,6 +945,19 @@ impl Engine {
         let seq = self.next_seq;
         self.next_seq += 1;
         let msg = Message::from_send(seq, dest.clone(), frame);
+        if matches!(kind, Kind::Queue)
+            && let Some(max) = self.store.too_large(&dest, &msg.headers, msg.body.len())
+        {
+            // Refused whole, before it is queued or joins a transaction:
+            // accepted, it would be delivered now and gone after a restart.
+            return fail(
+                "message too large for the store",
+                format!(
+                    "a message of {} body bytes to {dest:?} does not fit one journal segment (at most {max} bytes with its headers and queue name); send less, or start the broker with a larger --segment-size",
+                    msg.body.len()
+                ),
+            );
+        }
         if let Some(i) = tx {
             self.router.memory += msg.size;
             self.sessions[conn].txs[i].sends.push(msg);

@@ -776,7 +776,16 @@ fn a_message_bigger_than_a_segment_gets_an_error_not_a_receipt() {
     p.send("/queue/big", &"x".repeat(5000), "", "big");
     let e = p.expect(Command::Error);
     assert_eq!(e.headers.get("receipt-id"), Some("big"));
+    assert_eq!(
+        e.headers.get("message"),
+        Some("message too large for the store")
+    );
     assert!(body(&e).contains("--segment-size"), "{e:?}");
+    // Refused whole: not delivered now only to vanish at the restart.
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/big", "client-individual", "");
+    assert_eq!(bodies(&c.drain(Duration::from_millis(300))), ["small"]);
+    drop(c);
     b.stop();
     let b = Broker::start(&dir, &["--segment-size", "4096"]);
     let mut c = Client::connect(b.addr);

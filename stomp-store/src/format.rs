@@ -32,7 +32,11 @@ const APPEND_FIXED: usize = 8 + 4 + 2 + 4;
 
 /// Encoded length of an APPEND record for `r`, header included.
 pub(crate) fn append_len(r: &Record) -> u64 {
-    (RECORD_HEADER + APPEND_FIXED + r.queue.len() + r.headers.len() + r.body.len()) as u64
+    append_len_of(r.queue.len(), r.headers.len(), r.body.len())
+}
+
+pub(crate) fn append_len_of(queue: usize, headers: usize, body: usize) -> u64 {
+    (RECORD_HEADER + APPEND_FIXED) as u64 + queue as u64 + headers as u64 + body as u64
 }
 
 fn put_record(out: &mut Vec<u8>, kind: u8, payload_len: usize, fill: impl FnOnce(&mut Vec<u8>)) {

@@ -207,7 +207,7 @@ impl Journal {
     fn check(&self, record: &Record) -> io::Result<()> {
         let size = record.encoded_len();
         if record.queue.len() > u16::MAX as usize
-            || size + MAGIC.len() as u64 > self.opts.segment_size
+            || size > Record::max_len(self.opts.segment_size)
             || size > u32::MAX as u64
         {
             return Err(io::Error::new(

@@ -111,6 +111,18 @@ impl Record {
     pub fn encoded_len(&self) -> u64 {
         format::append_len(self)
     }
+
+    /// What [`encoded_len`](Record::encoded_len) gives for a record with a
+    /// queue name, a headers blob and a body of these lengths.
+    pub fn len_of(queue: usize, headers: usize, body: usize) -> u64 {
+        format::append_len_of(queue, headers, body)
+    }
+
+    /// The largest record a journal with segments of `segment_size` bytes
+    /// takes ([`Journal::append`] refuses bigger ones).
+    pub fn max_len(segment_size: u64) -> u64 {
+        segment_size.saturating_sub(format::MAGIC.len() as u64)
+    }
 }
 
 /// What the writer thread reports through the callback given to

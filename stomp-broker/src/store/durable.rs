@@ -95,6 +95,8 @@ pub struct DurableStore {
     journal: Journal,
     recovered: Option<Recovered>,
     persist: Persist,
+    /// The largest record a segment takes.
+    max_record: u64,
     events: Arc<Events>,
     /// Messages appended this turn, written at [`Store::commit`] unless
     /// removed before (`None`).
@@ -176,6 +178,7 @@ impl DurableStore {
             journal,
             recovered: Some(recovered),
             persist: options.persist,
+            max_record: Record::max_len(options.segment_size),
             events,
             pending: Vec::new(),
             pending_at: Default::default(),
@@ -286,6 +289,18 @@ impl Store for DurableStore {
         self.pending_at.insert(m.seq, self.pending.len());
         self.pending.push(Some(m.clone()));
         Ok(())
+    }
+
+    fn too_large(&self, queue: &str, headers: &Headers, body_len: usize) -> Option<u64> {
+        if self.persist == Persist::Persistent && headers.get("persistent") != Some("true") {
+            return None;
+        }
+        let blob: usize = headers
+            .iter()
+            .map(|h| 8 + h.name().len() + h.value().len())
+            .sum();
+        let len = Record::len_of(queue.len(), blob, body_len);
+        (len > self.max_record).then_some(self.max_record)
     }
 
     fn remove(&mut self, _queue: &str, seq: u64) -> io::Result<()> {

@@ -65,6 +65,13 @@ pub trait Store: Send {
     fn recover(&mut self) -> io::Result<Recovery>;
     /// A message entered a queue.
     fn append(&mut self, message: &StoredMessage) -> io::Result<()>;
+    /// `Some(limit)` when a message of these sizes, sent to a queue, could
+    /// not be stored: it is refused at SEND (an ERROR, nothing queued), not
+    /// accepted and then lost. `queue`, `headers`: as in [`StoredMessage`].
+    fn too_large(&self, _queue: &str, _headers: &Headers, _body_len: usize) -> Option<u64> {
+        None
+    }
+
     /// The message with this sequence number left its queue for good.
     fn remove(&mut self, queue: &str, seq: u64) -> io::Result<()>;
     /// The message was handed to a subscriber that must acknowledge it.
