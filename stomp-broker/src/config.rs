@@ -313,6 +313,21 @@ impl Config {
                 "give --tls-cert FILE and --tls-key FILE (PEM) with --tls-listen".into(),
             );
         }
+        if self.tls_listen.is_empty() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
+            return bad(
+                "tls-cert/tls-key",
+                "they are only used with --tls-listen ADDR: add it, or drop them".into(),
+            );
+        }
+        if self.max_body_size > self.max_frame_size {
+            return bad(
+                "max-body-size",
+                format!(
+                    "{} is more than max-frame-size {}: no frame could carry such a body; raise --max-frame-size too",
+                    self.max_body_size, self.max_frame_size
+                ),
+            );
+        }
         if self.prefetch == 0 {
             return bad("prefetch", "must be at least 1".into());
         }
@@ -440,6 +455,26 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("--memory"));
+        let c = Config {
+            tls_cert: Some("cert.pem".into()),
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--tls-listen")
+        );
+        let c = Config {
+            max_body_size: 64 << 20,
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("raise --max-frame-size")
+        );
         let c = Config::from_toml("data_dir = '/tmp/q'\npersist = 'persistent'\nfsync = false\n")
             .unwrap();
         assert_eq!(c.store_dir(), Some(PathBuf::from("/tmp/q")));

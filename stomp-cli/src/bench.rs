@@ -698,6 +698,10 @@ fn produce(conn: RawConn, sh: &Arc<Shared>, spec: &ProducerSpec) -> u64 {
             }
             if let Some(iv) = interval {
                 let due = start + iv.mul_f64(seq as f64);
+                // --rate R --duration D sends R x D, not one more at D.
+                if spec.duration.is_some_and(|d| due - start >= d) {
+                    break;
+                }
                 let now = Instant::now();
                 if due > now {
                     thread::sleep(due - now);

@@ -54,7 +54,7 @@ pub struct IdleReport {
 /// Human-readable lines.
 pub fn human(r: &IdleReport) -> String {
     let mut s = format!(
-        "{}{} against {}: {} of {} connections accepted in {:.2} s ({} failed); held {:.0} s, {} closed by the broker\n",
+        "{}{} against {}: {} of {} connections accepted in {:.2} s ({} failed); held {:.1} s, {} closed by the broker\n",
         r.scenario,
         r.label
             .as_ref()
