@@ -413,8 +413,31 @@ pub struct PasswdArgs {
 fn read_password(user: &str) -> io::Result<String> {
     use std::io::{BufRead, IsTerminal};
     if io::stdin().is_terminal() {
-        let first = rpassword::prompt_password(format!("password for {user}: "))?;
-        let again = rpassword::prompt_password("again: ")?;
+        // The prompt turns the terminal's echo off and back on; a Ctrl-C in
+        // between would leave it off. Catch it, turn echo on, then leave.
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+        let handle = signals.handle();
+        let watcher = std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                if let Ok(tty) = std::fs::File::open("/dev/tty") {
+                    let _ = std::process::Command::new("stty")
+                        .arg("echo")
+                        .stdin(tty)
+                        .status();
+                }
+                eprintln!("\npasswd: interrupted; nothing changed");
+                std::process::exit(128 + sig);
+            }
+        });
+        let read = (|| {
+            let first = rpassword::prompt_password(format!("password for {user}: "))?;
+            let again = rpassword::prompt_password("again: ")?;
+            io::Result::Ok((first, again))
+        })();
+        handle.close();
+        let _ = watcher.join();
+        let (first, again) = read?;
         if first != again {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -170,3 +170,61 @@ fn on_a_terminal_the_password_is_typed_twice_and_never_shown() {
     assert!(!std::fs::read_to_string(&users).unwrap().contains("gina"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ctrl_c_at_the_prompt_turns_echo_back_on() {
+    use std::sync::{Arc, Mutex};
+    let dir = std::env::temp_dir().join(format!("stomp-cli-passwd-int-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("users.toml");
+    // The shell survives the Ctrl-C (a trap, reset for its children) and
+    // then prints the terminal's echo flag: `echo`, or `-echo` when off.
+    let script = format!(
+        "trap : INT; {STOMP} passwd {} ivan; stty -a | tr ' ' '\\n' | grep -x -e echo -e -echo",
+        file.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &script, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let shown = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let shown = shown.clone();
+        let mut out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                shown.lock().unwrap().push_str(&text);
+            }
+        })
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !shown.lock().unwrap().contains("password for ivan: ") {
+        assert!(std::time::Instant::now() < until, "no prompt");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"abc\x03").unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let shown = shown.lock().unwrap().clone();
+    let flags: Vec<&str> = shown
+        .lines()
+        .map(str::trim)
+        .filter(|l| *l == "echo" || *l == "-echo")
+        .collect();
+    assert_eq!(flags, ["echo"], "{status:?}: {shown:?}");
+    assert!(shown.contains("interrupted"), "{shown:?}");
+    assert!(!file.exists(), "nothing written");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
