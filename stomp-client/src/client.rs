@@ -88,8 +88,14 @@ impl Inner {
     }
 
     /// Publishes an event; dropped when nobody reads them and the queue is full.
+    /// Queues an event; when nobody read the last 256, the oldest goes.
     pub(crate) fn emit(&self, event: ConnectionEvent) {
-        let _ = self.events_tx.try_send(event);
+        let mut event = event;
+        while let Err(crossbeam_channel::TrySendError::Full(back)) = self.events_tx.try_send(event)
+        {
+            let _ = self.events_rx.try_recv();
+            event = back;
+        }
     }
 
     pub(crate) fn wake(&self) {
@@ -124,7 +130,7 @@ impl Inner {
         }
         let wait_until = match self.opts.outage {
             OutagePolicy::FailFast => None,
-            OutagePolicy::Wait(d) => Some(Instant::now() + d),
+            OutagePolicy::Wait(d) => Some(Instant::now() + d.min(crate::options::LONGEST)),
         };
         loop {
             match st.status {
@@ -153,14 +159,19 @@ impl Inner {
     /// Hands a command to the I/O thread, waiting at most the send timeout
     /// for room in its queue.
     fn push(&self, cmd: Cmd) -> Result<()> {
-        match self.cmd_tx.send_timeout(cmd, self.opts.send_timeout) {
+        self.push_within(cmd, self.opts.send_timeout)
+    }
+
+    /// [`push`](Inner::push), waiting at most `wait` for room.
+    fn push_within(&self, cmd: Cmd, wait: Duration) -> Result<()> {
+        match self.cmd_tx.send_timeout(cmd, wait) {
             Ok(()) => {
                 self.wake();
                 Ok(())
             }
             Err(SendTimeoutError::Timeout(_)) => Err(Error::Timeout {
                 what: "room in the outgoing queue",
-                after: self.opts.send_timeout,
+                after: wait,
             }),
             Err(SendTimeoutError::Disconnected(_)) => Err(self.closed_error()),
         }
@@ -174,6 +185,7 @@ impl Inner {
 
     /// Sends a command carrying a receipt waiter and waits for the answer.
     fn submit_confirmed(&self, make: impl FnOnce(Waiter) -> Cmd, timeout: Duration) -> Result<()> {
+        let timeout = timeout.min(crate::options::LONGEST);
         self.ready()?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.push(make(Waiter { tx, timeout }))?;
@@ -481,9 +493,15 @@ impl Client {
         let result = if self.state() == ConnectionState::Closed {
             Ok(())
         } else {
+            // The disconnect timeout bounds it all, the wait for room in
+            // a full outgoing queue (a broker that stopped reading) included.
+            let started = Instant::now();
             let (tx, rx) = crossbeam_channel::bounded(1);
-            match self.inner.push(Cmd::Disconnect { done: tx }) {
-                Ok(()) => wait_receipt(&rx, timeout),
+            match self
+                .inner
+                .push_within(Cmd::Disconnect { done: tx }, timeout)
+            {
+                Ok(()) => wait_receipt(&rx, timeout.saturating_sub(started.elapsed())),
                 Err(e) => Err(e),
             }
         };

@@ -6,6 +6,10 @@ use stomp_frame::{HeartBeat, Limits, Version};
 
 use crate::error::{Error, Result};
 
+/// The longest wait the client keeps track of (ten years): a longer timeout
+/// or delay is taken as this, so that no deadline arithmetic can overflow.
+pub(crate) const LONGEST: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 /// The port used when an address or URL names none (the IANA STOMP port).
 pub const DEFAULT_PORT: u16 = 61613;
 /// The port of a `stomp+ssl://` URL without one (RabbitMQ's STOMP-over-TLS port).
@@ -87,7 +91,9 @@ impl ReconnectPolicy {
         let factor = self.multiplier.max(1.0).powi(attempt.min(64) as i32);
         let secs = self.initial_delay.as_secs_f64() * factor;
         if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
-            self.max_delay
+            self.max_delay.min(LONGEST)
+        } else if secs >= LONGEST.as_secs_f64() {
+            LONGEST
         } else {
             Duration::from_secs_f64(secs)
         }
@@ -224,10 +230,11 @@ impl ConnectOptions {
 
     /// Sets the grace factor: the broker is declared lost when nothing has
     /// arrived from it for `negotiated receive interval x factor` (default
-    /// 1.5, as ActiveMQ's `hbGracePeriodMultiplier`; values below 1 are taken as 1).
+    /// 1.5, as ActiveMQ's `hbGracePeriodMultiplier`; values below 1 are taken as 1, above
+    /// 1000 as 1000).
     pub fn heartbeat_grace(mut self, factor: f64) -> Self {
         self.heartbeat_grace = if factor.is_finite() {
-            factor.max(1.0)
+            factor.clamp(1.0, 1000.0)
         } else {
             1.5
         };
@@ -236,28 +243,28 @@ impl ConnectOptions {
 
     /// Bounds the TCP connect plus the STOMP handshake, per attempt.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = timeout.min(LONGEST);
         self
     }
 
     /// Bounds the waits for receipts of calls that have no timeout argument
     /// (subscribe, unsubscribe, commit, abort).
     pub fn receipt_timeout(mut self, timeout: Duration) -> Self {
-        self.receipt_timeout = timeout;
+        self.receipt_timeout = timeout.min(LONGEST);
         self
     }
 
     /// Bounds [`Client::disconnect`](crate::Client::disconnect) (and the
     /// close on drop): the wait for the DISCONNECT receipt.
     pub fn disconnect_timeout(mut self, timeout: Duration) -> Self {
-        self.disconnect_timeout = timeout;
+        self.disconnect_timeout = timeout.min(LONGEST);
         self
     }
 
     /// Bounds how long a send waits for room when the client's outgoing
     /// queue is full (the broker reads slower than the program sends).
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
-        self.send_timeout = timeout;
+        self.send_timeout = timeout.min(LONGEST);
         self
     }
 
@@ -488,11 +495,12 @@ fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let end = rest.find('/').unwrap_or(rest.len());
-    match rest[..end].rsplit_once('@') {
+    // Up to the last `@`, even past a `/`: a password with an unescaped
+    // `/` must not show either (hiding too much is the safe mistake).
+    match rest.rsplit_once('@') {
         Some((user, host)) if user.contains(':') => {
             let name = user.split_once(':').map_or(user, |(n, _)| n);
-            format!("{scheme}://{name}:***@{host}{}", &rest[end..])
+            format!("{scheme}://{name}:***@{host}")
         }
         _ => url.to_owned(),
     }
@@ -577,6 +585,12 @@ mod tests {
         }
         let e = StompUrl::parse("stomp://u:secret@h:x").unwrap_err();
         assert!(!e.to_string().contains("secret"), "{e}");
+        // An unescaped `/` in the password ends the authority early.
+        let e = StompUrl::parse("stomp://guest:se/cret@h").unwrap_err();
+        assert!(
+            !e.to_string().contains("se/cret") && !e.to_string().contains("cret"),
+            "{e}"
+        );
     }
 
     #[test]

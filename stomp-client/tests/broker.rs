@@ -577,3 +577,35 @@ fn calls_wait_out_an_outage_with_the_wait_policy() {
     drop(sub);
     client.disconnect().unwrap();
 }
+
+#[test]
+fn endless_timeouts_are_taken_as_very_long_not_a_panic() {
+    // "Calls never panic": Duration::MAX anywhere a duration is taken.
+    let b = Broker::start();
+    let forever = Duration::MAX;
+    let c = Client::connect(
+        ConnectOptions::new(b.address())
+            .connect_timeout(forever)
+            .receipt_timeout(forever)
+            .disconnect_timeout(forever)
+            .send_timeout(forever)
+            .heartbeat_grace(f64::MAX)
+            .heart_beat(1000, 1000)
+            .reconnect(ReconnectPolicy {
+                initial_delay: forever,
+                max_delay: forever,
+                ..ReconnectPolicy::default()
+            })
+            .on_outage(stomp_client::OutagePolicy::Wait(forever)),
+    )
+    .expect("connect");
+    let q = unique("/queue/forever");
+    let sub = c.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    c.send_confirmed(&q, "x", forever).unwrap();
+    assert_eq!(
+        &sub.recv_timeout(forever).unwrap().unwrap().body()[..],
+        b"x"
+    );
+    drop(sub);
+    c.disconnect().unwrap();
+}

@@ -405,3 +405,68 @@ fn calls_fail_fast_or_wait_while_reconnecting() {
     drop(client);
     server.join();
 }
+
+#[test]
+fn unread_events_keep_the_newest_256() {
+    // 150 sessions, each dropped at once: about 300 events nobody reads.
+    let server = FakeServer::start(150, |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+    });
+    let policy = ReconnectPolicy {
+        initial_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(1),
+        max_attempts: Some(3),
+        ..ReconnectPolicy::default()
+    };
+    let client = Client::connect(opts(&server).reconnect(policy)).unwrap();
+    let events = client.events();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while client.state() != stomp_client::ConnectionState::Closed {
+        assert!(
+            std::time::Instant::now() < until,
+            "still {:?}",
+            client.state()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(client);
+    let got: Vec<ConnectionEvent> = events.try_iter().collect();
+    assert_eq!(got.len(), 256);
+    assert!(
+        !matches!(got[0], ConnectionEvent::Connected(_)),
+        "the oldest went"
+    );
+    assert!(
+        matches!(got.last(), Some(ConnectionEvent::Closed(_))),
+        "the newest stayed: {:?}",
+        got.last()
+    );
+    server.join();
+}
+
+#[test]
+fn disconnect_is_bounded_by_its_timeout_even_with_a_full_queue() {
+    // The broker stops reading: the socket and the outgoing queue fill up.
+    let server = FakeServer::start(1, |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        std::thread::sleep(Duration::from_secs(12));
+    });
+    let client = Client::connect(
+        opts(&server)
+            .send_timeout(Duration::from_secs(5))
+            .disconnect_timeout(Duration::from_millis(300)),
+    )
+    .unwrap();
+    let body = vec![b'x'; 1 << 20];
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while client.send("/queue/a", body.clone()).is_ok() {
+        assert!(std::time::Instant::now() < until, "the queue never filled");
+    }
+    let started = std::time::Instant::now();
+    let _ = client.disconnect();
+    let took = started.elapsed();
+    // 300 ms for room, then at most 1 s to stop the I/O thread; waiting
+    // for room as long as a send may (5 s) was the bug.
+    assert!(took < Duration::from_secs(3), "disconnect took {took:?}");
+    server.join();
+}
