@@ -177,6 +177,17 @@ impl Inner {
         }
     }
 
+    /// Drops subscription `id` without waiting: its messages stop, it is not
+    /// sent again on reconnect, and an UNSUBSCRIBE goes out if the session
+    /// knows it.
+    fn forget(&self, id: &str) {
+        let _ = self.cmd_tx.try_send(Cmd::Unsubscribe {
+            id: id.to_owned(),
+            receipt: None,
+        });
+        self.wake();
+    }
+
     /// Sends a command that needs a live session.
     fn submit(&self, cmd: Cmd) -> Result<()> {
         self.ready()?;
@@ -429,7 +440,7 @@ impl Client {
             frame = frame.header((*k).to_owned(), (*v).to_owned());
         }
         let (sink, rx) = crossbeam_channel::bounded(self.inner.opts.subscription_capacity);
-        self.inner.submit_confirmed(
+        let subscribed = self.inner.submit_confirmed(
             |w| Cmd::Subscribe {
                 frame,
                 sink,
@@ -437,7 +448,13 @@ impl Client {
                 receipt: Some(w),
             },
             self.inner.opts.receipt_timeout,
-        )?;
+        );
+        if let Err(e) = subscribed {
+            // The SUBSCRIBE may have gone out: take it back, or it would
+            // take messages nobody reads (and come back on reconnect).
+            self.inner.forget(&id);
+            return Err(e);
+        }
         Ok(Subscription {
             id,
             destination: destination.to_owned(),
@@ -650,16 +667,19 @@ impl Subscription {
             },
             timeout,
         ) {
+            Ok(()) => Ok(()),
             // Closed or reconnecting: the subscription is gone either way
             // (a reconnecting client forgets it before the next session).
             Err(Error::NotConnected) => {
-                let _ = self.inner.push(Cmd::Unsubscribe {
-                    id: self.id.clone(),
-                    receipt: None,
-                });
+                self.inner.forget(&self.id);
                 Ok(())
             }
-            r => r,
+            // The client forgets it all the same (an UNSUBSCRIBE goes out
+            // if none did), so that it takes no more messages.
+            Err(e) => {
+                self.inner.forget(&self.id);
+                Err(e)
+            }
         }
     }
 }

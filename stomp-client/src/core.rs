@@ -447,7 +447,11 @@ impl<R> Core<R> {
         token: Option<(R, Duration)>,
         now: Instant,
     ) -> Result<(), (Option<R>, Error)> {
-        self.subs.remove(id);
+        let known = self.subs.remove(id).is_some();
+        if !known && token.is_none() {
+            // A clean-up of a subscription this session never sent.
+            return Ok(());
+        }
         let frame = Frame::unsubscribe(id.to_owned());
         match token {
             Some((t, timeout)) => self

@@ -470,3 +470,31 @@ fn disconnect_is_bounded_by_its_timeout_even_with_a_full_queue() {
     assert!(took < Duration::from_secs(3), "disconnect took {took:?}");
     server.join();
 }
+
+#[test]
+fn a_failed_subscribe_is_taken_back() {
+    // No RECEIPT for the SUBSCRIBE: the call fails, and the client must not
+    // keep a subscription that takes messages nobody reads.
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    let server = FakeServer::start(1, move |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        let sub = peer.read_frame(S5).expect("SUBSCRIBE");
+        tx.send(sub).unwrap();
+        let next = peer.read_frame(S5).expect("a frame after the SUBSCRIBE");
+        tx.send(next).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    let client =
+        Client::connect(opts(&server).receipt_timeout(Duration::from_millis(300))).unwrap();
+    let e = client
+        .subscribe("/queue/a", AckMode::Auto, &[])
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    let sub = rx.recv_timeout(S5).unwrap();
+    assert_eq!(sub.command, Command::Subscribe);
+    let next = rx.recv_timeout(S5).unwrap();
+    assert_eq!(next.command, Command::Unsubscribe, "{next:?}");
+    assert_eq!(next.id(), sub.id());
+    drop(client);
+    server.join();
+}
