@@ -585,6 +585,14 @@ fn send_frame(destination: &str, headers: &[(&str, &str)], body: impl Into<Bytes
 /// [`receiver`](Subscription::receiver). Dropping the subscription
 /// unsubscribes (without waiting); [`unsubscribe`](Subscription::unsubscribe)
 /// waits for the broker's receipt.
+///
+/// Messages the client received and the program has not taken yet stay
+/// for it across a reconnect. When the client closes for good, they go
+/// with it: in `auto` mode the broker has forgotten them, so a program
+/// that must not lose any uses a client ack mode (the broker redelivers
+/// what was not acknowledged). While the program is behind, the client
+/// stops reading the socket (TCP pushes back on the broker) and does not
+/// take the unread heart-beats for a silent broker.
 pub struct Subscription {
     id: String,
     destination: String,

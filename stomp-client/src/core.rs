@@ -569,6 +569,12 @@ impl<R> Core<R> {
 
     /// Runs the timers due at `now`: heart-beats to send, a silent broker,
     /// a handshake or receipts that took too long.
+    /// Data from the broker is waiting unread (the program is behind): it
+    /// counts as hearing from the broker.
+    pub(crate) fn heard(&mut self, now: Instant) {
+        self.last_rx = now;
+    }
+
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         match self.phase {
             Phase::Idle | Phase::Closed => return,

@@ -230,6 +230,11 @@ impl Driver {
             self.deliver_stalled();
             if self.read_pending && self.stalled_bytes < STALL_MAX {
                 self.read(now);
+            } else if self.read_pending {
+                // The program is behind, so the socket is not read: what
+                // waits there proves the broker alive (no heart-beat
+                // timeout for our own back-pressure).
+                self.core.heard(now);
             }
             self.take_commands(now);
             self.core.handle_timeout(now);
@@ -665,8 +670,8 @@ impl Driver {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         }
-        self.stalled.clear();
-        self.stalled_bytes = 0;
+        // Messages already received but not yet taken stay for their
+        // subscriptions, which outlive the session when reconnecting.
         if self.disconnecting || self.finished.is_some() {
             self.stop(None);
             return;

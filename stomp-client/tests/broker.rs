@@ -609,3 +609,42 @@ fn endless_timeouts_are_taken_as_very_long_not_a_panic() {
     drop(sub);
     c.disconnect().unwrap();
 }
+
+#[test]
+fn a_program_that_falls_behind_is_not_taken_for_a_dead_broker() {
+    // The client stops reading the socket when the program does not take
+    // its messages; the broker's heart-beats then wait unread, which must
+    // not count as silence.
+    let b = Broker::start();
+    let q = unique("/queue/behind");
+    let slow = Client::connect(
+        ConnectOptions::new(b.address())
+            .heart_beat(1000, 1000)
+            .subscription_capacity(4),
+    )
+    .unwrap();
+    let events = slow.events();
+    let sub = slow.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    let p = Client::connect(ConnectOptions::new(b.address())).unwrap();
+    let body = vec![b'x'; 64 * 1024];
+    for _ in 0..40 {
+        p.send(&q, body.clone()).unwrap();
+    }
+    p.disconnect().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut got = 0;
+    while sub.recv_timeout(S5).unwrap().is_some() {
+        got += 1;
+        if got == 40 {
+            break;
+        }
+    }
+    assert_eq!(got, 40);
+    let lost: Vec<_> = events
+        .try_iter()
+        .filter(|e| matches!(e, ConnectionEvent::Lost(_)))
+        .collect();
+    assert!(lost.is_empty(), "{lost:?}");
+    drop(sub);
+    slow.disconnect().unwrap();
+}
