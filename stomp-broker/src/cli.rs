@@ -114,6 +114,9 @@ pub struct BrokerArgs {
     /// Subscriptions per connection [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_subscriptions: Option<usize>,
+    /// Open transactions per connection [default: 100].
+    #[arg(long, value_name = "N")]
+    pub max_transactions: Option<usize>,
     /// Frames per second per connection; more is an ERROR and a close;
     /// 0 is no limit [default: 0].
     #[arg(long, value_name = "N")]
@@ -190,6 +193,7 @@ impl BrokerArgs {
             max_connections_per_ip,
             connect_timeout,
             max_subscriptions,
+            max_transactions,
             max_frame_rate
         );
         c.follow_queue_prefix();

@@ -131,6 +131,8 @@ pub struct Config {
     pub connect_timeout: u64,
     /// Subscriptions one connection may hold; one more is an ERROR.
     pub max_subscriptions: usize,
+    /// Transactions one connection may have open; one more BEGIN is an ERROR.
+    pub max_transactions: usize,
     /// Frames one connection may send per second (0: no limit); more is an
     /// ERROR and the connection is closed.
     pub max_frame_rate: u32,
@@ -177,6 +179,7 @@ impl Default for Config {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             connect_timeout: 10_000,
             max_subscriptions: 1000,
+            max_transactions: 100,
             max_frame_rate: 0,
             tls_listen: Vec::new(),
             tls_cert: None,
@@ -343,10 +346,13 @@ impl Config {
                 ),
             );
         }
-        if !(self.heartbeat_grace.is_finite() && self.heartbeat_grace >= 1.0) {
+        if !(1.0..=1000.0).contains(&self.heartbeat_grace) {
             return bad(
                 "heartbeat-grace",
-                format!("{}; must be a number >= 1.0", self.heartbeat_grace),
+                format!(
+                    "{}; must be a number from 1.0 to 1000",
+                    self.heartbeat_grace
+                ),
             );
         }
         for (key, v) in [
@@ -360,6 +366,7 @@ impl Config {
             ("max-connections", self.max_connections),
             ("max-connections-per-ip", self.max_connections_per_ip),
             ("max-subscriptions", self.max_subscriptions),
+            ("max-transactions", self.max_transactions),
             ("connect-timeout", self.connect_timeout as usize),
         ] {
             if v == 0 {
@@ -455,6 +462,16 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("--memory"));
+        let c = Config {
+            heartbeat_grace: 1e300,
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("heartbeat-grace")
+        );
         let c = Config {
             tls_cert: Some("cert.pem".into()),
             ..Config::default()

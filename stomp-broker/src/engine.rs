@@ -317,6 +317,14 @@ impl Engine {
             .is_some_and(|s| s.paused || s.out_paused || s.authenticating.is_some())
     }
 
+    /// Whether reading is stopped for back-pressure (memory full, or the
+    /// peer does not read what it is owed), not for a password check.
+    pub fn is_held_back(&self, conn: ConnId) -> bool {
+        self.sessions
+            .get(conn)
+            .is_some_and(|s| s.paused || s.out_paused)
+    }
+
     /// Whether the connection ends once what it is owed is written.
     pub fn is_closing(&self, conn: ConnId) -> bool {
         self.sessions
@@ -959,7 +967,22 @@ impl Engine {
             );
         }
         if let Some(i) = tx {
+            // What one transaction may hold until COMMIT. Pausing its
+            // connection instead could never end: the memory it waits for
+            // is its own (and a peer gone behind a full TCP window is not
+            // seen while paused).
+            let limit = self.cfg.max_queue_memory.min(self.cfg.max_memory / 4);
+            if self.sessions[conn].txs[i].bytes + msg.size > limit {
+                return fail(
+                    "transaction too large",
+                    format!(
+                        "transaction {:?} would hold more than {limit} bytes of messages until COMMIT (the smaller of max-queue-memory and a quarter of max-memory); commit in smaller transactions",
+                        &*self.sessions[conn].txs[i].id
+                    ),
+                );
+            }
             self.router.memory += msg.size;
+            self.sessions[conn].txs[i].bytes += msg.size;
             self.sessions[conn].txs[i].sends.push(msg);
             if self.router.memory > self.cfg.max_memory {
                 self.block(conn, dest);
@@ -1158,7 +1181,7 @@ impl Engine {
                 .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<u64>().ok()?)));
             if let Some((slot, n)) = parsed
                 && let Some(Some(sub)) = s.subs.get(slot)
-                && sub.unacked.iter().any(|u| u.ack == n)
+                && sub.unacked.binary_search_by_key(&n, |u| u.ack).is_ok()
             {
                 return Ok((slot, n));
             }
@@ -1270,9 +1293,19 @@ impl Engine {
                 format!("transaction {id:?} is already open on this connection"),
             );
         }
+        if s.txs.len() >= self.cfg.max_transactions {
+            return fail(
+                "too many transactions",
+                format!(
+                    "this connection already has {} open transactions, the broker's max-transactions",
+                    s.txs.len()
+                ),
+            );
+        }
         s.txs.push(Tx {
             id,
             sends: Vec::new(),
+            bytes: 0,
             acks: Vec::new(),
         });
         Ok(())
@@ -1482,7 +1515,9 @@ impl Engine {
         let Some(Some(sub)) = s.subs.get_mut(op.slot) else {
             return;
         };
-        let Some(pos) = sub.unacked.iter().position(|u| u.ack == op.ack) else {
+        // Ack numbers only grow, so `unacked` is sorted by them (checked
+        // in `check_invariants`): no scan, whatever order acks come in.
+        let Ok(pos) = sub.unacked.binary_search_by_key(&op.ack, |u| u.ack) else {
             return;
         };
         let taken: Vec<Unacked> = if sub.ack == AckMode::Client {
@@ -1734,6 +1769,17 @@ impl Engine {
                 return Err(format!(
                     "connection {conn} holds {held} topic bytes, counts {}",
                     s.pending
+                ));
+            }
+            if let Some(sub) = s.subs.iter().flatten().find(|sub| {
+                sub.unacked
+                    .iter()
+                    .zip(sub.unacked.iter().skip(1))
+                    .any(|(a, b)| a.ack >= b.ack)
+            }) {
+                return Err(format!(
+                    "subscription {:?}: unacked not in ack order",
+                    &*sub.id
                 ));
             }
             if let Some(sub) = s.subs.iter().flatten().find(|sub| {

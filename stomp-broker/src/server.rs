@@ -52,6 +52,9 @@ struct Conn {
     /// unread input does not turn our close into a reset that could destroy
     /// the ERROR or RECEIPT the peer has not read yet.
     draining: bool,
+    /// The peer's FIN (or a socket error) was seen: once this connection is
+    /// paused, nothing it sent will be read, so it is closed.
+    peer_gone: bool,
     /// The peer's address, for the per-IP connection count.
     ip: IpAddr,
     /// TLS state of a connection accepted on a `--tls-listen` address.
@@ -450,6 +453,9 @@ impl Broker {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             // A FIN or error already seen must be read to the end.
                             let to_end = ev.is_read_closed() || ev.is_error();
+                            if to_end && let Some(Some(conn)) = self.conns.get_mut(c) {
+                                conn.peer_gone = true;
+                            }
                             self.read(c, &mut scratch, to_end, now);
                         }
                         if ev.is_writable() {
@@ -572,6 +578,7 @@ impl Broker {
                 wbuf: BytesMut::new(),
                 writing: false,
                 draining: false,
+                peer_gone: false,
                 ip: peer.ip(),
                 tls,
             });
@@ -640,6 +647,13 @@ impl Broker {
                     break;
                 }
             }
+        }
+        if !eof && conn.peer_gone && self.engine.is_held_back(c) {
+            // Paused (memory full, say) and the peer is gone: what it still
+            // had to say will not be read, and what it holds (an open
+            // transaction, unacked messages) must be freed for the others.
+            tracing::debug!(conn = c, "peer gone while paused: closing");
+            eof = true;
         }
         if conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
             conn.rbuf = BytesMut::new();

@@ -79,6 +79,8 @@ pub(crate) struct Tx {
     pub(crate) id: ByteString,
     /// Messages sent in it, routed at COMMIT.
     pub(crate) sends: Vec<Message>,
+    /// Their sizes, summed.
+    pub(crate) bytes: usize,
     /// Acknowledgements in it, applied at COMMIT.
     pub(crate) acks: Vec<AckOp>,
 }

@@ -1098,3 +1098,78 @@ fn a_committed_send_is_numbered_when_it_enters_its_queue() {
         "{got:?}"
     );
 }
+
+#[test]
+fn open_transactions_are_limited_per_connection() {
+    let mut h = H::with(Config {
+        max_transactions: 3,
+        ..Config::default()
+    });
+    let c = h.connect("1.2");
+    for i in 0..3 {
+        h.frame(
+            c,
+            Frame::new(Command::Begin).header("transaction", format!("t{i}")),
+        );
+    }
+    assert!(h.frames(c).is_empty());
+    // Closing one makes room; a fourth at once is an error.
+    h.frame(c, Frame::new(Command::Abort).header("transaction", "t0"));
+    h.frame(c, Frame::new(Command::Begin).header("transaction", "t3"));
+    assert!(h.frames(c).is_empty());
+    h.frame(c, Frame::new(Command::Begin).header("transaction", "t4"));
+    let err = h.error_of(c);
+    assert_eq!(err.headers.get("message"), Some("too many transactions"));
+}
+
+#[test]
+fn acks_in_any_order_find_their_message() {
+    let mut h = H::new();
+    let p = h.connect("1.2");
+    let c = h.connect("1.2");
+    h.frame(
+        c,
+        Frame::subscribe("s", "/queue/rev", AckMode::ClientIndividual)
+            .header("prefetch-count", "0"),
+    );
+    for i in 0..50 {
+        h.send(p, "/queue/rev", &i.to_string());
+    }
+    let got = h.frames(c);
+    assert_eq!(got.len(), 50);
+    for m in got.iter().rev().step_by(2) {
+        h.frame(c, Frame::ack_for(m, Version::V1_2).unwrap());
+    }
+    for m in got.iter().step_by(2) {
+        h.frame(c, Frame::ack_for(m, Version::V1_2).unwrap());
+    }
+    assert!(!h.e.is_closing(c));
+    h.close(c);
+    // All acked: nothing comes back.
+    let d = h.connect("1.2");
+    h.sub(d, "s", "/queue/rev", AckMode::Auto);
+    assert!(h.frames(d).is_empty());
+}
+
+#[test]
+fn a_transaction_cannot_hold_more_than_its_share_of_memory() {
+    let mut h = H::with(Config {
+        max_memory: 4000,
+        ..Config::default()
+    });
+    let c = h.connect("1.2");
+    h.frame(c, Frame::new(Command::Begin).header("transaction", "t"));
+    let send = || {
+        Frame::send("/queue/big-tx")
+            .header("transaction", "t")
+            .body(vec![b'x'; 300])
+    };
+    h.frame(c, send());
+    h.frame(c, send());
+    assert!(h.frames(c).is_empty(), "two fit in a quarter of 4000");
+    h.frame(c, send());
+    let err = h.error_of(c);
+    assert_eq!(err.headers.get("message"), Some("transaction too large"));
+    h.close(c);
+    assert_eq!(h.e.memory(), 0, "the transaction went with its connection");
+}
