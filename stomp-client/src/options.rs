@@ -10,6 +10,16 @@ use crate::error::{Error, Result};
 /// or delay is taken as this, so that no deadline arithmetic can overflow.
 pub(crate) const LONGEST: Duration = Duration::from_secs(10 * 365 * 86_400);
 
+/// The default limits on frames received: above what a broker with the
+/// default limits can send back (a MESSAGE carries a few headers more than
+/// its SEND, and escaping can double a header line).
+pub(crate) const RECEIVE_LIMITS: Limits = Limits {
+    max_headers: Limits::DEFAULT.max_headers + 16,
+    max_line_len: 2 * Limits::DEFAULT.max_line_len + 64,
+    max_body_len: Limits::DEFAULT.max_body_len,
+    max_frame_len: Limits::DEFAULT.max_frame_len + 2 * (1 << 20),
+};
+
 /// The port used when an address or URL names none (the IANA STOMP port).
 pub const DEFAULT_PORT: u16 = 61613;
 /// The port of a `stomp+ssl://` URL without one (RabbitMQ's STOMP-over-TLS port).
@@ -141,7 +151,7 @@ impl ConnectOptions {
             send_timeout: Duration::from_secs(30),
             reconnect: None,
             outage: OutagePolicy::default(),
-            limits: Limits::DEFAULT,
+            limits: RECEIVE_LIMITS,
             connect_headers: Vec::new(),
             subscription_capacity: 4096,
             tls: None,
@@ -287,7 +297,8 @@ impl ConnectOptions {
         self
     }
 
-    /// Sets the limits on frames received from the broker.
+    /// Sets the limits on frames received from the broker (default: above
+    /// what a broker with the default [`Limits`] can send back).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self

@@ -648,3 +648,24 @@ fn a_program_that_falls_behind_is_not_taken_for_a_dead_broker() {
     drop(sub);
     slow.disconnect().unwrap();
 }
+
+#[test]
+fn what_the_broker_accepts_the_client_can_receive() {
+    // A SEND at the broker's default limits comes back as a MESSAGE with a
+    // few more headers, and colons escaped as `\c` double a header line.
+    // (A 1.0 producer writes colons raw; a 1.2 subscriber gets them escaped.)
+    let b = Broker::start();
+    let c = connect(&b, Version::V1_2);
+    let p = connect(&b, Version::V1_0);
+    let q = unique("/queue/at-limits");
+    let sub = c.subscribe(&q, AckMode::ClientIndividual, &[]).unwrap();
+    let mut f = Frame::send(q.clone()).header("colons", ":".repeat(60_000));
+    for i in 0..995 {
+        f = f.header(format!("h{i}"), "v");
+    }
+    p.send_frame_confirmed(f, S5).unwrap();
+    let m = sub.recv_timeout(S5).unwrap().expect("the MESSAGE arrives");
+    assert_eq!(m.headers().get("colons").map(str::len), Some(60_000));
+    assert_eq!(m.headers().get("h994"), Some("v"));
+    m.ack().unwrap();
+}
