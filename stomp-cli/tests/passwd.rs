@@ -85,65 +85,87 @@ fn passwd_then_broker_lets_only_the_right_password_in() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Runs `stomp passwd FILE USER` on a terminal (a pty made by util-linux's
-/// `script`), types `first` and `second` at its two prompts, and returns
-/// (exit status, everything the terminal showed).
-fn passwd_on_a_terminal(file: &str, user: &str, first: &str, second: &str) -> (bool, String) {
-    use std::sync::{Arc, Mutex};
-    let mut child = Command::new("script")
-        .args([
-            "-q",
-            "-e",
-            "-c",
-            &format!("{STOMP} passwd {file} {user}"),
-            "/dev/null",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script (util-linux) runs");
-    let shown = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let shown = shown.clone();
-        let mut out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 256];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
+/// A shell command run on a terminal (a pty made by util-linux's
+/// `script`): what it shows is collected as it comes.
+struct Terminal {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    shown: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Terminal {
+    fn run(command: &str) -> Terminal {
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = {
+            let shown = shown.clone();
+            let mut out = child.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                while let Ok(n) = out.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    shown.lock().unwrap().push_str(&text);
                 }
-                shown
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
-    let wait_for = |text: &str, shown_before: usize| {
+            })
+        };
+        let stdin = child.stdin.take().unwrap();
+        Terminal {
+            child,
+            stdin,
+            shown,
+            reader,
+        }
+    }
+
+    /// Waits until `text` is shown after the first `shown_before` bytes,
+    /// then a little more (a prompt is written just before echo is turned
+    /// off); returns how much was shown.
+    fn wait_for(&self, text: &str, shown_before: usize) -> usize {
         let until = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let s = shown.lock().unwrap().clone();
+            let s = self.shown.lock().unwrap().clone();
             if s[shown_before..].contains(text) {
+                std::thread::sleep(Duration::from_millis(300));
                 return s.len();
             }
             assert!(std::time::Instant::now() < until, "no {text:?} in {s:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
-    };
-    let mut stdin = child.stdin.take().unwrap();
-    let at = wait_for(&format!("password for {user}: "), 0);
-    // The prompt is written just before echo is turned off.
-    std::thread::sleep(Duration::from_millis(300));
-    stdin.write_all(format!("{first}\n").as_bytes()).unwrap();
-    wait_for("again: ", at);
-    std::thread::sleep(Duration::from_millis(300));
-    stdin.write_all(format!("{second}\n").as_bytes()).unwrap();
-    let ok = child.wait().unwrap().success();
-    drop(stdin);
-    reader.join().unwrap();
-    let shown = shown.lock().unwrap().clone();
-    (ok, shown)
+    }
+
+    fn type_in(&mut self, keys: &[u8]) {
+        self.stdin.write_all(keys).unwrap();
+    }
+
+    /// Waits for the end; returns (success, everything shown).
+    fn finish(mut self) -> (bool, String) {
+        let ok = self.child.wait().unwrap().success();
+        drop(self.stdin);
+        self.reader.join().unwrap();
+        let shown = self.shown.lock().unwrap().clone();
+        (ok, shown)
+    }
+}
+
+/// Runs `stomp passwd FILE USER` on a terminal, types `first` and `second`
+/// at its two prompts, and returns (exit status, everything shown).
+fn passwd_on_a_terminal(file: &str, user: &str, first: &str, second: &str) -> (bool, String) {
+    let mut t = Terminal::run(&format!("{STOMP} passwd {file} {user}"));
+    let at = t.wait_for(&format!("password for {user}: "), 0);
+    t.type_in(format!("{first}\n").as_bytes());
+    t.wait_for("again: ", at);
+    t.type_in(format!("{second}\n").as_bytes());
+    t.finish()
 }
 
 #[test]
@@ -173,57 +195,25 @@ fn on_a_terminal_the_password_is_typed_twice_and_never_shown() {
 
 #[test]
 fn ctrl_c_at_the_prompt_turns_echo_back_on() {
-    use std::sync::{Arc, Mutex};
     let dir = std::env::temp_dir().join(format!("stomp-cli-passwd-int-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("users.toml");
     // The shell survives the Ctrl-C (a trap, reset for its children) and
     // then prints the terminal's echo flag: `echo`, or `-echo` when off.
-    let script = format!(
+    let mut t = Terminal::run(&format!(
         "trap : INT; {STOMP} passwd {} ivan; stty -a | tr ' ' '\\n' | grep -x -e echo -e -echo",
         file.display()
-    );
-    let mut child = Command::new("script")
-        .args(["-q", "-e", "-c", &script, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script (util-linux) runs");
-    let shown = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let shown = shown.clone();
-        let mut out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 256];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                shown.lock().unwrap().push_str(&text);
-            }
-        })
-    };
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    while !shown.lock().unwrap().contains("password for ivan: ") {
-        assert!(std::time::Instant::now() < until, "no prompt");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"abc\x03").unwrap();
-    let status = child.wait().unwrap();
-    drop(stdin);
-    reader.join().unwrap();
-    let shown = shown.lock().unwrap().clone();
+    ));
+    t.wait_for("password for ivan: ", 0);
+    t.type_in(b"abc\x03");
+    let (_, shown) = t.finish();
     let flags: Vec<&str> = shown
         .lines()
         .map(str::trim)
         .filter(|l| *l == "echo" || *l == "-echo")
         .collect();
-    assert_eq!(flags, ["echo"], "{status:?}: {shown:?}");
+    assert_eq!(flags, ["echo"], "{shown:?}");
     assert!(shown.contains("interrupted"), "{shown:?}");
     assert!(!file.exists(), "nothing written");
     std::fs::remove_dir_all(&dir).unwrap();
