@@ -441,56 +441,54 @@ mod tests {
 
     #[test]
     fn bad_values_say_what_to_fix() {
-        let c = Config {
-            heartbeat_grace: 0.5,
-            ..Config::default()
+        // Each is refused with a message that names what to fix.
+        let refused = |c: Config, names: &str| {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(names), "{e}");
         };
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("heartbeat-grace")
+        let d = Config::default;
+        refused(
+            Config {
+                heartbeat_grace: 0.5,
+                ..d()
+            },
+            "heartbeat-grace",
         );
-        let c = Config {
-            dlq_prefix: "/dead/".into(),
-            ..Config::default()
-        };
-        assert!(c.validate().unwrap_err().to_string().contains("dlq-prefix"));
-        let c = Config {
-            memory: true,
-            data_dir: Some("x".into()),
-            ..Config::default()
-        };
-        assert!(c.validate().unwrap_err().to_string().contains("--memory"));
-        let c = Config {
-            heartbeat_grace: 1e300,
-            ..Config::default()
-        };
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("heartbeat-grace")
+        refused(
+            Config {
+                heartbeat_grace: 1e300,
+                ..d()
+            },
+            "heartbeat-grace",
         );
-        let c = Config {
-            tls_cert: Some("cert.pem".into()),
-            ..Config::default()
-        };
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("--tls-listen")
+        refused(
+            Config {
+                dlq_prefix: "/dead/".into(),
+                ..d()
+            },
+            "dlq-prefix",
         );
-        let c = Config {
-            max_body_size: 64 << 20,
-            ..Config::default()
-        };
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("raise --max-frame-size")
+        refused(
+            Config {
+                memory: true,
+                data_dir: Some("x".into()),
+                ..d()
+            },
+            "--memory",
+        );
+        refused(
+            Config {
+                tls_cert: Some("cert.pem".into()),
+                ..d()
+            },
+            "--tls-listen",
+        );
+        refused(
+            Config {
+                max_body_size: 64 << 20,
+                ..d()
+            },
+            "raise --max-frame-size",
         );
         let c = Config::from_toml("data_dir = '/tmp/q'\npersist = 'persistent'\nfsync = false\n")
             .unwrap();
