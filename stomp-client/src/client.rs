@@ -695,11 +695,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if self.active && self.inner.state().status != ConnectionState::Closed {
-            let _ = self.inner.cmd_tx.try_send(Cmd::Unsubscribe {
-                id: self.id.clone(),
-                receipt: None,
-            });
-            self.inner.wake();
+            self.inner.forget(&self.id);
         }
     }
 }
