@@ -71,6 +71,11 @@ pub const SERVER: &str = concat!("stomp-rs/", env!("CARGO_PKG_VERSION"));
 /// How long a closing connection may take to drain before it is cut.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// The same for a slow consumer cut off by the policy: its undelivered
+/// topic messages are dropped, so what is left to drain before its ERROR is
+/// small, but it reads slowly (or not at all for a while).
+const SLOW_LINGER: Duration = Duration::from_secs(30);
+
 /// Below this backlog a queue subscriber gets more messages.
 const DISPATCH_MARK: usize = 256 * 1024;
 
@@ -1496,6 +1501,22 @@ impl Engine {
         }
         for conn in slow {
             self.stats.topic_dropped += 1;
+            // Its undelivered topic messages are dropped: the ERROR goes
+            // right behind what the driver already encoded (at most its
+            // `WBUF_CAP`, 256 KiB, plus a frame), not behind the backlog.
+            let s = &mut self.sessions[conn];
+            let prefix = self.cfg.topic_prefix.as_str();
+            let mut freed = 0;
+            s.outbox.retain(|(out, est)| {
+                let topic = matches!(out, Output::Frame(f)
+                    if f.command == Command::Message
+                        && f.headers.get(names::DESTINATION).is_some_and(|d| d.starts_with(prefix)));
+                if topic {
+                    freed += est;
+                }
+                !topic
+            });
+            s.queued -= freed;
             let f = Fail {
                 message: "slow consumer".into(),
                 detail: format!(
@@ -1504,6 +1525,8 @@ impl Engine {
                 version: false,
             };
             self.fail(conn, f, None, now);
+            self.sessions[conn].armed[TimerKind::Linger as usize] = None;
+            self.arm(conn, TimerKind::Linger, now + SLOW_LINGER);
         }
     }
 

@@ -39,6 +39,10 @@ const READ_CHUNK: usize = 64 * 1024;
 const READ_BUDGET: usize = 1024 * 1024;
 /// Buffers bigger than this are released when they drain.
 const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Encoded bytes a connection's write buffer is filled to before the socket
+/// must take some (the rest waits in the engine, still as frames).
+const WBUF_CAP: usize = 256 * 1024;
 /// How long shutdown waits for owed bytes to drain.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
 
@@ -674,26 +678,35 @@ impl Broker {
             return;
         };
         let enc = Encoder::new(self.engine.version(c));
-        while let Some(out) = self.engine.pop_output(c) {
-            match out {
-                Output::Heartbeat => conn.wbuf.put_u8(b'\n'),
-                Output::Frame(f) => encode_lossy(&enc, f, &mut conn.wbuf),
-            }
-        }
         let mut broken = conn.tls_owed().is_err();
-        while !conn.wbuf.is_empty() && !broken {
-            match conn.write_wbuf() {
-                Ok(0) => {
-                    broken = true;
-                    break;
+        // Frames are encoded a window (`WBUF_CAP`) at a time, as the socket
+        // takes them: what the engine still holds it can drop (a slow
+        // consumer's topic messages, whose ERROR then goes out next).
+        let mut more = true;
+        while more && !broken {
+            while conn.wbuf.len() < WBUF_CAP {
+                match self.engine.pop_output(c) {
+                    Some(Output::Heartbeat) => conn.wbuf.put_u8(b'\n'),
+                    Some(Output::Frame(f)) => encode_lossy(&enc, f, &mut conn.wbuf),
+                    None => {
+                        more = false;
+                        break;
+                    }
                 }
-                Ok(n) => conn.wbuf.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::debug!(conn = c, "write error: {e}");
-                    broken = true;
-                    break;
+            }
+            while !conn.wbuf.is_empty() && !broken {
+                match conn.write_wbuf() {
+                    Ok(0) => broken = true,
+                    Ok(n) => conn.wbuf.advance(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        more = false;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::debug!(conn = c, "write error: {e}");
+                        broken = true;
+                    }
                 }
             }
         }

@@ -906,8 +906,21 @@ fn slow_topic_subscriber(b: &Broker) -> (Conn, Conn) {
 
 #[test]
 fn slow_topic_subscriber_is_disconnected_by_default() {
+    slow_subscriber_is_told(Duration::ZERO);
+}
+
+/// The ERROR is not stuck behind the messages it was too slow for: those
+/// are dropped, and it comes right after what the sockets already hold,
+/// even to a subscriber that reads again only seconds later.
+#[test]
+fn slow_topic_subscriber_reading_late_still_gets_its_error() {
+    slow_subscriber_is_told(Duration::from_secs(3));
+}
+
+fn slow_subscriber_is_told(pause: Duration) {
     let b = Broker::start_with(&["--max-write-backlog", "262144"]);
     let (mut slow, _p) = slow_topic_subscriber(&b);
+    std::thread::sleep(pause);
     // Its socket holds whatever fitted, then the ERROR, then the close.
     let mut messages = 0;
     loop {
