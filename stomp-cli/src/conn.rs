@@ -152,8 +152,20 @@ pub fn explain(e: &stomp_client::Error) -> String {
     }
 }
 
-/// "cannot connect to ADDR: REASON; is a broker running? ..."
+/// "cannot connect to ADDR: REASON; is a broker running? ..." (or, for a
+/// CA file or a TLS failure, what to do about that).
 pub fn connect_hint(address: &str, reason: &str) -> String {
+    if reason.starts_with("cannot load the CA file") {
+        return format!("{reason} (--tls-ca expects PEM certificates)");
+    }
+    if reason.starts_with("TLS: ") {
+        let hint = if reason.contains("trusted CA") {
+            "; pass the CA that signed it with --tls-ca FILE"
+        } else {
+            ""
+        };
+        return format!("cannot connect to {address}: {reason}{hint}");
+    }
     let reason = reason
         .split(" (os error")
         .next()

@@ -368,7 +368,16 @@ impl Driver {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.read_pending = false;
-                    self.core.connection_lost(Error::lost(e.to_string()));
+                    // A failed TLS handshake is a failed connect.
+                    let error = if conn.tls.is_some() && !conn.opened {
+                        Error::Connect {
+                            address: conn.address.clone(),
+                            reason: e.to_string(),
+                        }
+                    } else {
+                        Error::lost(e.to_string())
+                    };
+                    self.core.connection_lost(error);
                     return;
                 }
             }

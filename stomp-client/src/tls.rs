@@ -78,7 +78,7 @@ pub(crate) fn read(
             let _ = flush(tls, sock);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("TLS: {e}"),
+                format!("TLS: {}", describe(&e)),
             ));
         }
         flush(tls, sock)?;
@@ -112,4 +112,53 @@ pub(crate) fn write(
         return Err(io::ErrorKind::WouldBlock.into());
     }
     Ok(n)
+}
+
+/// A TLS failure in words a user can act on (rustls's own text names enum
+/// variants: "invalid peer certificate: UnknownIssuer").
+fn describe(e: &rustls::Error) -> String {
+    use rustls::{CertificateError as C, Error as E, InvalidMessage as M};
+    match e {
+        E::InvalidMessage(M::InvalidContentType) => {
+            "the server did not answer in TLS (a plain STOMP port? use stomp:// for it)".into()
+        }
+        E::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => "the broker's certificate is not signed by a trusted CA".into(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "the broker's certificate is not valid for the host name connected to".into()
+            }
+            C::Expired | C::ExpiredContext { .. } => "the broker's certificate has expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "the broker's certificate is not valid yet (check the clocks)".into()
+            }
+            C::BadSignature => "the broker's certificate is not signed by a trusted CA \
+                                (a trusted CA has its issuer's name, but did not sign it)"
+                .into(),
+            C::BadEncoding => "the broker's certificate is malformed".into(),
+            C::Revoked => "the broker's certificate is revoked".into(),
+            C::Other(o) if o.to_string().contains("CaUsedAsEndEntity") => {
+                "the broker's certificate is a CA certificate (CA:TRUE), which TLS \
+                 refuses as a server's own: give the broker a certificate signed by that CA"
+                    .into()
+            }
+            other => format!("the broker's certificate is refused: {other}"),
+        },
+        E::AlertReceived(alert) => format!("the broker ended the handshake ({alert:?})"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn tls_failures_are_worded_for_users() {
+        let plain = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        assert!(describe(&plain).contains("plain STOMP port"));
+        let issuer = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(describe(&issuer).contains("not signed by a trusted CA"));
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        assert_eq!(describe(&expired), "the broker's certificate has expired");
+    }
 }
