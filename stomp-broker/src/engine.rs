@@ -420,6 +420,8 @@ impl Engine {
         let phase = s.phase;
         let receipt = frame.headers.get_shared(names::RECEIPT).cloned();
         let command = frame.command;
+        // Where this frame's RECEIPT goes: before what the frame causes.
+        let mark = s.popped + s.outbox.len() as u64;
         let rate = self.cfg.max_frame_rate;
         if rate > 0 && phase != Phase::Closing {
             if now.saturating_duration_since(s.rate_since) >= Duration::from_secs(1) {
@@ -473,12 +475,14 @@ impl Engine {
                 if let Some(r) = receipt
                     && !matches!(command, Command::Connect | Command::Stomp)
                 {
+                    let s = &mut self.sessions[conn];
                     if self.durable {
-                        let s = &mut self.sessions[conn];
                         s.held += 1;
+                        s.gates.push_back(mark);
                         self.held.push((conn, s.serial, r));
                     } else {
-                        self.push(conn, Output::Frame(Frame::receipt(r)), now);
+                        s.gates.push_back(mark);
+                        release_receipt(&mut self.dirty, s, conn, r, now);
                     }
                 }
                 if command == Command::Disconnect {
@@ -597,8 +601,12 @@ impl Engine {
     /// The next thing owed to a connection, oldest first.
     pub fn pop_output(&mut self, conn: ConnId) -> Option<Output> {
         let s = self.sessions.get_mut(conn)?;
+        if s.gates.front() == Some(&s.popped) {
+            return None;
+        }
         let (out, est) = s.outbox.pop_front()?;
         s.queued -= est;
+        s.popped += 1;
         Some(out)
     }
 
@@ -739,13 +747,7 @@ impl Engine {
                 && s.serial == serial
             {
                 s.held -= 1;
-                push_to(
-                    &mut self.dirty,
-                    s,
-                    conn,
-                    Output::Frame(Frame::receipt(r)),
-                    now,
-                );
+                release_receipt(&mut self.dirty, s, conn, r, now);
             }
         }
     }
@@ -767,6 +769,7 @@ impl Engine {
             && s.serial == serial
         {
             s.held -= 1;
+            s.gates.pop_front();
             let f = Fail {
                 message: "store write failed".into(),
                 detail: format!("the message store could not save this connection's work: {why}"),
@@ -791,13 +794,13 @@ impl Engine {
                 version: true,
             });
         };
-        let client_hb = if version == Version::V1_0 {
-            HeartBeat::NONE
-        } else {
-            match frame.heart_beat() {
-                Ok(hb) => hb,
-                Err(e) => return fail("invalid heart-beat header", e.to_string()),
-            }
+        // 1.0 has no heart-beats, but a 1.0 CONNECT that asks for them gets
+        // them, as from RabbitMQ and ActiveMQ (a malformed value there is
+        // ignored: the header is not 1.0's).
+        let client_hb = match (version, frame.heart_beat()) {
+            (_, Ok(hb)) => hb,
+            (Version::V1_0, Err(_)) => HeartBeat::NONE,
+            (_, Err(e)) => return fail("invalid heart-beat header", e.to_string()),
         };
         let creds = Credentials {
             login: frame.login(),
@@ -1246,14 +1249,20 @@ impl Engine {
         };
         let id = frame.id();
         let mid = frame.message_id();
+        // The headers each version REQUIRES (1.2: id; 1.1: message-id and
+        // subscription; 1.0: message-id), as ActiveMQ checks them.
         match (s.version, id, mid) {
             (Version::V1_2, Some(id), _) => by_id(id),
-            (_, _, Some(mid)) => by_message_id(mid, frame.subscription()),
-            (_, Some(id), None) => by_id(id),
-            (Version::V1_2, None, None) => fail(
+            (Version::V1_2, None, _) => fail(
                 "missing id header",
                 format!("a STOMP 1.2 {what} needs the id from the MESSAGE's ack header"),
             ),
+            (Version::V1_1, _, Some(_)) if frame.subscription().is_none() => fail(
+                "missing subscription header",
+                format!("a STOMP 1.1 {what} needs message-id and subscription"),
+            ),
+            (_, _, Some(mid)) => by_message_id(mid, frame.subscription()),
+            (_, Some(id), None) => by_id(id),
             (Version::V1_1, None, None) => fail(
                 "missing message-id header",
                 format!("a STOMP 1.1 {what} needs message-id and subscription"),
@@ -1517,6 +1526,8 @@ impl Engine {
                 !topic
             });
             s.queued -= freed;
+            // Entries are gone from before the gates: later RECEIPTs go last.
+            s.gates.clear();
             let f = Fail {
                 message: "slow consumer".into(),
                 detail: format!(
@@ -1805,6 +1816,19 @@ impl Engine {
                     &*sub.id
                 ));
             }
+            let end = s.popped + s.outbox.len() as u64;
+            let gates_ok = s.gates.len() <= s.held
+                && s.gates.iter().all(|&g| s.popped <= g && g <= end)
+                && s.gates
+                    .iter()
+                    .zip(s.gates.iter().skip(1))
+                    .all(|(a, b)| a <= b);
+            if !gates_ok {
+                return Err(format!(
+                    "connection {conn}: receipt gates {:?} outside the outbox ({}..{end}) or more than {} held",
+                    s.gates, s.popped, s.held
+                ));
+            }
             if let Some(sub) = s.subs.iter().flatten().find(|sub| {
                 !sub.pending.is_empty()
                     && (!sub.topic || sub.ack == AckMode::Auto || sub.unacked.len() < sub.window)
@@ -1910,6 +1934,35 @@ fn deliver_topic(s: &mut Session, slot: usize, msg: Message) -> Frame {
     let frame = msg.to_frame(&sub.id, Some(ByteString::from(format!("{slot}.{n}"))));
     sub.unacked.push_back(Unacked { ack: n, msg });
     frame
+}
+
+/// Puts a RECEIPT at its gate (the first), or at the end when the gates
+/// were lifted (the connection failed meanwhile).
+fn release_receipt(
+    dirty: &mut Vec<ConnId>,
+    s: &mut Session,
+    conn: ConnId,
+    r: ByteString,
+    now: Instant,
+) {
+    let Some(gate) = s.gates.pop_front() else {
+        push_to(dirty, s, conn, Output::Frame(Frame::receipt(r)), now);
+        return;
+    };
+    let out = Output::Frame(Frame::receipt(r));
+    let est = estimate(&out);
+    s.queued += est;
+    let at = usize::try_from(gate - s.popped).expect("a gate is within the outbox");
+    s.outbox.insert(at, (out, est));
+    // Later gates sit after it: one more entry before them.
+    for g in &mut s.gates {
+        *g += 1;
+    }
+    s.last_write = now;
+    if !s.dirty {
+        s.dirty = true;
+        dirty.push(conn);
+    }
 }
 
 fn push_to(dirty: &mut Vec<ConnId>, s: &mut Session, conn: ConnId, out: Output, now: Instant) {

@@ -141,6 +141,14 @@ pub(crate) struct Session {
     pub(crate) torn_down: bool,
     /// RECEIPTs waiting for the store.
     pub(crate) held: usize,
+    /// Entries taken from `outbox` so far (the position of its front).
+    pub(crate) popped: u64,
+    /// Where in the output stream each held RECEIPT goes, in order: right
+    /// after what was queued before its frame, ahead of what the frame
+    /// caused (the MESSAGEs a SUBSCRIBE, COMMIT or NACK released), as
+    /// RabbitMQ and ActiveMQ order them. Output stops at the first gate
+    /// until its RECEIPT is in.
+    pub(crate) gates: VecDeque<u64>,
     /// Who logged in (set by CONNECT), for authorization.
     pub(crate) principal: crate::auth::Principal,
     /// Start of the current one-second window of `max_frame_rate`.
@@ -179,6 +187,8 @@ impl Session {
             cut: false,
             torn_down: false,
             held: 0,
+            popped: 0,
+            gates: VecDeque::new(),
             principal: crate::auth::Principal::default(),
             rate_since: now,
             rate_frames: 0,

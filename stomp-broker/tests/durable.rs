@@ -793,3 +793,35 @@ fn a_message_bigger_than_a_segment_gets_an_error_not_a_receipt() {
     assert_eq!(bodies(&c.drain(Duration::from_millis(300))), ["small"]);
     b.stop();
 }
+
+/// A RECEIPT comes before the MESSAGEs its frame released (as RabbitMQ and
+/// ActiveMQ order them), even though it waits for the disk and they do not.
+#[test]
+fn receipts_come_before_the_messages_their_frame_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Broker::start(&tmp.path().join("data"), &[]);
+    let mut c = Client::connect(b.addr);
+    c.send_all("/queue/o", &numbered("m", 3), "");
+    // SUBSCRIBE to a queue that holds messages.
+    c.write("SUBSCRIBE\nid:s\ndestination:/queue/o\nack:client-individual\nreceipt:sub\n\n\0");
+    let first = c.frame().expect("a frame");
+    assert_eq!(first.command, Command::Receipt, "{first:?}");
+    let got: Vec<Frame> = (0..3).map(|_| c.expect(Command::Message)).collect();
+    assert_eq!(bodies(&got), numbered("m", 3));
+    // NACK: the RECEIPT, then the redelivery.
+    let id = got[0].headers.get("ack").unwrap();
+    c.write(&format!("NACK\nid:{id}\nreceipt:n\n\n\0"));
+    let f = c.frame().expect("a frame");
+    assert_eq!(f.command, Command::Receipt, "{f:?}");
+    let again = c.expect(Command::Message);
+    assert!(redelivered(&again), "{again:?}");
+    // COMMIT of SENDs to its own subscription: the RECEIPT, then them.
+    c.write("BEGIN\ntransaction:t\n\n\0");
+    c.write("SEND\ndestination:/queue/o\ntransaction:t\n\nt1\0");
+    c.write("COMMIT\ntransaction:t\nreceipt:c\n\n\0");
+    let f = c.frame().expect("a frame");
+    assert_eq!(f.command, Command::Receipt, "{f:?}");
+    assert_eq!(f.headers.get("receipt-id"), Some("c"));
+    assert_eq!(body(&c.expect(Command::Message)), "t1");
+    b.stop();
+}

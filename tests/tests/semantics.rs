@@ -1252,3 +1252,22 @@ fn broker_memory_limit_pushes_back_and_loses_nothing() {
     }
     c.expect_nothing(QUIET);
 }
+
+/// The RECEIPT of a SUBSCRIBE comes before the messages it releases, as
+/// RabbitMQ and ActiveMQ send them.
+#[test]
+fn subscribe_receipt_comes_before_waiting_messages() {
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    for i in 0..3 {
+        p.send(&Frame::send("/queue/first").body(format!("m{i}")));
+    }
+    p.barrier();
+    let mut c = b.connect(Version::V1_2);
+    c.send(&Frame::subscribe("s", "/queue/first", AckMode::Auto).header("receipt", "r"));
+    let f = c.recv_frame(T);
+    assert_eq!(f.command, Command::Receipt, "{f:?}");
+    for i in 0..3 {
+        assert_eq!(c.recv_frame(T).body, format!("m{i}").as_bytes());
+    }
+}
