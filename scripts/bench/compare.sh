@@ -3,7 +3,7 @@
 # RabbitMQ and ActiveMQ, in one run on this machine, printed as a markdown
 # table with ratios (ours / the better peer).
 #
-#   scripts/bench/compare.sh               # everything (about 4 minutes)
+#   scripts/bench/compare.sh               # everything (about 8 minutes)
 #   BROKERS="ours activemq" scripts/bench/compare.sh
 #
 # It builds the release binary, starts our broker (release, --memory) on

@@ -456,15 +456,23 @@ fn read_password(user: &str) -> io::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-/// Runs `passwd`: 0 when the file was written, 1 otherwise (with why on stderr).
+/// Runs `passwd`: 0 when the file was written, 2 for an unusable user
+/// name or password (a usage error), 1 otherwise (with why on stderr).
 pub fn run_passwd(args: &PasswdArgs) -> std::process::ExitCode {
+    let code = |e: &io::Error| {
+        std::process::ExitCode::from(if e.kind() == io::ErrorKind::InvalidInput {
+            2
+        } else {
+            1
+        })
+    };
     let password = match &args.password {
         Some(p) => p.clone(),
         None => match read_password(&args.user) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("passwd: {e}; nothing changed");
-                return std::process::ExitCode::from(1);
+                return code(&e);
             }
         },
     };
@@ -475,7 +483,7 @@ pub fn run_passwd(args: &PasswdArgs) -> std::process::ExitCode {
         }
         Err(e) => {
             eprintln!("passwd: {e}");
-            std::process::ExitCode::from(1)
+            code(&e)
         }
     }
 }

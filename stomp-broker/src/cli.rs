@@ -43,7 +43,7 @@ pub struct BrokerArgs {
     /// producers to share an fsync [default: 500].
     #[arg(long, value_name = "US")]
     pub group_window_us: Option<u64>,
-    /// Log level: error, warn, info, debug, trace [default: info].
+    /// Log level: error, warn, info, debug, trace [default: info]; RUST_LOG, when set, replaces it (filter syntax of tracing-subscriber, e.g. `stomp_broker=debug`).
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// Prefix of point-to-point destinations [default: /queue/].
@@ -143,10 +143,13 @@ impl BrokerArgs {
         if !self.listen.is_empty() {
             c.listen = self.listen.clone();
         }
+        // Either flag replaces the file's choice of storage, whichever it was.
         if self.memory {
             c.memory = true;
+            c.data_dir = None;
         }
         if let Some(d) = &self.data_dir {
+            c.memory = false;
             c.data_dir = Some(d.clone());
         }
         macro_rules! set {
@@ -316,6 +319,28 @@ mod tests {
                 .to_string()
                 .contains("heartbeat-grace")
         );
+        // A storage flag replaces the file's storage, whichever it was.
+        let stored = dir.join("stored.toml");
+        std::fs::write(&stored, "data_dir = '/var/lib/x'\n").unwrap();
+        let c = Cmd::parse_from(["x", "--config", stored.to_str().unwrap(), "--memory"])
+            .args
+            .to_config()
+            .unwrap();
+        assert!(c.memory && c.data_dir.is_none());
+        let in_memory = dir.join("memory.toml");
+        std::fs::write(&in_memory, "memory = true\n").unwrap();
+        let c = Cmd::parse_from([
+            "x",
+            "--config",
+            in_memory.to_str().unwrap(),
+            "--data-dir",
+            "/tmp/d",
+        ])
+        .args
+        .to_config()
+        .unwrap();
+        assert!(!c.memory);
+        assert_eq!(c.data_dir.as_deref(), Some(std::path::Path::new("/tmp/d")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

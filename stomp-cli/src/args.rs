@@ -60,7 +60,7 @@ Examples:
 /// first; the separate flags override its parts.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConnArgs {
-    /// Broker URL: stomp://[user[:pass]@]host[:port][/vhost], or stomp+ssl://
+    /// Broker URL: `stomp://[user[:pass]@]host[:port][/vhost]`, or `stomp+ssl://...`
     /// for TLS (port 61614 by default). The path is the
     /// virtual host sent in the `host` header, percent-encoded (`/%2F` is `/`,
     /// RabbitMQ's default); without a path the host name is sent.
@@ -324,7 +324,7 @@ pub struct BenchArgs {
     /// Use a topic (fan-out to every consumer) instead of a queue.
     #[arg(long)]
     pub topic: bool,
-    /// Destination name [default: /queue/bench-<pid>-<time> or /topic/...].
+    /// Destination name (default: `/queue/bench-<pid>-<time>`, or `/topic/...` with --topic).
     /// Messages already on it are consumed, and reported but not counted.
     #[arg(long, value_name = "DEST")]
     pub destination: Option<String>,

@@ -1,4 +1,4 @@
-//! Where to connect: the URL and flags of [`ConnArgs`] resolved into a
+//! Where to connect: the URL and flags of [`ConnArgs`](crate::args::ConnArgs) resolved into a
 //! [`Target`], turned into [`stomp_client::ConnectOptions`] for `send` and
 //! `subscribe`, or into raw connections for `bench`; and errors worded so
 //! the user knows what to fix.
@@ -171,9 +171,14 @@ pub fn connect_hint(address: &str, reason: &str) -> String {
         .next()
         .unwrap_or(reason)
         .to_lowercase();
-    format!(
-        "cannot connect to {address}: {reason}; is a broker running? start one with `stomp broker`"
-    )
+    let hint = if reason.contains("refused") {
+        "; is a broker running? start one with `stomp broker`"
+    } else if reason.contains("lookup") || reason.contains("not known") {
+        "; check the host name"
+    } else {
+        ""
+    };
+    format!("cannot connect to {address}: {reason}{hint}")
 }
 
 /// A connection made without the client library (for `bench`, whose
@@ -379,5 +384,12 @@ mod tests {
             m,
             "cannot connect to 127.0.0.1:61613: connection refused; is a broker running? start one with `stomp broker`"
         );
+        let m = connect_hint(
+            "nowhere.invalid:61613",
+            "failed to lookup address information: Name or service not known",
+        );
+        assert!(m.ends_with("; check the host name"), "{m}");
+        let m = connect_hint("10.0.0.1:61613", "timed out");
+        assert_eq!(m, "cannot connect to 10.0.0.1:61613: timed out");
     }
 }

@@ -40,7 +40,10 @@ pub fn run(a: &SendArgs) -> anyhow::Result<()> {
             Some(p) if p.as_os_str() != "-" => Box::new(BufReader::new(
                 File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
             )),
-            _ => Box::new(BufReader::with_capacity(64 * 1024, std::io::stdin().lock())),
+            _ => {
+                stdin_hint("one message per line");
+                Box::new(BufReader::with_capacity(64 * 1024, std::io::stdin().lock()))
+            }
         };
         let client = connect(&target)?;
         let sent = send_lines(&client, input, make, &target);
@@ -88,6 +91,7 @@ pub fn run(a: &SendArgs) -> anyhow::Result<()> {
             std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?
         }
         _ => {
+            stdin_hint("the body");
             let mut v = Vec::new();
             std::io::stdin()
                 .lock()
@@ -164,4 +168,13 @@ pub fn send_lines(
             .map_err(|error| Failed::Send { line: n, error })?;
     }
     Ok(n)
+}
+
+/// On a terminal, says that input is awaited (a forgotten body argument
+/// otherwise looks like a hang).
+fn stdin_hint(what: &str) {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprintln!("stomp: reading {what} from stdin; end with Ctrl-D (or give it as an argument)");
+    }
 }

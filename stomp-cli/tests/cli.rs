@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 const STOMP: &str = env!("CARGO_BIN_EXE_stomp");
 
+mod terminal;
+use terminal::Terminal;
+
 /// A broker process on an ephemeral port, killed on drop.
 struct Broker {
     child: Child,
@@ -710,4 +713,15 @@ fn out_of_range_numbers_are_usage_errors() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", o.stderr);
         assert!(o.stderr.contains("expects"), "{args:?}: {}", o.stderr);
     }
+}
+
+/// `stomp send DEST` without a body, at a terminal, says it is reading the
+/// body (otherwise a forgotten argument looks like a hang).
+#[test]
+fn send_without_a_body_at_a_terminal_says_it_reads_stdin() {
+    let mut t = Terminal::run(&format!("{STOMP} send --port 1 /queue/x"));
+    t.wait_for("reading the body from stdin; end with Ctrl-D", 0);
+    t.type_in(b"hi\n\x04");
+    let (ok, shown) = t.finish();
+    assert!(!ok, "nothing listens on port 1: {shown}");
 }

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 const STOMP: &str = env!("CARGO_BIN_EXE_stomp");
 
+mod terminal;
+use terminal::Terminal;
+
 fn connect(addr: &str, login: &str, pass: &str) -> String {
     let mut tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -85,78 +88,6 @@ fn passwd_then_broker_lets_only_the_right_password_in() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A shell command run on a terminal (a pty made by util-linux's
-/// `script`): what it shows is collected as it comes.
-struct Terminal {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    shown: std::sync::Arc<std::sync::Mutex<String>>,
-    reader: std::thread::JoinHandle<()>,
-}
-
-impl Terminal {
-    fn run(command: &str) -> Terminal {
-        let mut child = Command::new("script")
-            .args(["-q", "-e", "-c", command, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("script (util-linux) runs");
-        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let reader = {
-            let shown = shown.clone();
-            let mut out = child.stdout.take().unwrap();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 256];
-                while let Ok(n) = out.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    shown.lock().unwrap().push_str(&text);
-                }
-            })
-        };
-        let stdin = child.stdin.take().unwrap();
-        Terminal {
-            child,
-            stdin,
-            shown,
-            reader,
-        }
-    }
-
-    /// Waits until `text` is shown after the first `shown_before` bytes,
-    /// then a little more (a prompt is written just before echo is turned
-    /// off); returns how much was shown.
-    fn wait_for(&self, text: &str, shown_before: usize) -> usize {
-        let until = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = self.shown.lock().unwrap().clone();
-            if s[shown_before..].contains(text) {
-                std::thread::sleep(Duration::from_millis(300));
-                return s.len();
-            }
-            assert!(std::time::Instant::now() < until, "no {text:?} in {s:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn type_in(&mut self, keys: &[u8]) {
-        self.stdin.write_all(keys).unwrap();
-    }
-
-    /// Waits for the end; returns (success, everything shown).
-    fn finish(mut self) -> (bool, String) {
-        let ok = self.child.wait().unwrap().success();
-        drop(self.stdin);
-        self.reader.join().unwrap();
-        let shown = self.shown.lock().unwrap().clone();
-        (ok, shown)
-    }
-}
-
 /// Runs `stomp passwd FILE USER` on a terminal, types `first` and `second`
 /// at its two prompts, and returns (exit status, everything shown).
 fn passwd_on_a_terminal(file: &str, user: &str, first: &str, second: &str) -> (bool, String) {
@@ -217,4 +148,26 @@ fn ctrl_c_at_the_prompt_turns_echo_back_on() {
     assert!(shown.contains("interrupted"), "{shown:?}");
     assert!(!file.exists(), "nothing written");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An unusable user name or password is a usage error (exit 2), and the
+/// file is not created.
+#[test]
+fn a_bad_user_name_or_empty_password_is_a_usage_error() {
+    let file =
+        std::env::temp_dir().join(format!("stomp-cli-passwd-bad-{}.toml", std::process::id()));
+    for (user, password) in [("a b", "secret"), ("alice", "")] {
+        let out = Command::new(STOMP)
+            .args([
+                "passwd",
+                file.to_str().unwrap(),
+                user,
+                "--password",
+                password,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(!file.exists());
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run -p stomp-client --example publish -- [URL] [DESTINATION] [COUNT]
-//! cargo run -p stomp-client --example publish -- stomp://guest:guest@127.0.0.1:61713/%2F /queue/demo 10
+//! cargo run -p stomp-client --example publish -- stomp://127.0.0.1:61613 /queue/demo 10
 //! ```
 
 use std::time::{Duration, Instant};
