@@ -243,7 +243,11 @@ impl Decoder {
                     scanned,
                     command: Some(command),
                     ..
-                } => self.receipt_in(*command, &buf[..(*scanned).min(buf.len())]),
+                } => Self::receipt_in(
+                    self.version,
+                    command.is_escaped(),
+                    &buf[..(*scanned).min(buf.len())],
+                ),
                 State::Head { command: None, .. } => None,
             };
         }
@@ -251,16 +255,18 @@ impl Decoder {
     }
 
     /// The first `receipt` header in the lines of `head` after the command
-    /// line, for [`failed_receipt`](Decoder::failed_receipt).
-    fn receipt_in(&self, command: Command, head: &[u8]) -> Option<String> {
+    /// line and before the blank line, for
+    /// [`failed_receipt`](Decoder::failed_receipt).
+    fn receipt_in(version: Version, escaped: bool, head: &[u8]) -> Option<String> {
         let line = head
             .split(|&b| b == b'\n')
             .skip(1)
+            .take_while(|l| !l.is_empty() && *l != b"\r")
             .find_map(|l| l.strip_prefix(b"receipt:"))?;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let value = ByteString::try_from(Bytes::copy_from_slice(line)).ok()?;
-        if command.is_escaped() && self.version >= Version::V1_1 {
-            unescape(value.clone(), Some(names::RECEIPT), self.version, 0)
+        if escaped && version >= Version::V1_1 {
+            unescape(value.clone(), Some(names::RECEIPT), version, 0)
                 .ok()
                 .or(Some(value))
                 .map(|v| v.to_string())
@@ -365,7 +371,14 @@ impl Decoder {
                         *command = Some(c);
                         self.line_ends.push(nl);
                     }
-                    None => return Err(unknown_command(line, self.position)),
+                    None => {
+                        // Its header lines as far as they came (escaped, as
+                        // most frames are), for `failed_receipt`.
+                        let lines = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                        self.failed_receipt =
+                            Self::receipt_in(self.version, true, &buf[*line_start..lines]);
+                        return Err(unknown_command(line, self.position));
+                    }
                 },
                 Some(_) if line.is_empty() => {
                     let head_len = nl + 1;
@@ -414,9 +427,12 @@ impl Decoder {
         command: Command,
         head: &Bytes,
     ) -> Result<(Headers, Option<usize>), (DecodeError, Option<String>)> {
-        let (headers, length) = self
-            .parse_head(command, head)
-            .map_err(|e| (e, self.receipt_in(command, head)))?;
+        let (headers, length) = self.parse_head(command, head).map_err(|e| {
+            (
+                e,
+                Self::receipt_in(self.version, command.is_escaped(), head),
+            )
+        })?;
         let receipt = || headers.get(names::RECEIPT).map(str::to_owned);
         if let Some(n) = length {
             let head_len = head.len();

@@ -653,9 +653,14 @@ fn the_receipt_of_a_frame_that_fails_to_decode_is_kept() {
     let mut buf = BytesMut::from(&b"SEND\nreceipt:r8\na:1\nb:2\n"[..]);
     assert!(dec.decode(&mut buf).is_err());
     assert_eq!(dec.failed_receipt(), Some("r8"));
-    // No receipt, or no command to know it by.
+    // No receipt.
     assert_eq!(failed(v, b"SEND\nk:\\t\n\n\0"), None);
-    assert_eq!(failed(v, b"FOO\nreceipt:r9\n\n\0"), None);
+    // An unknown command: its header lines as far as they came (as
+    // ActiveMQ answers), not a line cut short, nor one from the body.
+    assert_eq!(failed(v, b"FOO\nreceipt:r9\n\n\0"), r("r9"));
+    assert_eq!(failed(v, b"send\nx:1\nreceipt:r\\c10\n\n\0"), r("r:10"));
+    assert_eq!(failed(v, b"FOO\nreceipt:r1"), None);
+    assert_eq!(failed(v, b"FOO\n\nreceipt:r12\n\0"), None);
     // A frame that decodes clears it; the receipt of the next frame is not
     // taken for that of a failed one.
     assert_eq!(
