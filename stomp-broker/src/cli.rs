@@ -217,6 +217,13 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         }
     };
     init_logging(&config.log_level);
+    if config.connect_timeout < 100 {
+        // `stomp send --connect-timeout` counts seconds; this one does not.
+        tracing::warn!(
+            "connect-timeout is {} ms: clients get that long to send CONNECT (the value is in milliseconds)",
+            config.connect_timeout
+        );
+    }
     raise_fd_limit();
     let mut broker = match Broker::bind(config) {
         Ok(b) => b,

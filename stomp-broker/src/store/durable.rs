@@ -165,7 +165,7 @@ impl DurableStore {
             );
         }
         tracing::info!(
-            "store: journal in {} (persist {}, fsync {}, segments of {} bytes): {} messages recovered from {} segments",
+            "store: journal in {} (persist {}, fsync {}, segments of {} bytes): {} messages recovered ({} segment files read)",
             dir.display(),
             options.persist.as_str(),
             if options.fsync { "on" } else { "OFF" },
