@@ -87,8 +87,7 @@ impl Inner {
         self.state_cv.notify_all();
     }
 
-    /// Publishes an event; dropped when nobody reads them and the queue is full.
-    /// Queues an event; when nobody read the last 256, the oldest goes.
+    /// Queues an event; when 256 wait unread, the oldest goes.
     pub(crate) fn emit(&self, event: ConnectionEvent) {
         let mut event = event;
         while let Err(crossbeam_channel::TrySendError::Full(back)) = self.events_tx.try_send(event)
@@ -188,6 +187,19 @@ impl Inner {
         self.wake();
     }
 
+    /// Refuses a body larger than the client itself would receive (a
+    /// broker would deliver it to no client with the same options).
+    fn check_body(&self, frame: &Frame) -> Result<()> {
+        let max = self.opts.limits.max_body_len;
+        if frame.body.len() > max {
+            return Err(Error::BodyTooLarge {
+                size: frame.body.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
     /// Sends a command that needs a live session.
     fn submit(&self, cmd: Cmd) -> Result<()> {
         self.ready()?;
@@ -200,20 +212,21 @@ impl Inner {
         self.ready()?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.push(make(Waiter { tx, timeout }))?;
-        wait_receipt(&rx, timeout)
+        wait_receipt(self, &rx, timeout)
     }
 }
 
 /// Waits for a receipt answer, a little longer than the I/O thread's own
-/// timer for it (which answers with a timeout error itself).
-fn wait_receipt(rx: &Receiver<Result<()>>, timeout: Duration) -> Result<()> {
+/// timer for it (which answers with a timeout error itself). A waiter
+/// dropped unanswered (the I/O thread ended) gives why the client closed.
+fn wait_receipt(inner: &Inner, rx: &Receiver<Result<()>>, timeout: Duration) -> Result<()> {
     match rx.recv_timeout(timeout + Duration::from_millis(250)) {
         Ok(r) => r,
         Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
             what: "RECEIPT",
             after: timeout,
         }),
-        Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
+        Err(RecvTimeoutError::Disconnected) => Err(inner.closed_error()),
     }
 }
 
@@ -351,8 +364,9 @@ impl Client {
 
     /// Connection changes (lost, reconnected, errors, closed), as a channel:
     /// receive from it in any thread. Every call returns a handle on the same
-    /// queue (each event goes to one receiver), which holds the last 256
-    /// events when nobody reads it; later ones are dropped until it is read.
+    /// queue (each event goes to one receiver), which holds at most 256
+    /// events: when it is full, a new event pushes out the oldest, so an
+    /// unread queue keeps the newest 256.
     pub fn events(&self) -> Receiver<ConnectionEvent> {
         self.inner.events_rx.clone()
     }
@@ -378,7 +392,13 @@ impl Client {
     }
 
     /// Sends a frame as built (normally a SEND made with [`Frame::send`]).
+    ///
+    /// Every send refuses a body over the receive limit
+    /// ([`ConnectOptions::limits`], 16 MiB by default) with
+    /// [`Error::BodyTooLarge`]: what is sent can be received with the same
+    /// options.
     pub fn send_frame(&self, frame: Frame) -> Result<()> {
+        self.inner.check_body(&frame)?;
         self.inner.submit(Cmd::Send {
             frame,
             epoch: None,
@@ -411,6 +431,7 @@ impl Client {
 
     /// Sends a frame with a `receipt` header and waits for its RECEIPT.
     pub fn send_frame_confirmed(&self, frame: Frame, timeout: Duration) -> Result<()> {
+        self.inner.check_body(&frame)?;
         self.inner.submit_confirmed(
             |w| Cmd::Send {
                 frame,
@@ -428,6 +449,11 @@ impl Client {
     /// subscription's id is chosen by the client (see
     /// [`Subscription::id`]). With reconnect on, the subscription is sent
     /// again with the same id and headers on every new session.
+    ///
+    /// Every [`AckMode`] is sent as is whatever the negotiated version:
+    /// `client-individual` came with STOMP 1.1, but RabbitMQ, ActiveMQ and
+    /// `stomp-broker` accept it in a 1.0 session too (a strict 1.0 broker
+    /// may refuse it).
     pub fn subscribe(
         &self,
         destination: &str,
@@ -499,7 +525,9 @@ impl Client {
     ///
     /// Returns the broker error pending for the program, if one is, or one
     /// that arrives while the DISCONNECT waits for its receipt (a SEND the
-    /// broker refused), or why the connection ended before that receipt.
+    /// broker refused), or why the connection ended before that receipt,
+    /// even when it ended before this call (the client was already closed,
+    /// no DISCONNECT could go out, and what was sent last may be lost).
     pub fn disconnect(self) -> Result<()> {
         self.close()
     }
@@ -508,7 +536,11 @@ impl Client {
         let timeout = self.inner.opts.disconnect_timeout;
         let pending = self.inner.state().pending_error.take();
         let result = if self.state() == ConnectionState::Closed {
-            Ok(())
+            // The session is already over: why is the answer.
+            match self.inner.state().closed_reason.clone() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
         } else {
             // The disconnect timeout bounds it all, the wait for room in
             // a full outgoing queue (a broker that stopped reading) included.
@@ -518,7 +550,7 @@ impl Client {
                 .inner
                 .push_within(Cmd::Disconnect { done: tx }, timeout)
             {
-                Ok(()) => wait_receipt(&rx, timeout.saturating_sub(started.elapsed())),
+                Ok(()) => wait_receipt(&self.inner, &rx, timeout.saturating_sub(started.elapsed())),
                 Err(e) => Err(e),
             }
         };
@@ -872,6 +904,7 @@ impl Transaction<'_> {
 
     /// Sends a frame within the transaction (its `transaction` header is set).
     pub fn send_frame(&self, mut frame: Frame) -> Result<()> {
+        self.client.inner.check_body(&frame)?;
         self.check()?;
         frame.headers.set("transaction", self.id.clone());
         self.client.inner.push(Cmd::Send {

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use stomp_frame::{
-    Command, Decoder, Encoder, Frame, HeartBeat, HeartBeatSchedule, Item, Limits, Version,
+    Command, Decoder, EncodeError, Encoder, Frame, HeartBeat, HeartBeatSchedule, Item, Limits,
+    Version,
 };
 
 use crate::error::Error;
@@ -54,7 +55,8 @@ pub struct SessionInfo {
     pub server: Option<String>,
     /// The `session` header, if any.
     pub session: Option<String>,
-    /// The heart-beat intervals in use.
+    /// The heart-beat intervals in use, negotiated in every version (none
+    /// when CONNECTED has no `heart-beat` header).
     pub heart_beat: HeartBeatSchedule,
 }
 
@@ -228,11 +230,15 @@ impl<R> Core<R> {
         match (self.phase, frame.command) {
             (Phase::Handshake { .. }, Command::Connected) => self.on_connected(&frame),
             (Phase::Handshake { .. }, Command::Error) => {
+                // A `version` header is a mismatch only when it lists none of
+                // the versions offered: RabbitMQ adds `version:1.0,1.1,1.2`
+                // to every handshake ERROR, a refused login included.
                 let err = match frame.headers.get("version") {
                     Some(said)
-                        if frame
-                            .version()
-                            .is_none_or(|v| !self.cfg.versions.contains(&v)) =>
+                        if !said
+                            .split(',')
+                            .filter_map(|v| v.trim().parse::<Version>().ok())
+                            .any(|v| self.cfg.versions.contains(&v)) =>
                     {
                         Error::NoCommonVersion {
                             offered: Version::list(&self.cfg.versions),
@@ -307,13 +313,11 @@ impl<R> Core<R> {
         self.version = version;
         self.decoder.set_version(version);
         self.encoder.set_version(version);
-        // A malformed heart-beat header is read as `0,0`: no beats.
+        // A missing or malformed heart-beat header is read as `0,0`: no
+        // beats. Whatever the version: 1.0 has no heart-beats, but RabbitMQ
+        // and ActiveMQ answer a 1.0 CONNECT's `heart-beat` and enforce it.
         let theirs = frame.heart_beat().unwrap_or(HeartBeat::NONE);
-        self.schedule = if version == Version::V1_0 {
-            HeartBeatSchedule::default()
-        } else {
-            self.cfg.heart_beat.negotiate(theirs)
-        };
+        self.schedule = self.cfg.heart_beat.negotiate(theirs);
         self.phase = Phase::Open;
         self.heard_since_open = false;
         self.epoch += 1;
@@ -350,10 +354,14 @@ impl<R> Core<R> {
     }
 
     /// Writes a frame. Fails with [`Error::NotConnected`] unless the session
-    /// is open.
+    /// is open, and with [`Error::Encode`] when the negotiated version cannot
+    /// carry one of its headers.
     pub(crate) fn send(&mut self, frame: &Frame, now: Instant) -> Result<(), Error> {
         if !self.is_open() {
             return Err(Error::NotConnected);
+        }
+        if self.version == Version::V1_1 {
+            refuse_cr(frame)?;
         }
         self.encoder.encode(frame, &mut self.out)?;
         self.last_tx = now;
@@ -631,6 +639,25 @@ impl<R> Core<R> {
     }
 }
 
+/// STOMP 1.1 has no escape for CR, and a 1.1 peer may take a raw one for
+/// a line end (RabbitMQ closes the connection): the encoder of `stomp-frame`
+/// writes it as is, so it is refused here, as a newline is in 1.0.
+fn refuse_cr(frame: &Frame) -> Result<(), EncodeError> {
+    match frame
+        .headers
+        .iter()
+        .find(|h| h.name().contains('\r') || h.value().contains('\r'))
+    {
+        Some(h) => Err(EncodeError::Unencodable {
+            header: h.name().to_owned(),
+            command: frame.command,
+            version: Version::V1_1,
+            reason: "a carriage return cannot be escaped in 1.1",
+        }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -767,6 +794,42 @@ mod tests {
         }
     }
 
+    /// RabbitMQ refuses a login with `version:1.0,1.1,1.2` in its ERROR: that
+    /// is the broker's error, not a version mismatch.
+    #[test]
+    fn error_in_handshake_listing_an_offered_version_is_the_brokers() {
+        let now = Instant::now();
+        for (offered, said, mismatch) in [
+            (&Version::ALL[..], "1.0,1.1,1.2", false),
+            (&[Version::V1_0][..], "1.0,1.1,1.2", false),
+            (&[Version::V1_2][..], "1.0, 1.2", false),
+            (&[Version::V1_2][..], "1.0,1.1", true),
+            (&[Version::V1_2][..], "1.0,2.0", true),
+            (&[Version::V1_2][..], "junk", true),
+            (&[Version::V1_2][..], "", true),
+        ] {
+            let mut c = cfg();
+            c.versions = offered.to_vec();
+            let mut core: Core<u32> = Core::new(c, now);
+            core.start("/", now);
+            let refusal = Frame::error("Bad CONNECT")
+                .header("version", said)
+                .body("Access refused for user 'guest'");
+            feed(&mut core, &refusal, Version::V1_2, now);
+            let ev = events(&mut core);
+            match (&ev[..], mismatch) {
+                ([Event::Closed(Err(Error::NoCommonVersion { said: s, .. }))], true) => {
+                    assert_eq!(s.as_deref(), Some(said))
+                }
+                ([Event::Closed(Err(Error::Broker { message, body, .. }))], false) => {
+                    assert_eq!(message, "Bad CONNECT");
+                    assert_eq!(body, "Access refused for user 'guest'");
+                }
+                other => panic!("{said:?}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn handshake_times_out() {
         let now = Instant::now();
@@ -828,8 +891,28 @@ mod tests {
         let t0 = Instant::now();
         let mut core = connected(t0, "0,0", Version::V1_2);
         assert_eq!(core.poll_timeout(), None);
+        let mut core = Core::new(cfg(), t0);
+        core.start("/", t0);
+        feed(
+            &mut core,
+            &Frame::new(Command::Connected),
+            Version::V1_0,
+            t0,
+        );
+        assert!(matches!(events(&mut core)[..], [Event::Connected(_)]));
+        assert_eq!(core.poll_timeout(), None, "no heart-beat header: no beats");
+    }
+
+    /// RabbitMQ and ActiveMQ answer a 1.0 CONNECT's `heart-beat` header and
+    /// close a connection that then stays silent: 1.0 beats like 1.1+.
+    #[test]
+    fn heart_beats_in_1_0_when_the_broker_answers_them() {
+        let t0 = Instant::now();
         let mut core = connected(t0, "1000,1000", Version::V1_0);
-        assert_eq!(core.poll_timeout(), None, "1.0 has no heart-beats");
+        assert_eq!(core.version(), Version::V1_0);
+        assert_eq!(core.poll_timeout(), Some(t0 + Duration::from_millis(900)));
+        core.handle_timeout(t0 + Duration::from_millis(900));
+        assert_eq!(&core.output()[..], b"\n");
     }
 
     #[test]
@@ -1103,5 +1186,28 @@ mod tests {
         core.send(&f, t0).unwrap();
         let got = written(&mut core, Version::V1_1).remove(0);
         assert_eq!(got.headers.get("k"), Some("line\nbreak"));
+    }
+
+    /// 1.1 cannot escape a CR (RabbitMQ closes the connection on a raw one):
+    /// refused before anything is written; 1.2 escapes it as `\r`.
+    #[test]
+    fn carriage_return_is_refused_in_1_1() {
+        let t0 = Instant::now();
+        for (name, value) in [("k", "a\rb"), ("k\r", "v")] {
+            let f = Frame::send("/queue/a").header(name, value);
+            let mut core = connected(t0, "0,0", Version::V1_1);
+            match core.send(&f, t0) {
+                Err(Error::Encode(EncodeError::Unencodable {
+                    version: Version::V1_1,
+                    ..
+                })) => {}
+                other => panic!("{other:?}"),
+            }
+            assert!(core.output().is_empty());
+            let mut core = connected(t0, "0,0", Version::V1_2);
+            core.send(&f, t0).unwrap();
+            let got = written(&mut core, Version::V1_2).remove(0);
+            assert_eq!(got.headers.get(name), Some(value));
+        }
     }
 }

@@ -471,9 +471,12 @@ impl Driver {
                         w.answer(Ok(()));
                     }
                 }
-                cmd => match self.inner.opts.outage {
-                    OutagePolicy::Wait(_) if self.finished.is_none() => self.outbox.push_back(cmd),
-                    _ => cmd.fail(Error::NotConnected),
+                cmd => match (&self.finished, self.inner.opts.outage) {
+                    // The session ended for good in this turn: the call gets
+                    // why, as the calls still queued do in `finish`.
+                    (Some(reason), _) => cmd.fail(reason.clone().unwrap_or(Error::Closed)),
+                    (None, OutagePolicy::Wait(_)) => self.outbox.push_back(cmd),
+                    (None, OutagePolicy::FailFast) => cmd.fail(Error::NotConnected),
                 },
             }
             return;
@@ -701,8 +704,17 @@ impl Driver {
             }
             return;
         }
-        let Some(policy) = self.inner.opts.reconnect else {
-            self.inner.emit(ConnectionEvent::Lost(err.clone()));
+        // Bytes the client cannot decode would come again on every new
+        // session (a broker redelivers the message it could not take): the
+        // client ends instead of looping.
+        let policy = match self.inner.opts.reconnect {
+            Some(_) if matches!(err, Error::Protocol(_)) => None,
+            policy => policy,
+        };
+        let Some(policy) = policy else {
+            if opened {
+                self.inner.emit(ConnectionEvent::Lost(err.clone()));
+            }
             self.stop(Some(err));
             return;
         };

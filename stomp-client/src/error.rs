@@ -71,13 +71,30 @@ pub enum Error {
     /// The client was closed (disconnected or dropped), or gave up reconnecting.
     #[error("the client is closed")]
     Closed,
-    /// The broker sent bytes that are not valid STOMP.
+    /// The broker sent bytes that the client cannot decode: not valid STOMP,
+    /// a frame over the receive limits ([`ConnectOptions::limits`](crate::ConnectOptions::limits)),
+    /// or a header that is not UTF-8.
+    ///
+    /// It ends the client even with a [`ReconnectPolicy`](crate::ReconnectPolicy):
+    /// a broker would send the same bytes again (it redelivers an
+    /// unacknowledged message), so reconnecting would only loop.
     #[error("protocol error from the broker: {0}")]
     Protocol(String),
     /// A frame cannot be written in the negotiated version (for example a
     /// header with a newline in STOMP 1.0).
     #[error("cannot encode frame: {0}")]
     Encode(#[from] stomp_frame::EncodeError),
+    /// A frame to send has a body larger than the client accepts in a
+    /// MESSAGE (the `max_body_len` of [`ConnectOptions::limits`](crate::ConnectOptions::limits),
+    /// 16 MiB by default): it could not be received by a client with the
+    /// same options, this one included. Nothing was sent.
+    #[error("a body of {size} bytes is over the limit of {max} bytes (ConnectOptions::limits)")]
+    BodyTooLarge {
+        /// The body's length.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A message cannot be acknowledged: it came from a connection that has
     /// since been replaced (its ack id means nothing to the new one), its
     /// subscription is in `auto` mode, or it lacks the headers the version needs.

@@ -60,12 +60,15 @@
 //! - **Heart-beats** are sent by the I/O thread; a broker silent for the
 //!   negotiated interval times the grace factor (1.5) is declared lost (one
 //!   interval more before its first beat: ActiveMQ sends that one late).
+//!   They are negotiated in STOMP 1.0 too when the broker answers them
+//!   (RabbitMQ and ActiveMQ do).
 //! - **Reconnect** (opt-in, [`ReconnectPolicy`]): failover list, exponential
 //!   backoff with a cap; subscriptions are re-established with the same ids
 //!   before anything else is sent, then [`ConnectionEvent::Reconnected`] is
 //!   emitted. Sends during the outage follow the [`OutagePolicy`]. Acks of
 //!   messages from the lost session and its transactions fail with typed
-//!   errors instead of confusing the new session.
+//!   errors instead of confusing the new session. Data the client cannot
+//!   decode ([`Error::Protocol`]) ends it instead: it would come again.
 //! - **Back-pressure**: each subscription buffers a bounded number of
 //!   messages; when one is full the client stops reading the socket.
 //!

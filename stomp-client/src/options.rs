@@ -12,7 +12,9 @@ pub(crate) const LONGEST: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// The default limits on frames received: above what a broker with the
 /// default limits can send back (a MESSAGE carries a few headers more than
-/// its SEND, and escaping can double a header line).
+/// its SEND, and escaping can double a header line). Its body limit is also
+/// the client's own limit on bodies sent ([`Error::BodyTooLarge`]), so that
+/// what the client sends, a client with the same options can receive.
 pub(crate) const RECEIVE_LIMITS: Limits = Limits {
     max_headers: Limits::DEFAULT.max_headers + 16,
     max_line_len: 2 * Limits::DEFAULT.max_line_len + 64,
@@ -232,7 +234,10 @@ impl ConnectOptions {
 
     /// Sets the `heart-beat` header: the client can send a beat every
     /// `send_ms` and wants one every `receive_ms` (0: none). The intervals
-    /// used are negotiated with the broker's answer by the spec's rule.
+    /// used are negotiated with the broker's answer by the spec's rule, in
+    /// every version: STOMP 1.0 defines no heart-beats, but RabbitMQ and
+    /// ActiveMQ answer a 1.0 CONNECT's header and enforce it. A broker whose
+    /// CONNECTED has no `heart-beat` header gets none.
     pub fn heart_beat(mut self, send_ms: u32, receive_ms: u32) -> Self {
         self.heart_beat = HeartBeat::new(send_ms, receive_ms);
         self
@@ -286,6 +291,12 @@ impl ConnectOptions {
     }
 
     /// Turns reconnection on.
+    ///
+    /// A session ended by data the client cannot decode
+    /// ([`Error::Protocol`]: a MESSAGE over the [`limits`](Self::limits), a
+    /// header that is not UTF-8) is not retried: the broker would send the
+    /// same again (an unacknowledged message is redelivered), so the client
+    /// ends with that error.
     pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
         self.reconnect = Some(policy);
         self
@@ -299,6 +310,11 @@ impl ConnectOptions {
 
     /// Sets the limits on frames received from the broker (default: above
     /// what a broker with the default [`Limits`] can send back).
+    ///
+    /// Its `max_body_len` (default 16 MiB) also bounds the bodies the client
+    /// sends: a larger one is refused with [`Error::BodyTooLarge`] (no
+    /// client with these limits could receive it). Raise it to send and
+    /// receive larger messages.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self

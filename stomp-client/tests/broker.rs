@@ -669,3 +669,50 @@ fn what_the_broker_accepts_the_client_can_receive() {
     assert_eq!(m.headers().get("h994"), Some("v"));
     m.ack().unwrap();
 }
+
+#[test]
+fn heart_beats_in_1_0_keep_an_idle_connection_alive() {
+    // The broker answers a 1.0 CONNECT's heart-beat header and enforces it,
+    // as RabbitMQ and ActiveMQ do: the client must beat in 1.0 too.
+    let broker = Broker::start();
+    let client = Client::connect(
+        ConnectOptions::new(broker.address())
+            .versions(&[Version::V1_0])
+            .heart_beat(100, 100),
+    )
+    .unwrap();
+    assert_eq!(client.version(), Version::V1_0);
+    let info = client.session_info().unwrap();
+    assert_eq!(info.heart_beat.send, Some(Duration::from_millis(100)));
+    assert_eq!(info.heart_beat.receive, Some(Duration::from_millis(100)));
+    let events = client.events();
+    std::thread::sleep(Duration::from_millis(1500));
+    let lost = wait_event(&events, Duration::from_millis(10), |e| {
+        matches!(e, ConnectionEvent::Lost(_))
+    });
+    assert!(lost.is_none(), "{lost:?}");
+    client
+        .send_confirmed("/queue/hb10", "still here", S5)
+        .unwrap();
+    client.disconnect().unwrap();
+}
+
+#[test]
+fn a_body_at_the_default_limit_goes_round_with_default_options() {
+    // What the client lets a program send by default, it receives by default.
+    let b = Broker::start();
+    let c = Client::connect(ConnectOptions::new(b.address())).unwrap();
+    let q = unique("/queue/at-body-limit");
+    let sub = c.subscribe(&q, AckMode::ClientIndividual, &[]).unwrap();
+    let body = vec![b'x'; 16 << 20];
+    c.send_confirmed(&q, body.clone(), S5).unwrap();
+    let m = sub.recv_timeout(S5).unwrap().expect("the MESSAGE arrives");
+    assert_eq!(m.body().len(), body.len());
+    m.ack().unwrap();
+    assert!(matches!(
+        c.send(&q, vec![b'x'; (16 << 20) + 1]),
+        Err(Error::BodyTooLarge { .. })
+    ));
+    drop(sub);
+    c.disconnect().unwrap();
+}

@@ -498,3 +498,171 @@ fn a_failed_subscribe_is_taken_back() {
     drop(client);
     server.join();
 }
+
+/// RabbitMQ and ActiveMQ answer a 1.0 CONNECT's `heart-beat` and close a
+/// connection that stays silent: the client beats in 1.0 too.
+#[test]
+fn heart_beats_in_1_0_when_the_broker_answers_them() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let server = FakeServer::start(1, move |_, mut peer| {
+        let connect = peer.handshake(Version::V1_0, "0,100");
+        tx.send((connect, peer.count_beats(Duration::from_millis(1000))))
+            .unwrap();
+    });
+    let client =
+        Client::connect(opts(&server).versions(&[Version::V1_0]).heart_beat(100, 0)).unwrap();
+    assert_eq!(client.version(), Version::V1_0);
+    let info = client.session_info().unwrap();
+    assert_eq!(info.heart_beat.send, Some(Duration::from_millis(100)));
+    let (connect, beats) = rx.recv_timeout(S5).unwrap();
+    assert_eq!(connect.headers.get("heart-beat"), Some("100,0"));
+    assert!((6..=16).contains(&beats), "{beats} beats in 1 s");
+    drop(client);
+    server.join();
+}
+
+/// RabbitMQ refuses a login with an ERROR that lists its versions: that is
+/// the broker's error (with its message and body), not a version mismatch.
+#[test]
+fn refused_login_listing_versions_is_a_broker_error() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        let _ = peer.read_frame(S5).expect("CONNECT");
+        peer.write(
+            &Frame::error("Bad CONNECT")
+                .header("version", "1.0,1.1,1.2")
+                .body("Access refused for user 'guest'"),
+        );
+    });
+    let r = Client::connect(opts(&server).login("guest", "wrong"));
+    match r {
+        Err(Error::Broker { message, body, .. }) => {
+            assert_eq!(message, "Bad CONNECT");
+            assert_eq!(body, "Access refused for user 'guest'");
+        }
+        other => panic!("{other:?}"),
+    }
+    server.join();
+}
+
+/// A MESSAGE the client cannot decode (here a header that is not UTF-8)
+/// would be redelivered on every new session: with reconnect on, the client
+/// ends with the error instead of reconnecting in a loop.
+#[test]
+fn undecodable_message_ends_a_reconnecting_client() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        let sub = peer.read_frame(S5).expect("SUBSCRIBE");
+        peer.write(&Frame::receipt(sub.receipt_request().unwrap().to_owned()));
+        let mut raw = format!(
+            "MESSAGE\ndestination:/queue/a\nmessage-id:m-1\nack:a-1\nsubscription:{}\nx-bad:",
+            sub.id().unwrap()
+        )
+        .into_bytes();
+        raw.extend_from_slice(b"\xff\xfe\n\nbody\0");
+        peer.write_raw(&raw);
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    let policy = ReconnectPolicy {
+        initial_delay: Duration::from_millis(20),
+        ..ReconnectPolicy::default()
+    };
+    let client = Client::connect(opts(&server).reconnect(policy)).unwrap();
+    let events = client.events();
+    let sub = client
+        .subscribe("/queue/a", AckMode::ClientIndividual, &[])
+        .unwrap();
+    let ev = wait_event(&events, S5, |e| matches!(e, ConnectionEvent::Closed(_)));
+    match ev {
+        Some(ConnectionEvent::Closed(Some(Error::Protocol(reason)))) => {
+            assert!(reason.contains("UTF-8"), "{reason}")
+        }
+        other => panic!("the client did not end: {other:?}"),
+    }
+    assert_eq!(client.state(), ConnectionState::Closed);
+    assert!(matches!(
+        client.send("/queue/a", "x"),
+        Err(Error::ConnectionLost { .. })
+    ));
+    drop(sub);
+    drop(client);
+    server.join();
+}
+
+/// With reconnect off, calls racing the ERROR that ends the session get
+/// that error (or the lost connection), never "not connected (reconnecting)".
+#[test]
+fn calls_racing_the_end_of_the_session_get_its_error() {
+    for round in 0..10 {
+        let server = FakeServer::start(1, move |_, mut peer| {
+            peer.handshake(Version::V1_2, "0,0");
+            for _ in 0..(50 + 13 * round) {
+                let Some(f) = peer.read_frame(S5) else { return };
+                peer.write(&Frame::receipt(f.receipt_request().unwrap().to_owned()));
+            }
+            peer.write(&Frame::error("boom").body("the end"));
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let client = Client::connect(opts(&server)).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    loop {
+                        match client.send_confirmed("/queue/a", "x", S5) {
+                            Ok(()) => {}
+                            Err(Error::Broker { .. } | Error::ConnectionLost { .. }) => break,
+                            Err(e) => panic!("round {round}: {e:?}"),
+                        }
+                    }
+                });
+            }
+        });
+        drop(client);
+        server.join();
+    }
+}
+
+/// `disconnect` after the session died says why it died.
+#[test]
+fn disconnect_after_the_session_died_returns_why() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+    });
+    let client = Client::connect(opts(&server)).unwrap();
+    let events = client.events();
+    assert!(wait_event(&events, S5, |e| matches!(e, ConnectionEvent::Closed(_))).is_some());
+    let r = client.disconnect();
+    assert!(matches!(r, Err(Error::ConnectionLost { .. })), "{r:?}");
+    server.join();
+}
+
+/// A body the client would refuse to receive is refused on send, before
+/// anything goes out: what one client sends, another with the same options
+/// can receive.
+#[test]
+fn a_body_over_the_receive_limit_is_refused_on_send() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let server = FakeServer::start(1, move |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        tx.send(peer.read_frame(S5)).unwrap();
+    });
+    let client = Client::connect(opts(&server)).unwrap();
+    let max = 16 << 20;
+    let big = vec![b'x'; max + 1];
+    for r in [
+        client.send("/queue/a", big.clone()),
+        client.send_confirmed("/queue/a", big.clone(), S5),
+        client
+            .begin()
+            .and_then(|tx| tx.send("/queue/a", big.clone())),
+    ] {
+        assert!(
+            matches!(r, Err(Error::BodyTooLarge { size, max: m }) if size == max + 1 && m == max),
+            "{r:?}"
+        );
+    }
+    drop(client);
+    // Only the BEGIN and the transaction's ABORT went out.
+    let first = rx.recv_timeout(S5).unwrap().expect("a frame");
+    assert_eq!(first.command, Command::Begin);
+    server.join();
+}

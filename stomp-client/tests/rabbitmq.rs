@@ -266,3 +266,52 @@ fn heart_beats_with_rabbitmq_keep_an_idle_connection() {
     client.send_confirmed(&queue("hb"), "alive", S5).unwrap();
     client.disconnect().unwrap();
 }
+
+#[test]
+fn heart_beats_with_rabbitmq_in_1_0() {
+    // RabbitMQ answers a 1.0 CONNECT's heart-beat header and enforces it.
+    let addr: SocketAddr = "127.0.0.1:61713".parse().unwrap();
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("RabbitMQ is not listening on 127.0.0.1:61713: run scripts/deps/rabbitmq.sh");
+    }
+    let client = Client::connect(
+        ConnectOptions::from_url(URL)
+            .unwrap()
+            .versions(&[Version::V1_0])
+            .heart_beat(1000, 1000)
+            .connect_timeout(S5),
+    )
+    .unwrap();
+    assert_eq!(client.version(), Version::V1_0);
+    let hb = client.session_info().unwrap().heart_beat;
+    assert!(hb.send.is_some() && hb.receive.is_some(), "{hb:?}");
+    let events = client.events();
+    std::thread::sleep(Duration::from_millis(3500));
+    let lost = common::wait_event(&events, Duration::from_millis(10), |e| {
+        matches!(e, stomp_client::ConnectionEvent::Lost(_))
+    });
+    assert!(lost.is_none(), "{lost:?}");
+    client.send_confirmed(&queue("hb10"), "alive", S5).unwrap();
+    client.disconnect().unwrap();
+}
+
+#[test]
+fn bad_login_is_rabbitmqs_error_not_a_version_mismatch() {
+    // RabbitMQ's refusal carries `version:1.0,1.1,1.2`.
+    let addr: SocketAddr = "127.0.0.1:61713".parse().unwrap();
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("RabbitMQ is not listening on 127.0.0.1:61713: run scripts/deps/rabbitmq.sh");
+    }
+    let r = Client::connect(
+        ConnectOptions::from_url("stomp://guest:wrong@127.0.0.1:61713/%2F")
+            .unwrap()
+            .connect_timeout(S5),
+    );
+    match r {
+        Err(Error::Broker { message, body, .. }) => {
+            assert!(!message.is_empty());
+            assert!(body.contains("guest"), "{body}");
+        }
+        other => panic!("expected RabbitMQ's ERROR, got {other:?}"),
+    }
+}

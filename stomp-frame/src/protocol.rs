@@ -202,7 +202,8 @@ pub enum AckMode {
     /// ACK/NACK is cumulative: it covers every earlier unacknowledged
     /// message of the subscription too.
     Client,
-    /// ACK/NACK covers one message only (1.1+).
+    /// ACK/NACK covers one message only (defined by 1.1; RabbitMQ, ActiveMQ
+    /// and stomp-broker accept it in 1.0 too).
     ClientIndividual,
 }
 
