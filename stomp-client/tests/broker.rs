@@ -496,23 +496,32 @@ fn slow_consumer_gets_every_message_in_order() {
 
 #[test]
 fn heart_beats_keep_an_idle_connection_alive() {
+    // In 1.0 too: the broker answers a 1.0 CONNECT's heart-beat header and
+    // enforces it, as RabbitMQ and ActiveMQ do, so the client beats in 1.0.
     let broker = Broker::start();
-    let client =
-        Client::connect(ConnectOptions::new(broker.address()).heart_beat(100, 100)).unwrap();
-    let info = client.session_info().unwrap();
-    assert_eq!(info.heart_beat.send, Some(Duration::from_millis(100)));
-    assert_eq!(info.heart_beat.receive, Some(Duration::from_millis(100)));
-    let events = client.events();
-    // Idle for many intervals: both sides beat, nobody is declared lost.
-    std::thread::sleep(Duration::from_millis(1500));
-    let lost = wait_event(&events, Duration::from_millis(10), |e| {
-        matches!(e, ConnectionEvent::Lost(_))
-    });
-    assert!(lost.is_none(), "{lost:?}");
-    client
-        .send_confirmed("/queue/hb", "still here", S5)
+    for version in [Version::V1_2, Version::V1_0] {
+        let client = Client::connect(
+            ConnectOptions::new(broker.address())
+                .versions(&[version])
+                .heart_beat(100, 100),
+        )
         .unwrap();
-    client.disconnect().unwrap();
+        assert_eq!(client.version(), version);
+        let info = client.session_info().unwrap();
+        assert_eq!(info.heart_beat.send, Some(Duration::from_millis(100)));
+        assert_eq!(info.heart_beat.receive, Some(Duration::from_millis(100)));
+        let events = client.events();
+        // Idle for many intervals: both sides beat, nobody is declared lost.
+        std::thread::sleep(Duration::from_millis(1500));
+        let lost = wait_event(&events, Duration::from_millis(10), |e| {
+            matches!(e, ConnectionEvent::Lost(_))
+        });
+        assert!(lost.is_none(), "{version}: {lost:?}");
+        client
+            .send_confirmed("/queue/hb", "still here", S5)
+            .unwrap();
+        client.disconnect().unwrap();
+    }
 }
 
 #[test]
@@ -668,33 +677,6 @@ fn what_the_broker_accepts_the_client_can_receive() {
     assert_eq!(m.headers().get("colons").map(str::len), Some(60_000));
     assert_eq!(m.headers().get("h994"), Some("v"));
     m.ack().unwrap();
-}
-
-#[test]
-fn heart_beats_in_1_0_keep_an_idle_connection_alive() {
-    // The broker answers a 1.0 CONNECT's heart-beat header and enforces it,
-    // as RabbitMQ and ActiveMQ do: the client must beat in 1.0 too.
-    let broker = Broker::start();
-    let client = Client::connect(
-        ConnectOptions::new(broker.address())
-            .versions(&[Version::V1_0])
-            .heart_beat(100, 100),
-    )
-    .unwrap();
-    assert_eq!(client.version(), Version::V1_0);
-    let info = client.session_info().unwrap();
-    assert_eq!(info.heart_beat.send, Some(Duration::from_millis(100)));
-    assert_eq!(info.heart_beat.receive, Some(Duration::from_millis(100)));
-    let events = client.events();
-    std::thread::sleep(Duration::from_millis(1500));
-    let lost = wait_event(&events, Duration::from_millis(10), |e| {
-        matches!(e, ConnectionEvent::Lost(_))
-    });
-    assert!(lost.is_none(), "{lost:?}");
-    client
-        .send_confirmed("/queue/hb10", "still here", S5)
-        .unwrap();
-    client.disconnect().unwrap();
 }
 
 #[test]

@@ -16,7 +16,8 @@ const URL: &str = "stomp://guest:guest@127.0.0.1:61713/%2F";
 const S5: Duration = Duration::from_secs(5);
 const SHORT: Duration = Duration::from_millis(400);
 
-fn rabbit(version: Version) -> Client {
+/// Fails the test with what to run when RabbitMQ is not up.
+fn require_rabbitmq() {
     let addr: SocketAddr = "127.0.0.1:61713".parse().unwrap();
     if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
         panic!(
@@ -24,6 +25,10 @@ fn rabbit(version: Version) -> Client {
              (it installs RabbitMQ with the STOMP plugin and starts it on loopback)"
         );
     }
+}
+
+fn rabbit(version: Version) -> Client {
+    require_rabbitmq();
     let opts = ConnectOptions::from_url(URL)
         .unwrap()
         .versions(&[version])
@@ -236,10 +241,7 @@ fn rabbitmq_error_reaches_the_call() {
 
 #[test]
 fn heart_beats_with_rabbitmq_keep_an_idle_connection() {
-    let addr: SocketAddr = "127.0.0.1:61713".parse().unwrap();
-    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
-        panic!("RabbitMQ is not listening on 127.0.0.1:61713: run scripts/deps/rabbitmq.sh");
-    }
+    require_rabbitmq();
     let client = Client::connect(
         ConnectOptions::from_url(URL)
             .unwrap()
@@ -270,10 +272,7 @@ fn heart_beats_with_rabbitmq_keep_an_idle_connection() {
 #[test]
 fn heart_beats_with_rabbitmq_in_1_0() {
     // RabbitMQ answers a 1.0 CONNECT's heart-beat header and enforces it.
-    let addr: SocketAddr = "127.0.0.1:61713".parse().unwrap();
-    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
-        panic!("RabbitMQ is not listening on 127.0.0.1:61713: run scripts/deps/rabbitmq.sh");
-    }
+    require_rabbitmq();
     let client = Client::connect(
         ConnectOptions::from_url(URL)
             .unwrap()
@@ -298,10 +297,7 @@ fn heart_beats_with_rabbitmq_in_1_0() {
 #[test]
 fn bad_login_is_rabbitmqs_error_not_a_version_mismatch() {
     // RabbitMQ's refusal carries `version:1.0,1.1,1.2`.
-    let addr: SocketAddr = "127.0.0.1:61713".parse().unwrap();
-    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
-        panic!("RabbitMQ is not listening on 127.0.0.1:61713: run scripts/deps/rabbitmq.sh");
-    }
+    require_rabbitmq();
     let r = Client::connect(
         ConnectOptions::from_url("stomp://guest:wrong@127.0.0.1:61713/%2F")
             .unwrap()
