@@ -508,6 +508,11 @@ impl Broker {
                 self.flush(c, now);
             }
         }
+        // The last flushes may have freed memory that paused producers wait
+        // for (after 16 rounds, or in the last one): they are read at the
+        // start of the next turn, and the poll does not wait for them.
+        self.engine.take_resumed(resumed);
+        self.again.append(resumed);
     }
 
     fn accept(&mut self, i: usize, now: Instant) {

@@ -154,6 +154,8 @@ pub struct Broker {
     child: Child,
     addr: SocketAddr,
     stderr: Tail,
+    /// The data directory of a durable broker, removed on drop.
+    data: Option<PathBuf>,
 }
 
 impl Broker {
@@ -162,24 +164,49 @@ impl Broker {
         Broker::start_with(&[])
     }
 
-    /// Starts a broker with `--listen 127.0.0.1:0 --memory` plus `args`.
+    /// Starts a broker with `--listen 127.0.0.1:0 --memory` plus `args`;
+    /// on the journal instead ([`start_durable_with`](Broker::start_durable_with))
+    /// when `STOMP_TESTS_DURABLE=1` (`scripts/test.sh` runs the suite both ways).
     pub fn start_with(args: &[&str]) -> Broker {
-        let (child, addr, stderr) = spawn_broker(broker_bin(), &[], args);
+        if std::env::var_os("STOMP_TESTS_DURABLE").is_some_and(|v| v == "1") {
+            return Broker::start_durable_with(args);
+        }
+        let (child, addr, stderr) = spawn_broker(broker_bin(), &[], &["--memory"], args);
         Broker {
             child,
             addr,
             stderr,
+            data: None,
+        }
+    }
+
+    /// Starts a broker on its default storage, the journal, in a fresh
+    /// data directory (`--listen 127.0.0.1:0 --data-dir DIR` plus `args`).
+    pub fn start_durable_with(args: &[&str]) -> Broker {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("stomp-tests-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let d = dir.join("data");
+        let d = d.to_str().expect("a UTF-8 temp dir");
+        let (child, addr, stderr) = spawn_broker(broker_bin(), &[], &["--data-dir", d], args);
+        Broker {
+            child,
+            addr,
+            stderr,
+            data: Some(dir),
         }
     }
 
     /// Starts the broker through the CLI, `stomp broker --listen
     /// 127.0.0.1:0 --memory` plus `args`.
     pub fn start_cli(args: &[&str]) -> Broker {
-        let (child, addr, stderr) = spawn_broker(cli_bin(), &["broker"], args);
+        let (child, addr, stderr) = spawn_broker(cli_bin(), &["broker"], &["--memory"], args);
         Broker {
             child,
             addr,
             stderr,
+            data: None,
         }
     }
 
@@ -256,13 +283,22 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.data {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
-fn spawn_broker(bin: &Path, pre: &[&str], args: &[&str]) -> (Child, SocketAddr, Tail) {
+fn spawn_broker(
+    bin: &Path,
+    pre: &[&str],
+    storage: &[&str],
+    args: &[&str],
+) -> (Child, SocketAddr, Tail) {
     let mut child = Process::new(bin)
         .args(pre)
-        .args(["--listen", "127.0.0.1:0", "--memory"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(storage)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
