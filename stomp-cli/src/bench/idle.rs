@@ -111,6 +111,9 @@ pub fn run(a: &BenchArgs, target: &Target, n: usize) -> anyhow::Result<IdleRepor
         .to_bytes(&target.connect_frame(hb))
         .context("encoding CONNECT")?;
     let rss_before = a.broker_pid.and_then(rss_kib);
+    if let (Some(pid), None) = (a.broker_pid, rss_before) {
+        anyhow::bail!("--broker-pid {pid}: no such process to measure (/proc/{pid}/status)");
+    }
 
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(4096);
