@@ -1338,6 +1338,7 @@ impl Engine {
 
     fn on_commit(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
         let tx = self.take_tx(conn, frame)?;
+        self.store.begin_group();
         for mut msg in tx.sends {
             self.router.memory -= msg.size;
             // Numbered as it enters its queue (nobody has seen its id yet),
@@ -1357,6 +1358,7 @@ impl Engine {
                 }
             }
         }
+        self.store.end_group();
         for op in tx.acks {
             self.apply_ack(conn, op, now);
         }

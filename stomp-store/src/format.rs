@@ -10,6 +10,8 @@
 //! APPEND   seq u64 | deliveries u32 | queue_len u16 | queue | headers_len u32 | headers | body
 //! REMOVE   seq u64
 //! DELIVER  seq u64
+//! GROUP    count u32: the next `count` APPEND records of this segment are
+//!          one commit's; recovery keeps all of them or none
 //! ```
 
 use bytes::{BufMut, Bytes};
@@ -26,6 +28,9 @@ pub(crate) const SEQ_RECORD: u64 = (RECORD_HEADER + 8) as u64;
 pub(crate) const KIND_APPEND: u8 = 1;
 pub(crate) const KIND_REMOVE: u8 = 2;
 pub(crate) const KIND_DELIVER: u8 = 3;
+pub(crate) const KIND_GROUP: u8 = 4;
+/// The size of a GROUP record.
+pub(crate) const GROUP_RECORD: u64 = (RECORD_HEADER + 4) as u64;
 
 /// Fixed part of an APPEND payload.
 const APPEND_FIXED: usize = 8 + 4 + 2 + 4;
@@ -71,12 +76,18 @@ pub(crate) fn put_seq(out: &mut Vec<u8>, kind: u8, seq: u64) {
     put_record(out, kind, 8, |o| o.put_u64_le(seq));
 }
 
+/// Writes a GROUP record for the `count` APPEND records that follow.
+pub(crate) fn put_group(out: &mut Vec<u8>, count: u32) {
+    put_record(out, KIND_GROUP, 4, |o| o.put_u32_le(count));
+}
+
 /// One record read back from a segment.
 #[derive(Debug)]
 pub(crate) enum Entry {
     Append(Record),
     Remove(u64),
     Deliver(u64),
+    Group(u32),
 }
 
 /// Why reading a segment stopped before its end.
@@ -148,6 +159,9 @@ pub(crate) fn read_record(
         KIND_APPEND => Entry::Append(parse_append(payload).ok_or(Damage::Malformed)?),
         KIND_REMOVE if payload.len() == 8 => Entry::Remove(u64_at(payload, 0)),
         KIND_DELIVER if payload.len() == 8 => Entry::Deliver(u64_at(payload, 0)),
+        KIND_GROUP if payload.len() == 4 => {
+            Entry::Group(u32::from_le_bytes(payload.try_into().expect("4 bytes")))
+        }
         _ => return Err(Damage::Malformed),
     };
     Ok(Some((entry, total)))

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
-use crate::format::{MAGIC, SEQ_RECORD};
+use crate::format::{GROUP_RECORD, MAGIC, SEQ_RECORD};
 use crate::recover::{self, Books, Seg};
 use crate::writer::{Batch, Op, Shared, Writer};
 use crate::{CommitEvent, JournalOptions, Notify, Record, Recovered};
@@ -142,18 +142,75 @@ impl Journal {
     /// the record cannot be stored: a queue name over 65535 bytes, a record
     /// bigger than a segment, or a `seq` that is already live.
     pub fn append(&mut self, record: Record) -> io::Result<()> {
-        self.check(&record)?;
-        let size = record.encoded_len();
-        if self.books.index.contains_key(&record.seq) {
+        self.admit(&record, false)?;
+        self.put(record);
+        Ok(())
+    }
+
+    /// Adds messages to the next commit as one group: after a crash,
+    /// recovery gives back all of them or none (a transaction's messages).
+    /// Each record comes with whether it replaces a live version (as
+    /// [`replace`](Journal::replace)) or is new (as
+    /// [`append`](Journal::append)); the results say which were taken, as
+    /// those calls would, and the group is the ones taken.
+    ///
+    /// The group is written into one segment: the active one is closed
+    /// first when the group would not fit in what is left of it. A group
+    /// bigger than a whole segment is written as separate appends, and is
+    /// not all-or-nothing.
+    pub fn append_group(&mut self, records: Vec<(Record, bool)>) -> Vec<io::Result<()>> {
+        let results: Vec<io::Result<()>> = records
+            .iter()
+            .map(|(r, replace)| self.admit(r, *replace))
+            .collect();
+        let taken: Vec<Record> = records
+            .into_iter()
+            .zip(&results)
+            .filter(|(_, ok)| ok.is_ok())
+            .map(|((r, _), _)| r)
+            .collect();
+        let bytes = GROUP_RECORD + taken.iter().map(Record::encoded_len).sum::<u64>();
+        if taken.len() > 1 && bytes <= self.opts.segment_size - MAGIC.len() as u64 {
+            let used = self.books.segs.get(&self.active).map_or(0, |s| s.bytes);
+            if used + bytes > self.opts.segment_size {
+                self.roll();
+            }
+            self.place(GROUP_RECORD);
+            self.ops.push(Op::Group(
+                u32::try_from(taken.len()).expect("fits a segment"),
+            ));
+        }
+        for r in taken {
+            self.put(r);
+        }
+        results
+    }
+
+    /// Whether `record` may be appended (`replace`: replace a live version).
+    fn admit(&self, record: &Record, replace: bool) -> io::Result<()> {
+        let live = self.books.index.contains_key(&record.seq);
+        if replace && !live {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seq not live in the journal",
+            ));
+        }
+        self.check(record)?;
+        if !replace && live {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "seq already live in the journal",
             ));
         }
+        Ok(())
+    }
+
+    /// Places and schedules an admitted record.
+    fn put(&mut self, record: Record) {
+        let size = record.encoded_len();
         let at = self.place(size);
         self.ops.push(Op::Append(record.clone()));
         self.books.put(at, record, size);
-        Ok(())
     }
 
     /// Removes message `seq` for good (it was acknowledged), with the next
@@ -189,17 +246,8 @@ impl Journal {
     /// [`append`](Journal::append) torn between the two would). Fails like
     /// `append`, and if `seq` is not live.
     pub fn replace(&mut self, record: Record) -> io::Result<()> {
-        if !self.books.index.contains_key(&record.seq) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seq not live in the journal",
-            ));
-        }
-        self.check(&record)?;
-        let size = record.encoded_len();
-        let at = self.place(size);
-        self.ops.push(Op::Append(record.clone()));
-        self.books.put(at, record, size);
+        self.admit(&record, true)?;
+        self.put(record);
         Ok(())
     }
 
@@ -286,15 +334,7 @@ impl Journal {
     fn place(&mut self, size: u64) -> u64 {
         let bytes = self.books.segs.get(&self.active).map_or(0, |s| s.bytes);
         if bytes + size > self.opts.segment_size && bytes > MAGIC.len() as u64 {
-            self.active += 1;
-            self.books.segs.insert(
-                self.active,
-                Seg {
-                    bytes: MAGIC.len() as u64,
-                    ..Seg::default()
-                },
-            );
-            self.ops.push(Op::Roll(self.active));
+            self.roll();
         }
         self.books
             .segs
@@ -303,6 +343,19 @@ impl Journal {
             .bytes += size;
         self.op_bytes += size as usize;
         self.active
+    }
+
+    /// Starts a new active segment.
+    fn roll(&mut self) {
+        self.active += 1;
+        self.books.segs.insert(
+            self.active,
+            Seg {
+                bytes: MAGIC.len() as u64,
+                ..Seg::default()
+            },
+        );
+        self.ops.push(Op::Roll(self.active));
     }
 
     /// Compaction and deletion, appended to the pending batch: copies live

@@ -216,11 +216,20 @@ pub(crate) fn scan(dir: &Path, sync: bool) -> io::Result<Scan> {
         let is_last = id == last;
         // Its `bytes` are set once the records are read.
         scan.books.segs.insert(id, Seg::default());
-        let (valid, damage) = if buf.len() < MAGIC.len() || &buf[..MAGIC.len()] != MAGIC {
-            (0, Some("bad segment header"))
-        } else {
-            read_segment(&buf, id, &mut scan)
-        };
+        let (mut valid, mut damage, open_group) =
+            if buf.len() < MAGIC.len() || &buf[..MAGIC.len()] != MAGIC {
+                (0, Some("bad segment header"), None)
+            } else {
+                read_segment(&buf, id, &mut scan)
+            };
+        // A group whose APPENDs stop at the end of the log is a commit whose
+        // write never completed (nothing of it was confirmed): it goes whole.
+        // In an older segment the log went on after it: it is kept.
+        let unfinished = is_last && open_group.is_some();
+        if let (true, Some(at)) = (unfinished, open_group) {
+            valid = at;
+            damage = Some(UNFINISHED_GROUP);
+        }
         // The records end at `valid`; zeros after them are preallocated space.
         scan.books.segs.get_mut(&id).expect("inserted above").bytes = valid.max(MAGIC.len()) as u64;
         if let Some(reason) = damage {
@@ -264,25 +273,45 @@ pub(crate) fn scan(dir: &Path, sync: bool) -> io::Result<Scan> {
             }
             scan.cuts.push(cut);
         }
+        if unfinished {
+            // Its APPENDs are in the books already (some replaced older
+            // versions): read everything again, now without them.
+            let mut again = self::scan(dir, sync)?;
+            again.cuts.splice(0..0, scan.cuts);
+            return Ok(again);
+        }
     }
     scan.active = last;
     Ok(scan)
 }
 
-/// Applies the records of one segment; returns where valid data ends and the
-/// damage that stopped the reading, if any.
-fn read_segment(buf: &[u8], id: u64, scan: &mut Scan) -> (usize, Option<&'static str>) {
+/// Why a segment's read ends early (as the damage reasons do).
+const UNFINISHED_GROUP: &str = "unfinished group of appends";
+
+/// Applies the records of one segment; returns where valid data ends, the
+/// damage that stopped the reading, if any, and where a GROUP starts whose
+/// APPENDs did not all follow (the segment ended first).
+fn read_segment(
+    buf: &[u8],
+    id: u64,
+    scan: &mut Scan,
+) -> (usize, Option<&'static str>, Option<usize>) {
     let mut pos = MAGIC.len();
+    // The open group: where its GROUP record is, APPENDs still to come.
+    let mut group: Option<(usize, u32)> = None;
     loop {
+        let open = group.map(|(at, _)| at);
         match format::read_record(buf, pos, u32::MAX) {
-            Ok(None) => return (pos, None),
-            Err(d) => return (pos, Some(d.as_str())),
+            Ok(None) => return (pos, None, open),
+            Err(d) => return (pos, Some(d.as_str()), open),
             Ok(Some((entry, n))) => {
                 match entry {
+                    Entry::Group(count) => group = (count > 0).then_some((pos, count)),
                     Entry::Append(rec) => {
                         scan.max_seq = scan.max_seq.max(rec.seq);
                         let size = rec.encoded_len();
                         scan.books.put(id, rec, size);
+                        group = group.and_then(|(at, left)| (left > 1).then_some((at, left - 1)));
                     }
                     Entry::Remove(seq) => {
                         scan.max_seq = scan.max_seq.max(seq);

@@ -22,6 +22,8 @@ pub(crate) enum Op {
     Append(Record),
     Remove(u64),
     Deliver(u64),
+    /// The next `n` appends are one group (see `Journal::append_group`).
+    Group(u32),
     /// Delete segment `id` once the batch is on disk.
     Delete(u64),
 }
@@ -282,6 +284,7 @@ impl Writer {
                     Op::Append(r) => format::put_append(&mut buf, r),
                     Op::Remove(s) => format::put_seq(&mut buf, KIND_REMOVE, *s),
                     Op::Deliver(s) => format::put_seq(&mut buf, KIND_DELIVER, *s),
+                    Op::Group(n) => format::put_group(&mut buf, *n),
                     Op::Delete(id) => deletes.push(*id),
                     Op::Roll(id) => {
                         let f = new_file.as_ref().unwrap_or(&self.file);

@@ -664,3 +664,72 @@ fn a_delivery_record_outlives_nothing_it_counts_for() {
     assert_eq!(r.messages.len(), 1);
     assert_eq!(r.messages[0].deliveries, 1, "the delivery count survived");
 }
+
+/// A group (one commit's messages: a transaction) comes back whole or not
+/// at all: a write torn anywhere inside it drops all of it, also the
+/// version it replaced comes back; a group the log went on after is kept.
+#[test]
+fn a_group_torn_anywhere_comes_back_whole_or_not_at_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let (mut j, _, rx) = open(&base, JournalOptions::default());
+    j.append(msg(1)).unwrap();
+    j.append(msg(2)).unwrap();
+    let t = j.commit();
+    wait(&j, &rx, t);
+    let before = j.stats().file_bytes;
+    // Message 2 moved (replaced, as to a dead-letter queue), 3..=5 new.
+    let mut moved = msg(2);
+    moved.queue = bytes::Bytes::from_static(b"/queue/dlq");
+    let group = vec![
+        (moved, true),
+        (msg(3), false),
+        (msg(4), false),
+        (msg(5), false),
+    ];
+    assert!(j.append_group(group).iter().all(Result::is_ok));
+    let t = j.commit();
+    wait(&j, &rx, t);
+    let full = j.stats().file_bytes;
+    drop(j);
+    let seg = segments(&base).pop().unwrap();
+    let name = seg.file_name().unwrap().to_owned();
+    for cut in (before + 1)..full {
+        let dir = tmp.path().join(format!("cut{cut}"));
+        copy_dir(&base, &dir);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(&name))
+            .unwrap();
+        f.set_len(cut).unwrap();
+        drop(f);
+        let (j, r, _rx) = open(&dir, JournalOptions::default());
+        let got: Vec<(u64, &[u8])> = r.messages.iter().map(|m| (m.seq, &m.queue[..])).collect();
+        assert_eq!(
+            got,
+            [(1, &b"/queue/q1"[..]), (2, &b"/queue/q2"[..])],
+            "torn at {cut}: the group goes whole, message 2 stays where it was"
+        );
+        assert_eq!(r.cuts.len(), 1, "at {cut}");
+        assert_eq!(r.cuts[0].offset, before, "at {cut}");
+        drop(j);
+        let (_j, r, _rx) = open(&dir, JournalOptions::default());
+        assert!(r.cuts.is_empty(), "cut for good at {cut}");
+        assert_eq!(r.messages.len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // Whole, and then more: all of it.
+    let (mut j, r, rx) = open_raw(&base, JournalOptions::default());
+    assert_eq!(
+        r.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(&r.messages[1].queue[..], b"/queue/dlq");
+    j.append(msg(6)).unwrap();
+    let t = j.commit();
+    wait(&j, &rx, t);
+    drop(j);
+    let (_j, r, _rx) = open_raw(&base, JournalOptions::default());
+    assert_eq!(r.messages.len(), 6);
+    assert!(r.cuts.is_empty());
+}

@@ -103,6 +103,10 @@ pub struct DurableStore {
     pending: Vec<Option<StoredMessage>>,
     /// Where each pending message is in `pending`.
     pending_at: std::collections::HashMap<u64, usize>,
+    /// Transactions of this turn: ranges of `pending` written as groups.
+    groups: Vec<std::ops::Range<usize>>,
+    /// Where in `pending` the open transaction began.
+    group_start: Option<usize>,
     /// Removals of this turn, written after its appends: a crash that tears
     /// the group keeps a message twice rather than not at all, and a
     /// message removed and appended again in one turn (moved to a
@@ -126,6 +130,47 @@ impl std::fmt::Debug for DurableStore {
 }
 
 impl DurableStore {
+    /// Hands one unit of this turn's messages to the journal: a
+    /// transaction's as one group, or a single message. `removes` are this
+    /// turn's removals; a message removed and appended again is a move
+    /// (one record), and leaves them.
+    fn write_unit(
+        &mut self,
+        unit: Vec<StoredMessage>,
+        removes: &mut std::collections::HashSet<u64>,
+    ) {
+        let about: Vec<(u64, ByteString, usize)> = unit
+            .iter()
+            .map(|m| (m.seq, m.queue.clone(), m.body.len()))
+            .collect();
+        let records = unit
+            .into_iter()
+            .map(|m| {
+                let moved = removes.remove(&m.seq);
+                let record = Record {
+                    queue: m.queue.as_bytes().clone(),
+                    seq: m.seq,
+                    headers: encode_headers(&m.headers),
+                    body: m.body,
+                    deliveries: m.deliveries,
+                };
+                (record, moved)
+            })
+            .collect();
+        let written = self.journal.append_group(records);
+        for ((seq, queue, len), written) in about.into_iter().zip(written) {
+            if let Err(e) = written {
+                tracing::error!("message {seq} to {} not stored: {e}", &*queue);
+                self.append_error.get_or_insert(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "a message of {len} bytes could not be stored: {e} (a message must fit in one journal segment: raise --segment-size)"
+                    ),
+                ));
+            }
+        }
+    }
+
     /// Creates `dir` if needed, locks it against a second broker, and opens
     /// the journal in it (reading back what is there; a torn or damaged
     /// tail is cut off with a log line).
@@ -182,6 +227,8 @@ impl DurableStore {
             events,
             pending: Vec::new(),
             pending_at: Default::default(),
+            groups: Vec::new(),
+            group_start: None,
             removes: Vec::new(),
             append_error: None,
             _lock: lock,
@@ -330,30 +377,19 @@ impl Store for DurableStore {
     fn commit(&mut self) -> io::Result<u64> {
         self.pending_at.clear();
         let mut removes: std::collections::HashSet<u64> = self.removes.iter().copied().collect();
-        for m in std::mem::take(&mut self.pending).into_iter().flatten() {
-            let len = m.body.len();
-            let record = Record {
-                queue: m.queue.as_bytes().clone(),
-                seq: m.seq,
-                headers: encode_headers(&m.headers),
-                body: m.body,
-                deliveries: m.deliveries,
-            };
-            // Removed this turn and appended again: a move, one record.
-            let written = if removes.remove(&m.seq) {
-                self.journal.replace(record)
-            } else {
-                self.journal.append(record)
-            };
-            if let Err(e) = written {
-                tracing::error!("message {} to {} not stored: {e}", m.seq, &*m.queue);
-                self.append_error.get_or_insert(io::Error::new(
-                    e.kind(),
-                    format!(
-                        "a message of {} bytes could not be stored: {e} (a message must fit in one journal segment: raise --segment-size)",
-                        len
-                    ),
-                ));
+        // One unit per transaction (a group: all or nothing after a crash),
+        // one per other message.
+        let mut groups = std::mem::take(&mut self.groups).into_iter().peekable();
+        let mut unit = Vec::new();
+        let mut group_end = None;
+        for (i, m) in std::mem::take(&mut self.pending).into_iter().enumerate() {
+            if group_end.is_none() && groups.peek().is_some_and(|g| g.start == i) {
+                group_end = groups.next().map(|g| g.end);
+            }
+            unit.extend(m);
+            if group_end.is_none_or(|end| i + 1 == end) {
+                group_end = None;
+                self.write_unit(std::mem::take(&mut unit), &mut removes);
             }
         }
         for seq in std::mem::take(&mut self.removes) {
@@ -365,6 +401,18 @@ impl Store for DurableStore {
         match self.append_error.take() {
             Some(e) => Err(e),
             None => Ok(ticket),
+        }
+    }
+
+    fn begin_group(&mut self) {
+        self.group_start = Some(self.pending.len());
+    }
+
+    fn end_group(&mut self) {
+        if let Some(start) = self.group_start.take()
+            && self.pending.len() > start + 1
+        {
+            self.groups.push(start..self.pending.len());
         }
     }
 

@@ -78,6 +78,12 @@ pub trait Store: Send {
     fn delivered(&mut self, _queue: &str, _seq: u64) -> io::Result<()> {
         Ok(())
     }
+    /// The appends until [`end_group`](Store::end_group) are one
+    /// transaction's (its COMMIT): a durable store brings back all of them or
+    /// none after a crash.
+    fn begin_group(&mut self) {}
+    /// Ends the group [`begin_group`](Store::begin_group) began.
+    fn end_group(&mut self) {}
     /// Whether RECEIPTs must wait for [`durable_ticket`](Store::durable_ticket).
     fn is_durable(&self) -> bool {
         false
