@@ -422,6 +422,7 @@ impl Engine {
         let command = frame.command;
         // Where this frame's RECEIPT goes: before what the frame causes.
         let mark = s.popped + s.outbox.len() as u64;
+        let changes = self.store.changes();
         let rate = self.cfg.max_frame_rate;
         if rate > 0 && phase != Phase::Closing {
             if now.saturating_duration_since(s.rate_since) >= Duration::from_secs(1) {
@@ -476,7 +477,11 @@ impl Engine {
                     && !matches!(command, Command::Connect | Command::Stomp)
                 {
                     let s = &mut self.sessions[conn];
-                    if self.durable {
+                    // A frame that changed nothing on disk (SUBSCRIBE, BEGIN,
+                    // a SEND to a topic) is answered at once, unless RECEIPTs
+                    // before it still wait: they stay in order.
+                    let wrote = self.store.changes() != changes;
+                    if self.durable && (wrote || s.held > 0) {
                         s.held += 1;
                         s.gates.push_back(mark);
                         self.held.push((conn, s.serial, r));

@@ -865,6 +865,9 @@ impl crate::store::Store for FakeDurable {
     fn is_durable(&self) -> bool {
         true
     }
+    fn changes(&self) -> u64 {
+        self.log.lock().unwrap().len() as u64
+    }
     fn commit(&mut self) -> std::io::Result<u64> {
         self.next += 1;
         Ok(self.next)
@@ -906,10 +909,27 @@ fn durable_store_holds_receipts_until_their_group_is_on_disk() {
     assert_eq!(old.headers.get("redelivered"), Some("true"));
     assert_eq!(&old.body[..], b"from before");
 
+    // Frames that change nothing on disk are answered at once (a full
+    // disk does not hold them up).
+    let other = h.connect("1.2");
+    h.frame(other, Frame::begin("t").header("receipt", "b"));
+    h.frame(
+        other,
+        Frame::subscribe("s", "/queue/empty", AckMode::Auto).header("receipt", "s"),
+    );
+    let ids: Vec<_> = h
+        .frames(other)
+        .iter()
+        .map(|f| f.receipt_id().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["b", "s"], "no wait for the disk");
+
     h.frame(
         c,
         Frame::send("/queue/new").header("receipt", "r1").body("x"),
     );
+    // After a RECEIPT that waits, the next waits too (they stay in order).
+    h.frame(c, Frame::begin("t2").header("receipt", "b2"));
     h.frame(c, Frame::disconnect().header("receipt", "bye"));
     assert!(h.frames(c).is_empty(), "not before the commit");
     h.e.flush_store(h.now); // ticket 1 for this turn
@@ -919,7 +939,7 @@ fn durable_store_holds_receipts_until_their_group_is_on_disk() {
     h.e.flush_store(h.now);
     let got = h.frames(c);
     let ids: Vec<_> = got.iter().map(|f| f.receipt_id().unwrap()).collect();
-    assert_eq!(ids, ["r1", "bye"]);
+    assert_eq!(ids, ["r1", "b2", "bye"]);
     assert!(h.e.should_close(c, 0));
     assert!(
         log.lock()

@@ -103,6 +103,8 @@ pub struct DurableStore {
     pending: Vec<Option<StoredMessage>>,
     /// Where each pending message is in `pending`.
     pending_at: std::collections::HashMap<u64, usize>,
+    /// Appends, removals and deliveries handed over so far (`Store::changes`).
+    changes: u64,
     /// Transactions of this turn: ranges of `pending` written as groups.
     groups: Vec<std::ops::Range<usize>>,
     /// Where in `pending` the open transaction began.
@@ -227,6 +229,7 @@ impl DurableStore {
             events,
             pending: Vec::new(),
             pending_at: Default::default(),
+            changes: 0,
             groups: Vec::new(),
             group_start: None,
             removes: Vec::new(),
@@ -333,6 +336,7 @@ impl Store for DurableStore {
         }
         // Held until the turn's commit: a message consumed in the same turn
         // (an auto-ack subscriber was waiting) is never written at all.
+        self.changes += 1;
         self.pending_at.insert(m.seq, self.pending.len());
         self.pending.push(Some(m.clone()));
         Ok(())
@@ -352,14 +356,17 @@ impl Store for DurableStore {
 
     fn remove(&mut self, _queue: &str, seq: u64) -> io::Result<()> {
         if let Some(at) = self.pending_at.remove(&seq) {
+            self.changes += 1;
             self.pending[at] = None;
         } else if self.journal.contains(seq) {
+            self.changes += 1;
             self.removes.push(seq);
         }
         Ok(())
     }
 
     fn delivered(&mut self, _queue: &str, seq: u64) -> io::Result<()> {
+        self.changes += 1;
         if let Some(&at) = self.pending_at.get(&seq) {
             if let Some(m) = self.pending[at].as_mut() {
                 m.deliveries += 1;
@@ -372,6 +379,10 @@ impl Store for DurableStore {
 
     fn is_durable(&self) -> bool {
         true
+    }
+
+    fn changes(&self) -> u64 {
+        self.changes
     }
 
     fn commit(&mut self) -> io::Result<u64> {

@@ -84,6 +84,11 @@ pub trait Store: Send {
     fn begin_group(&mut self) {}
     /// Ends the group [`begin_group`](Store::begin_group) began.
     fn end_group(&mut self) {}
+    /// Changes (appends, removals, deliveries) handed to the store so far:
+    /// a frame that changed nothing need not wait for the disk.
+    fn changes(&self) -> u64 {
+        0
+    }
     /// Whether RECEIPTs must wait for [`durable_ticket`](Store::durable_ticket).
     fn is_durable(&self) -> bool {
         false
