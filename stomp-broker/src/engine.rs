@@ -477,6 +477,9 @@ impl Engine {
                     && !matches!(command, Command::Connect | Command::Stomp)
                 {
                     let s = &mut self.sessions[conn];
+                    // The frame may have emptied its own outbox (a slow
+                    // topic subscriber cut off while publishing to it).
+                    let mark = mark.min(s.popped + s.outbox.len() as u64);
                     // A frame that changed nothing on disk (SUBSCRIBE, BEGIN,
                     // a SEND to a topic) is answered at once, unless RECEIPTs
                     // before it still wait: they stay in order.
@@ -1959,7 +1962,10 @@ fn release_receipt(
     let out = Output::Frame(Frame::receipt(r));
     let est = estimate(&out);
     s.queued += est;
-    let at = usize::try_from(gate - s.popped).expect("a gate is within the outbox");
+    // A gate is within the outbox (`check_invariants`); clamped all the same.
+    let at = usize::try_from(gate.saturating_sub(s.popped))
+        .unwrap_or(usize::MAX)
+        .min(s.outbox.len());
     s.outbox.insert(at, (out, est));
     // Later gates sit after it: one more entry before them.
     for g in &mut s.gates {

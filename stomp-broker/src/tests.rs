@@ -685,6 +685,38 @@ fn slow_topic_consumer_is_disconnected_or_dropped() {
     }
 }
 
+/// A connection cut off as a slow subscriber of the topic it is publishing
+/// to, with receipts: its outbox is emptied of topic messages while its own
+/// SEND is handled, and the SEND's RECEIPT still finds its place.
+#[test]
+fn a_slow_subscriber_cut_while_publishing_to_its_topic_with_receipts() {
+    let mut h = H::with(Config {
+        max_write_backlog: 1000,
+        ..Config::default()
+    });
+    let c = h.connect("1.2");
+    h.sub(c, "s", "/topic/self", AckMode::Auto);
+    h.frames(c);
+    for round in 0..20 {
+        if round == 5 {
+            h.advance(Config::default().slow_consumer_timeout);
+        }
+        h.frame(
+            c,
+            Frame::send("/topic/self")
+                .header("receipt", format!("r{round}"))
+                .body("x".repeat(100)),
+        );
+    }
+    assert!(h.e.is_closing(c));
+    let got = h.frames(c);
+    assert!(
+        got.iter().any(|f| f.command == Command::Error),
+        "{:?}",
+        got.iter().map(|f| f.command).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn topic_burst_pauses_producer_instead_of_cutting_a_reading_subscriber() {
     let mut h = H::with(Config {
