@@ -7,18 +7,27 @@
 //! path. Limits are tiny so backpressure, slow consumers, prefetch windows
 //! and dead-lettering happen often.
 //!
+//! Half the inputs run on a store like the journal (`SlowDisk`): RECEIPTs
+//! wait for commits that the input makes durable, or fails, when it likes.
+//!
 //! Checks: no panic, and after every step `Engine::check_invariants`: a
 //! message is never both queued and awaiting ack (nor twice anywhere);
 //! messages accepted = consumed (acked / auto) + queued (dead-letter queues
 //! included) + in flight; memory counters match the messages held;
-//! subscriptions are registered on both sides.
+//! subscriptions are registered on both sides; RECEIPT gates lie inside
+//! the outbox.
 #![no_main]
 
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use stomp_broker::auth::AllowAll;
 use stomp_broker::engine::{ConnId, Engine};
+use stomp_broker::store::{Recovery, Store, StoredMessage};
 use stomp_broker::{Config, Output, SlowConsumerPolicy};
 use stomp_frame::bytes::BytesMut;
 use stomp_frame::{AckMode, Command, Frame, Version};
@@ -35,12 +44,80 @@ const DESTS: [&str; 6] = [
 #[derive(Arbitrary, Debug)]
 enum Op {
     Open,
-    Connect { conn: u8, version: u8, hb: (u8, u8) },
-    Frame { conn: u8, frame: F, receipt: bool },
-    Raw { conn: u8, bytes: Vec<u8> },
-    Drain { conn: u8, unwritten: u16 },
-    Close { conn: u8 },
-    Advance { ms: u16 },
+    Connect {
+        conn: u8,
+        version: u8,
+        hb: (u8, u8),
+    },
+    Frame {
+        conn: u8,
+        frame: F,
+        receipt: bool,
+    },
+    Raw {
+        conn: u8,
+        bytes: Vec<u8>,
+    },
+    Drain {
+        conn: u8,
+        unwritten: u16,
+    },
+    Close {
+        conn: u8,
+    },
+    Advance {
+        ms: u16,
+    },
+    /// The disk finishes every commit so far, or fails them.
+    Disk {
+        fail: bool,
+    },
+}
+
+/// Commits on a disk that the input drives: RECEIPTs wait, as on the
+/// journal, until `Op::Disk` makes the commits so far durable or failed.
+struct SlowDisk {
+    changes: u64,
+    issued: Arc<AtomicU64>,
+    durable: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+impl Store for SlowDisk {
+    fn name(&self) -> &'static str {
+        "fuzz"
+    }
+    fn recover(&mut self) -> io::Result<Recovery> {
+        Ok(Recovery::default())
+    }
+    fn append(&mut self, _: &StoredMessage) -> io::Result<()> {
+        self.changes += 1;
+        Ok(())
+    }
+    fn remove(&mut self, _: &str, _: u64) -> io::Result<()> {
+        self.changes += 1;
+        Ok(())
+    }
+    fn delivered(&mut self, _: &str, _: u64) -> io::Result<()> {
+        self.changes += 1;
+        Ok(())
+    }
+    fn changes(&self) -> u64 {
+        self.changes
+    }
+    fn is_durable(&self) -> bool {
+        true
+    }
+    fn commit(&mut self) -> io::Result<u64> {
+        Ok(self.issued.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+    fn durable_ticket(&self) -> u64 {
+        self.durable.load(Ordering::SeqCst)
+    }
+    fn failed_ticket(&mut self) -> Option<(u64, String)> {
+        let f = self.failed.swap(0, Ordering::SeqCst);
+        (f > 0).then(|| (f, "disk full".to_owned()))
+    }
 }
 
 #[derive(Arbitrary, Debug)]
@@ -145,7 +222,8 @@ fn build(f: F, c: &Conn) -> Frame {
     }
 }
 
-fuzz_target!(|ops: Vec<Op>| {
+fuzz_target!(|input: (bool, Vec<Op>)| {
+    let (durable, ops) = input;
     let cfg = Config {
         prefetch: 3,
         max_deliveries: 3,
@@ -161,7 +239,20 @@ fuzz_target!(|ops: Vec<Op>| {
         max_header_line: 512,
         ..Config::default()
     };
-    let mut e = Engine::new(cfg);
+    let issued = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut e = if durable {
+        let disk = SlowDisk {
+            changes: 0,
+            issued: issued.clone(),
+            durable: done.clone(),
+            failed: failed.clone(),
+        };
+        Engine::with_parts(cfg, Box::new(disk), Box::new(AllowAll))
+    } else {
+        Engine::new(cfg)
+    };
     let mut now = Instant::now();
     let mut conns: Vec<Conn> = Vec::new();
     for op in ops.into_iter().take(400) {
@@ -251,7 +342,17 @@ fuzz_target!(|ops: Vec<Op>| {
                 now += Duration::from_millis(ms as u64 % 5000);
                 e.handle_timeout(now);
             }
+            Op::Disk { fail } => {
+                let top = issued.load(Ordering::SeqCst);
+                if fail {
+                    failed.store(top, Ordering::SeqCst);
+                } else {
+                    done.store(top, Ordering::SeqCst);
+                }
+            }
         }
+        // As the driver does once per turn.
+        e.flush_store(now);
         if let Err(why) = e.check_invariants() {
             panic!("invariant broken: {why}");
         }

@@ -170,7 +170,7 @@ impl Journal {
             .map(|((r, _), _)| r)
             .collect();
         let bytes = GROUP_RECORD + taken.iter().map(Record::encoded_len).sum::<u64>();
-        if taken.len() > 1 && bytes <= self.opts.segment_size - MAGIC.len() as u64 {
+        if taken.len() > 1 && bytes <= self.opts.segment_size.saturating_sub(MAGIC.len() as u64) {
             let used = self.books.segs.get(&self.active).map_or(0, |s| s.bytes);
             if used + bytes > self.opts.segment_size {
                 self.roll();
