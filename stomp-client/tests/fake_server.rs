@@ -76,21 +76,29 @@ fn late_first_heart_beat_like_activemq_is_tolerated() {
     server.join();
 }
 
+/// In 1.0 too: RabbitMQ and ActiveMQ answer a 1.0 CONNECT's `heart-beat`
+/// and close a connection that stays silent.
 #[test]
 fn client_sends_heart_beats_at_the_negotiated_interval() {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let server = FakeServer::start(1, move |_, mut peer| {
-        let connect = peer.handshake(Version::V1_2, "0,100");
-        tx.send((connect, peer.count_beats(Duration::from_millis(1000))))
-            .unwrap();
-    });
-    let client = Client::connect(opts(&server).heart_beat(100, 0)).unwrap();
-    let (connect, beats) = rx.recv_timeout(S5).unwrap();
-    assert_eq!(connect.headers.get("heart-beat"), Some("100,0"));
-    // One every ~90 ms for a second: about 11; the broker needs >= 1 per 100 ms.
-    assert!((6..=16).contains(&beats), "{beats} beats in 1 s");
-    drop(client);
-    server.join();
+    for version in [Version::V1_2, Version::V1_0] {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let server = FakeServer::start(1, move |_, mut peer| {
+            let connect = peer.handshake(version, "0,100");
+            tx.send((connect, peer.count_beats(Duration::from_millis(1000))))
+                .unwrap();
+        });
+        let client =
+            Client::connect(opts(&server).versions(&[version]).heart_beat(100, 0)).unwrap();
+        assert_eq!(client.version(), version);
+        let info = client.session_info().unwrap();
+        assert_eq!(info.heart_beat.send, Some(Duration::from_millis(100)));
+        let (connect, beats) = rx.recv_timeout(S5).unwrap();
+        assert_eq!(connect.headers.get("heart-beat"), Some("100,0"));
+        // One every ~90 ms for a second: about 11; the broker needs >= 1 per 100 ms.
+        assert!((6..=16).contains(&beats), "{version}: {beats} beats in 1 s");
+        drop(client);
+        server.join();
+    }
 }
 
 #[test]
@@ -495,28 +503,6 @@ fn a_failed_subscribe_is_taken_back() {
     let next = rx.recv_timeout(S5).unwrap();
     assert_eq!(next.command, Command::Unsubscribe, "{next:?}");
     assert_eq!(next.id(), sub.id());
-    drop(client);
-    server.join();
-}
-
-/// RabbitMQ and ActiveMQ answer a 1.0 CONNECT's `heart-beat` and close a
-/// connection that stays silent: the client beats in 1.0 too.
-#[test]
-fn heart_beats_in_1_0_when_the_broker_answers_them() {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let server = FakeServer::start(1, move |_, mut peer| {
-        let connect = peer.handshake(Version::V1_0, "0,100");
-        tx.send((connect, peer.count_beats(Duration::from_millis(1000))))
-            .unwrap();
-    });
-    let client =
-        Client::connect(opts(&server).versions(&[Version::V1_0]).heart_beat(100, 0)).unwrap();
-    assert_eq!(client.version(), Version::V1_0);
-    let info = client.session_info().unwrap();
-    assert_eq!(info.heart_beat.send, Some(Duration::from_millis(100)));
-    let (connect, beats) = rx.recv_timeout(S5).unwrap();
-    assert_eq!(connect.headers.get("heart-beat"), Some("100,0"));
-    assert!((6..=16).contains(&beats), "{beats} beats in 1 s");
     drop(client);
     server.join();
 }
