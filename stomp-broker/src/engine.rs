@@ -1955,33 +1955,37 @@ fn release_receipt(
     r: ByteString,
     now: Instant,
 ) {
-    let Some(gate) = s.gates.pop_front() else {
-        push_to(dirty, s, conn, Output::Frame(Frame::receipt(r)), now);
-        return;
+    let at = match s.gates.pop_front() {
+        Some(gate) => {
+            // Later gates sit after it: one more entry before them.
+            for g in &mut s.gates {
+                *g += 1;
+            }
+            // A gate is within the outbox (`check_invariants`); clamped all
+            // the same.
+            usize::try_from(gate.saturating_sub(s.popped)).unwrap_or(usize::MAX)
+        }
+        None => usize::MAX,
     };
-    let out = Output::Frame(Frame::receipt(r));
-    let est = estimate(&out);
-    s.queued += est;
-    // A gate is within the outbox (`check_invariants`); clamped all the same.
-    let at = usize::try_from(gate.saturating_sub(s.popped))
-        .unwrap_or(usize::MAX)
-        .min(s.outbox.len());
-    s.outbox.insert(at, (out, est));
-    // Later gates sit after it: one more entry before them.
-    for g in &mut s.gates {
-        *g += 1;
-    }
-    s.last_write = now;
-    if !s.dirty {
-        s.dirty = true;
-        dirty.push(conn);
-    }
+    insert_at(dirty, s, conn, at, Output::Frame(Frame::receipt(r)), now);
 }
 
 fn push_to(dirty: &mut Vec<ConnId>, s: &mut Session, conn: ConnId, out: Output, now: Instant) {
+    insert_at(dirty, s, conn, usize::MAX, out, now);
+}
+
+/// Queues `out` at position `at` of the outbox (its end, at most).
+fn insert_at(
+    dirty: &mut Vec<ConnId>,
+    s: &mut Session,
+    conn: ConnId,
+    at: usize,
+    out: Output,
+    now: Instant,
+) {
     let est = estimate(&out);
     s.queued += est;
-    s.outbox.push_back((out, est));
+    s.outbox.insert(at.min(s.outbox.len()), (out, est));
     s.last_write = now;
     if !s.dirty {
         s.dirty = true;
