@@ -25,6 +25,9 @@ pub struct Journal {
     active: u64,
     ops: Vec<Op>,
     op_bytes: usize,
+    /// Set while a group is placed: its records stay in one segment, however
+    /// big it grows.
+    unbounded: bool,
     ticket: u64,
     shared: Arc<Shared>,
     notify: Arc<dyn Fn(CommitEvent) + Send + Sync>,
@@ -104,6 +107,7 @@ impl Journal {
             active: scan.active,
             ops: Vec::new(),
             op_bytes: 0,
+            unbounded: false,
             ticket: 0,
             shared,
             notify,
@@ -155,9 +159,9 @@ impl Journal {
     /// those calls would, and the group is the ones taken.
     ///
     /// The group is written into one segment: the active one is closed
-    /// first when the group would not fit in what is left of it. A group
-    /// bigger than a whole segment is written as separate appends, and is
-    /// not all-or-nothing.
+    /// first when the group would not fit in what is left of it, and a
+    /// group bigger than a whole segment makes that segment as big as it
+    /// needs (the next append starts a new one).
     pub fn append_group(&mut self, records: Vec<(Record, bool)>) -> Vec<io::Result<()>> {
         let results: Vec<io::Result<()>> = records
             .iter()
@@ -170,19 +174,20 @@ impl Journal {
             .map(|((r, _), _)| r)
             .collect();
         let bytes = GROUP_RECORD + taken.iter().map(Record::encoded_len).sum::<u64>();
-        if taken.len() > 1 && bytes <= self.opts.segment_size.saturating_sub(MAGIC.len() as u64) {
+        let group = taken.len() > 1 && u32::try_from(taken.len()).is_ok();
+        if group {
             let used = self.books.segs.get(&self.active).map_or(0, |s| s.bytes);
-            if used + bytes > self.opts.segment_size {
+            if used + bytes > self.opts.segment_size && used > MAGIC.len() as u64 {
                 self.roll();
             }
             self.place(GROUP_RECORD);
-            self.ops.push(Op::Group(
-                u32::try_from(taken.len()).expect("fits a segment"),
-            ));
+            self.ops.push(Op::Group(taken.len() as u32));
+            self.unbounded = true;
         }
         for r in taken {
             self.put(r);
         }
+        self.unbounded = false;
         results
     }
 
@@ -333,7 +338,7 @@ impl Journal {
     /// when the active one would grow past the segment size.
     fn place(&mut self, size: u64) -> u64 {
         let bytes = self.books.segs.get(&self.active).map_or(0, |s| s.bytes);
-        if bytes + size > self.opts.segment_size && bytes > MAGIC.len() as u64 {
+        if bytes + size > self.opts.segment_size && bytes > MAGIC.len() as u64 && !self.unbounded {
             self.roll();
         }
         self.books

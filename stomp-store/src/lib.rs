@@ -153,7 +153,9 @@ pub type Notify = Box<dyn Fn(CommitEvent) + Send + 'static>;
 #[derive(Clone)]
 pub struct JournalOptions {
     /// A new segment file is started when a record would make the active one
-    /// bigger than this (default 64 MiB). A single record may not be bigger.
+    /// bigger than this (default 64 MiB). A single record may not be bigger;
+    /// a group ([`Journal::append_group`]) makes its segment as big as it
+    /// needs.
     pub segment_size: u64,
     /// The writer keeps up to this many bytes of zeros written ahead of the
     /// data in the active segment (default 4 MiB, never past

@@ -696,13 +696,7 @@ fn a_group_torn_anywhere_comes_back_whole_or_not_at_all() {
     let name = seg.file_name().unwrap().to_owned();
     for cut in (before + 1)..full {
         let dir = tmp.path().join(format!("cut{cut}"));
-        copy_dir(&base, &dir);
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join(&name))
-            .unwrap();
-        f.set_len(cut).unwrap();
-        drop(f);
+        copy_cut(&base, &dir, &name, cut);
         let (j, r, _rx) = open(&dir, JournalOptions::default());
         let got: Vec<(u64, &[u8])> = r.messages.iter().map(|m| (m.seq, &m.queue[..])).collect();
         assert_eq!(
@@ -732,4 +726,54 @@ fn a_group_torn_anywhere_comes_back_whole_or_not_at_all() {
     let (_j, r, _rx) = open_raw(&base, JournalOptions::default());
     assert_eq!(r.messages.len(), 6);
     assert!(r.cuts.is_empty());
+}
+
+/// A group bigger than a segment still goes in one segment (which grows to
+/// hold it), so it too comes back whole or not at all; the next append
+/// starts a new segment.
+#[test]
+fn a_group_bigger_than_a_segment_stays_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let (mut j, _, rx) = open(&base, small(1024));
+    j.append(msg(1)).unwrap();
+    let t = j.commit();
+    wait(&j, &rx, t);
+    let group: Vec<_> = (2..=20).map(|s| (msg(s), false)).collect();
+    let bytes: u64 = group.iter().map(|(r, _)| r.encoded_len()).sum();
+    assert!(bytes > 2 * 1024, "the group is bigger than a segment");
+    assert!(j.append_group(group).iter().all(Result::is_ok));
+    let t = j.commit();
+    wait(&j, &rx, t);
+    drop(j);
+    let segs = segments(&base);
+    assert_eq!(segs.len(), 2, "message 1's segment, then the group's");
+    let group_seg = segs[1].clone();
+    let written = data_bytes(&base) - data_bytes_of(&segs[0]);
+    assert!(written > bytes, "the whole group is in the second segment");
+    let name = group_seg.file_name().unwrap().to_owned();
+    for cut in (16..written).step_by(61) {
+        let dir = tmp.path().join(format!("cut{cut}"));
+        copy_cut(&base, &dir, &name, cut);
+        let (_j, r, _rx) = open(&dir, small(1024));
+        let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(got, [1], "torn at {cut}: none of the group");
+        drop(_j);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    let (mut j, r, rx) = open(&base, small(1024));
+    assert_eq!(r.messages.len(), 20);
+    j.append(msg(21)).unwrap();
+    let t = j.commit();
+    wait(&j, &rx, t);
+    drop(j);
+    assert_eq!(segments(&base).len(), 3, "the next append starts a segment");
+    let (_j, r, _rx) = open(&base, small(1024));
+    assert_eq!(r.messages.len(), 21);
+}
+
+/// Bytes of one segment file up to its last byte that is not zero.
+fn data_bytes_of(p: &std::path::Path) -> u64 {
+    let b = std::fs::read(p).unwrap();
+    b.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1) as u64
 }

@@ -111,3 +111,14 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
     }
 }
+
+/// Copies the segment files of `from` into `to`, with segment `name` cut
+/// to `len` bytes (a write torn there).
+pub fn copy_cut(from: &Path, to: &Path, name: &std::ffi::OsStr, len: u64) {
+    copy_dir(from, to);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(to.join(name))
+        .unwrap();
+    f.set_len(len).unwrap();
+}
