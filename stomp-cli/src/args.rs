@@ -295,7 +295,9 @@ Scenario names follow the classic STOMP benchmark: 128b_1a_1queue_1 is a
 means persistent with receipts, `r` receipts without persistence.
 Latency is the consumer's receive time minus the send time carried in a
 header (same process, monotonic clock); loss and duplicates come from
-per-producer sequence numbers.";
+per-producer sequence numbers. Ctrl-C stops the producers and reports what
+was measured until then (\"interrupted\": true in --json); a second Ctrl-C
+quits at once.";
 
 /// `stomp bench`.
 #[derive(Debug, Clone, Args)]

@@ -149,6 +149,9 @@ pub fn histogram() -> Histogram<u64> {
 pub struct Report {
     /// Always `"load"`.
     pub mode: &'static str,
+    /// Stopped early by Ctrl-C (SIGINT or SIGTERM): the figures cover what
+    /// was sent until then.
+    pub interrupted: bool,
     /// Classic STOMP benchmark name, e.g. `128b_1a_1queue_1`.
     pub scenario: String,
     /// `--label`.
@@ -199,11 +202,16 @@ pub struct Report {
 fn human(r: &Report) -> String {
     let l = &r.latency_us;
     format!(
-        "{scenario}{label} against {broker} ({dest})\n\
+        "{interrupted}{scenario}{label} against {broker} ({dest})\n\
          sent {sent} in {send_s:.2} s ({send_rate:.0} msgs/s){confirmed}\n\
          received {received} of {expected} in {elapsed:.2} s: {rate:.0} msgs/s, {mb:.2} MB/s\n\
          lost {lost}, duplicated {dup}{foreign}\n\
          latency µs: p50 {p50:.0}  p90 {p90:.0}  p99 {p99:.0}  p99.9 {p999:.0}  max {max:.0}  (mean {mean:.0})\n",
+        interrupted = if r.interrupted {
+            "interrupted: the figures cover what was sent until Ctrl-C\n"
+        } else {
+            ""
+        },
         scenario = r.scenario,
         label = r
             .label
@@ -362,6 +370,8 @@ pub fn load(a: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
         error: std::sync::Mutex::new(None),
     });
     let ack: AckMode = a.ack.into();
+    // Ctrl-C stops the producers; what was measured until then is reported.
+    let interrupted = crate::interrupt_flag()?;
 
     // Consumers, each subscribed (confirmed by a receipt) before anything is sent.
     let mut consumers = Vec::new();
@@ -440,6 +450,9 @@ pub fn load(a: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
     let mut sent_per_producer = Vec::new();
     for p in producers {
         while !p.is_finished() {
+            if interrupted.load(Ordering::Relaxed) {
+                shared.stop_producers.store(true, Ordering::SeqCst);
+            }
             tick(&bar, &shared, total);
             thread::sleep(Duration::from_millis(50));
         }
@@ -533,6 +546,7 @@ pub fn load(a: &BenchArgs, target: &Target) -> anyhow::Result<Report> {
     let per_s = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
     Ok(Report {
         mode: "load",
+        interrupted: interrupted.load(Ordering::Relaxed),
         scenario: scenario_name(a),
         label: a.label.clone(),
         broker: target.address(),

@@ -66,10 +66,15 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 /// Sets a flag on SIGINT and SIGTERM (instead of dying), for commands that
-/// stop cleanly on Ctrl-C.
+/// stop cleanly on Ctrl-C. A second signal ends the process at once, with
+/// exit status 130.
 pub fn interrupt_flag() -> std::io::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, flag.clone())?;
+    for sig in [SIGINT, SIGTERM] {
+        // Runs before the flag is set: exits only if it was set already.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())?;
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
     Ok(flag)
 }

@@ -725,3 +725,37 @@ fn send_without_a_body_at_a_terminal_says_it_reads_stdin() {
     let (ok, shown) = t.finish();
     assert!(!ok, "nothing listens on port 1: {shown}");
 }
+
+#[test]
+fn bench_reports_what_it_measured_when_interrupted() {
+    let b = Broker::start();
+    let child = spawn(
+        &[
+            "bench",
+            "--url",
+            &b.url,
+            "--duration",
+            "60",
+            "--rate",
+            "2000",
+            "--json",
+        ],
+        None,
+    );
+    thread::sleep(Duration::from_millis(1500));
+    let k = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    // Far sooner than the 60 s asked for, with a report.
+    let o = finish(child, Duration::from_secs(15));
+    ok(&o);
+    let r = &json_lines(&o)[0];
+    assert_eq!(r["interrupted"], true);
+    let sent = r["sent"].as_u64().unwrap();
+    assert!(sent > 100 && sent < 60 * 2000, "sent {sent}");
+    assert_eq!(r["received"], sent);
+    assert_eq!(r["lost"], 0);
+    assert!(r["send_s"].as_f64().unwrap() < 30.0);
+}
