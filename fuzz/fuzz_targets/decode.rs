@@ -6,7 +6,7 @@
 //! Checks: no panic; after every `Ok(None)` the buffer holds at most
 //! `max_frame_len` bytes (so memory is bounded by the limit plus one read);
 //! the pieces decode to exactly what the whole stream decodes to, and fail
-//! iff it fails; every decoded frame re-encodes and decodes back to itself.
+//! iff it fails, with the same kind of error; every decoded frame re-encodes and decodes back to itself.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -80,9 +80,19 @@ fuzz_target!(|data: &[u8]| {
         pieces, whole,
         "split points changed what was decoded ({pieces_err:?} vs {whole_err:?})"
     );
+    // The same kind of error (and the same limit), whatever the splits.
+    let kind = |e: &Option<DecodeError>| {
+        e.as_ref().map(|e| {
+            let limit = match e {
+                DecodeError::LimitExceeded { limit, .. } => Some(*limit),
+                _ => None,
+            };
+            (std::mem::discriminant(e), limit)
+        })
+    };
     assert_eq!(
-        pieces_err.is_some(),
-        whole_err.is_some(),
+        kind(&pieces_err),
+        kind(&whole_err),
         "{pieces_err:?} vs {whole_err:?}"
     );
 
@@ -92,9 +102,10 @@ fuzz_target!(|data: &[u8]| {
         let mut out = BytesMut::new();
         match enc.encode(frame, &mut out) {
             Ok(()) => {}
-            // A value ending in CR in an unescaped 1.2 frame (CONNECT) decodes
-            // but has no unescaped encoding.
-            Err(EncodeError::Unencodable { .. }) => continue,
+            // A CR in an unescaped 1.2 frame (CONNECT) decodes but has no
+            // unescaped encoding; NACK and STOMP decode in 1.0 but are not
+            // written for it.
+            Err(EncodeError::Unencodable { .. } | EncodeError::NotInVersion { .. }) => continue,
             Err(e) => panic!("a decoded frame does not encode: {e}"),
         }
         let mut dec = Decoder::new(version);

@@ -8,7 +8,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use stomp_frame::bytes::BytesMut;
-use stomp_frame::{ContentLength, Decoder, EncodeError, Encoder, Frame, Item, Version};
+use stomp_frame::{Command, ContentLength, Decoder, EncodeError, Encoder, Frame, Item, Version};
 
 #[derive(Debug, Arbitrary)]
 struct Case {
@@ -49,6 +49,12 @@ fuzz_target!(|case: Case| {
     match enc.encode(&case.frame, &mut wire) {
         Ok(()) => {}
         Err(EncodeError::Unencodable { .. }) => {
+            assert_eq!(&wire[..], b"\n", "a failed encode appended bytes");
+            return;
+        }
+        Err(EncodeError::NotInVersion { command, version }) => {
+            assert_eq!(version, Version::V1_0);
+            assert!(matches!(command, Command::Nack | Command::Stomp));
             assert_eq!(&wire[..], b"\n", "a failed encode appended bytes");
             return;
         }

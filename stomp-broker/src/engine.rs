@@ -805,15 +805,27 @@ impl Engine {
         // 1.0 has no heart-beats, but a 1.0 CONNECT that asks for them gets
         // them, as from RabbitMQ and ActiveMQ (a malformed value there is
         // ignored: the header is not 1.0's).
-        let client_hb = match (version, frame.heart_beat()) {
-            (_, Ok(hb)) => hb,
-            (Version::V1_0, Err(_)) => HeartBeat::NONE,
-            (_, Err(e)) => return fail("invalid heart-beat header", e.to_string()),
+        // The CONNECT was decoded before the version was known: a 1.0
+        // client's padding (`login: guest`, as in 1.0's own example) is
+        // trimmed here, as the 1.0 decoder trims every later frame.
+        let value = |name: &str| {
+            let v = frame.headers.get(name);
+            if version == Version::V1_0 {
+                v.map(|v| v.trim_matches([' ', '\t', '\r']))
+            } else {
+                v
+            }
+        };
+        let client_hb = match (version, value(names::HEART_BEAT).map(str::parse)) {
+            (_, None) => HeartBeat::NONE,
+            (_, Some(Ok(hb))) => hb,
+            (Version::V1_0, Some(Err(_))) => HeartBeat::NONE,
+            (_, Some(Err(e))) => return fail("invalid heart-beat header", e.to_string()),
         };
         let creds = Credentials {
-            login: frame.login(),
-            passcode: frame.passcode(),
-            host: frame.host(),
+            login: value(names::LOGIN),
+            passcode: value(names::PASSCODE),
+            host: value(names::HOST),
         };
         if self.auth_offload && self.auth.is_slow() {
             // Checked on the driver's auth thread: the event loop goes on

@@ -1225,3 +1225,47 @@ fn a_transaction_cannot_hold_more_than_its_share_of_memory() {
     h.close(c);
     assert_eq!(h.e.memory(), 0, "the transaction went with its connection");
 }
+
+/// A 1.0 CONNECT is decoded before its version is known, without 1.0's
+/// trimming: the padding of 1.0's own example (`login: <username>`) is
+/// trimmed from the values the broker uses.
+#[test]
+fn padded_1_0_connect_values_are_trimmed() {
+    struct GuestOnly;
+    impl crate::auth::Authenticator for GuestOnly {
+        fn authenticate(
+            &self,
+            c: &crate::auth::Credentials<'_>,
+        ) -> Result<crate::auth::Principal, String> {
+            if (c.login, c.passcode, c.host) == (Some("guest"), Some("pw"), Some("vh")) {
+                Ok(crate::auth::Principal::default())
+            } else {
+                Err(format!("{:?} {:?} {:?}", c.login, c.passcode, c.host))
+            }
+        }
+    }
+    let mut h = H {
+        e: Engine::with_parts(
+            Config::default(),
+            Box::new(crate::store::MemoryStore),
+            Box::new(GuestOnly),
+        ),
+        now: Instant::now(),
+    };
+    let c = h.e.open(h.now);
+    h.raw(
+        c,
+        b"CONNECT\nlogin: guest\npasscode:pw \nhost:\tvh\nheart-beat: 0,0\n\n\0",
+    );
+    let got = h.frames(c);
+    assert_eq!(got[0].command, Command::Connected, "{got:?}");
+    assert_eq!(got[0].headers.get("version"), Some("1.0"));
+    // 1.2 keeps what it is sent: the padded login is refused.
+    let c = h.e.open(h.now);
+    h.raw(
+        c,
+        b"CONNECT\naccept-version:1.2\nlogin: guest\npasscode:pw\nhost:vh\n\n\0",
+    );
+    let got = h.frames(c);
+    assert_eq!(got[0].command, Command::Error, "{got:?}");
+}

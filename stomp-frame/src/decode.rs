@@ -153,6 +153,9 @@ pub struct Decoder {
     line_ends: Vec<usize>,
     /// The `receipt` header of the frame the last error was found in.
     failed_receipt: Option<String>,
+    /// A version set while a frame was half decoded: it applies from the
+    /// next frame on.
+    next_version: Option<Version>,
 }
 
 impl Decoder {
@@ -160,7 +163,10 @@ impl Decoder {
     ///
     /// A server that has not negotiated yet decodes CONNECT with
     /// [`Version::V1_2`] (CONNECT is never escaped) and calls
-    /// [`set_version`](Decoder::set_version) once it has.
+    /// [`set_version`](Decoder::set_version) once it has. A 1.0 client's
+    /// CONNECT (no `accept-version`) then keeps any padding around its
+    /// values, which 1.0's own example has (`login: <username>`): trim the
+    /// values it uses.
     pub fn new(version: Version) -> Decoder {
         Decoder::with_limits(version, Limits::DEFAULT)
     }
@@ -174,17 +180,24 @@ impl Decoder {
             position: 0,
             line_ends: Vec::new(),
             failed_receipt: None,
+            next_version: None,
         }
     }
 
-    /// The version whose rules apply.
+    /// The version whose rules apply (the one set last: a frame already
+    /// half decoded is finished under the rules it began with).
     pub fn version(&self) -> Version {
-        self.version
+        self.next_version.unwrap_or(self.version)
     }
 
     /// Switches to the negotiated version's rules, from the next frame on.
     pub fn set_version(&mut self, version: Version) {
-        self.version = version;
+        if matches!(self.state, State::Head { scanned: 0, .. }) {
+            self.version = version;
+            self.next_version = None;
+        } else {
+            self.next_version = Some(version);
+        }
     }
 
     /// The limits in force.
@@ -204,7 +217,7 @@ impl Decoder {
         match self.state {
             State::Body {
                 length: Some(n), ..
-            } => Some(n + 1),
+            } => Some(n.saturating_add(1)),
             _ => None,
         }
     }
@@ -213,7 +226,10 @@ impl Decoder {
     /// error was found in, when the decoder got far enough into it to see
     /// one: a server answers the error with an ERROR whose `receipt-id` is
     /// this (1.1 and 1.2 say it SHOULD). Best effort: the first `receipt`
-    /// line of the head, unescaped when its escapes are valid.
+    /// line of the head, unescaped when its escapes are valid. For an
+    /// unknown command, only the header lines already in the buffer when
+    /// the command line ended are looked at (the error does not wait for
+    /// more), so it depends on how the bytes were split.
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -258,12 +274,21 @@ impl Decoder {
     /// line and before the blank line, for
     /// [`failed_receipt`](Decoder::failed_receipt).
     fn receipt_in(version: Version, escaped: bool, head: &[u8]) -> Option<String> {
+        let v10 = version == Version::V1_0;
         let line = head
             .split(|&b| b == b'\n')
             .skip(1)
             .take_while(|l| !l.is_empty() && *l != b"\r")
-            .find_map(|l| l.strip_prefix(b"receipt:"))?;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+            .find_map(|l| {
+                let (name, value) = header_fields(l).ok()?.1;
+                let name = if v10 { trim_padding(name) } else { name };
+                (name == b"receipt").then_some(value)
+            })?;
+        let line = if v10 {
+            trim_padding(line)
+        } else {
+            line.strip_suffix(b"\r").unwrap_or(line)
+        };
         let value = ByteString::try_from(Bytes::copy_from_slice(line)).ok()?;
         if escaped && version >= Version::V1_1 {
             unescape(value.clone(), Some(names::RECEIPT), version, 0)
@@ -308,6 +333,51 @@ impl Decoder {
         }
     }
 
+    /// The first limit crossed by the line that starts at `start` and runs
+    /// to the end of `buf` (its LF not included), had the bytes come one at
+    /// a time: a command line too long for any command, a line over
+    /// `max_line_len` (a CR at the end does not count: it may be the start
+    /// of a CRLF), a head over `max_frame_len`.
+    fn crossing(
+        limits: &Limits,
+        position: u64,
+        buf: &[u8],
+        start: usize,
+        command_seen: bool,
+    ) -> Option<DecodeError> {
+        let limit = |limit, value, max| DecodeError::LimitExceeded {
+            limit,
+            value,
+            max,
+            offset: position,
+        };
+        let end = buf.len();
+        // Buffer lengths at which each would be seen.
+        let command_at = (!command_seen && end - start > Command::MAX_LEN + 1)
+            .then_some(start + Command::MAX_LEN + 2);
+        let line_at = start
+            .checked_add(limits.max_line_len)
+            .and_then(|at| at.checked_add(1 + usize::from(buf.get(at) == Some(&b'\r'))))
+            .filter(|&at| at <= end);
+        let frame_at = limits
+            .max_frame_len
+            .checked_add(1)
+            .filter(|&at| at > start && at <= end);
+        let first = [command_at, line_at, frame_at]
+            .into_iter()
+            .flatten()
+            .min()?;
+        Some(if command_at == Some(first) {
+            unknown_command(&buf[start..end], position)
+        } else if line_at == Some(first) {
+            let line = &buf[start..end];
+            let len = line.len() - usize::from(line.ends_with(b"\r"));
+            limit(Limit::LineLength, len, limits.max_line_len)
+        } else {
+            limit(Limit::FrameLength, end, limits.max_frame_len)
+        })
+    }
+
     fn decode_head(&mut self, buf: &mut BytesMut) -> Result<HeadProgress, DecodeError> {
         let State::Head {
             scanned,
@@ -319,6 +389,9 @@ impl Decoder {
             unreachable!("decode_head called in the body state");
         };
         if *scanned == 0 {
+            if let Some(v) = self.next_version.take() {
+                self.version = v;
+            }
             let eol = match buf.first() {
                 None => return Ok(HeadProgress::NeedMore),
                 Some(b'\n') => 1,
@@ -338,32 +411,27 @@ impl Decoder {
         }
         let limits = self.limits;
         loop {
-            let Some(i) = memchr(b'\n', &buf[*scanned..]) else {
+            let found = memchr(b'\n', &buf[*scanned..]);
+            // The line as far as it goes: to its LF, or to the end of what
+            // was read. A limit crossed inside it is reported as if the
+            // bytes had come one at a time (the first one crossed), so the
+            // error does not depend on how the stream was split.
+            let end = found.map_or(buf.len(), |i| *scanned + i);
+            let seen = command.is_some();
+            if let Some(e) = Self::crossing(&limits, self.position, &buf[..end], *line_start, seen)
+            {
+                return Err(e);
+            }
+            let Some(i) = found else {
                 *scanned = buf.len();
-                let line_len = buf.len() - *line_start;
-                if command.is_none() && line_len > Command::MAX_LEN + 1 {
-                    return Err(unknown_command(&buf[..line_len], self.position));
-                }
-                if line_len > limits.max_line_len {
-                    let (v, m) = (line_len, limits.max_line_len);
-                    return Err(self.limit(Limit::LineLength, v, m));
-                }
-                if buf.len() > limits.max_frame_len {
-                    let (v, m) = (buf.len(), limits.max_frame_len);
-                    return Err(self.limit(Limit::FrameLength, v, m));
-                }
                 return Ok(HeadProgress::NeedMore);
             };
             let nl = *scanned + i;
-            let line = &buf[*line_start..nl];
-            if line.len() > limits.max_line_len {
-                let (v, m) = (line.len(), limits.max_line_len);
-                return Err(self.limit(Limit::LineLength, v, m));
-            }
             if nl + 1 > limits.max_frame_len {
                 let (v, m) = (nl + 1, limits.max_frame_len);
                 return Err(self.limit(Limit::FrameLength, v, m));
             }
+            let line = &buf[*line_start..nl];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             match command {
                 None => match Command::from_bytes(line) {
@@ -445,9 +513,9 @@ impl Decoder {
                 return Err((self.limit(Limit::BodyLength, n, max), receipt()));
             }
             let max = self.limits.max_frame_len;
-            if head_len + n + 1 > max {
+            if head_len.saturating_add(n) > max {
                 return Err((
-                    self.limit(Limit::FrameLength, head_len + n + 1, max),
+                    self.limit(Limit::FrameLength, head_len.saturating_add(n), max),
                     receipt(),
                 ));
             }
@@ -464,6 +532,7 @@ impl Decoder {
     ) -> Result<(Headers, Option<usize>), DecodeError> {
         let escaped = command.is_escaped() && self.version >= Version::V1_1;
         let strip_cr = self.version >= Version::V1_2;
+
         let mut headers = Headers::with_capacity(self.line_ends.len() - 1);
         let mut length = None;
         for pair in self.line_ends.windows(2) {
@@ -570,48 +639,19 @@ impl Decoder {
                 Some(i) => *scanned + i,
                 None => {
                     *scanned = buf.len();
-                    let (head_len, scanned) = (*head_len, *scanned);
-                    if scanned > limits.max_body_len {
-                        let offset = self.position - head_len as u64;
-                        return Err(DecodeError::LimitExceeded {
-                            limit: Limit::BodyLength,
-                            value: scanned,
-                            max: limits.max_body_len,
-                            offset,
-                        });
-                    }
-                    if head_len + scanned > limits.max_frame_len {
-                        let offset = self.position - head_len as u64;
-                        return Err(DecodeError::LimitExceeded {
-                            limit: Limit::FrameLength,
-                            value: head_len + scanned,
-                            max: limits.max_frame_len,
-                            offset,
-                        });
-                    }
-                    return Ok(None);
+                    let offset = self.position - *head_len as u64;
+                    return match body_limit(&limits, *head_len, *scanned, offset) {
+                        Some(e) => Err(e),
+                        None => Ok(None),
+                    };
                 }
             },
         };
-        if body_len > limits.max_body_len {
-            let offset = self.position - *head_len as u64;
-            return Err(DecodeError::LimitExceeded {
-                limit: Limit::BodyLength,
-                value: body_len,
-                max: limits.max_body_len,
-                offset,
-            });
-        }
-        // A NUL-terminated body found in one read must obey the frame limit
-        // too, as it does when it arrives in pieces.
-        if *head_len + body_len + 1 > limits.max_frame_len {
-            let offset = self.position - *head_len as u64;
-            return Err(DecodeError::LimitExceeded {
-                limit: Limit::FrameLength,
-                value: *head_len + body_len + 1,
-                max: limits.max_frame_len,
-                offset,
-            });
+        // A NUL-terminated body found in one read obeys the limits as it
+        // does when it arrives in pieces.
+        let offset = self.position - *head_len as u64;
+        if let Some(e) = body_limit(&limits, *head_len, body_len, offset) {
+            return Err(e);
         }
         let body = buf.split_to(body_len).freeze();
         buf.advance(1);
@@ -628,6 +668,31 @@ impl Decoder {
             body,
         })))
     }
+}
+
+/// The first limit a body of `len` bytes (so far) crosses, had it come a
+/// byte at a time: the body limit, or the frame limit (head and body); the
+/// body limit on a tie.
+fn body_limit(limits: &Limits, head_len: usize, len: usize, offset: u64) -> Option<DecodeError> {
+    let body_at = limits.max_body_len.saturating_add(1);
+    let frame_at = limits
+        .max_frame_len
+        .saturating_sub(head_len)
+        .saturating_add(1);
+    if len < body_at.min(frame_at) {
+        return None;
+    }
+    let (limit, value, max) = if body_at <= frame_at {
+        (Limit::BodyLength, len, limits.max_body_len)
+    } else {
+        (Limit::FrameLength, head_len + len, limits.max_frame_len)
+    };
+    Some(DecodeError::LimitExceeded {
+        limit,
+        value,
+        max,
+        offset,
+    })
 }
 
 enum HeadProgress {

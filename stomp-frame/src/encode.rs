@@ -113,6 +113,12 @@ impl Encoder {
     /// Appends `frame` to `dst`. On error nothing is appended.
     pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), EncodeError> {
         let command = frame.command;
+        if self.version == Version::V1_0 && matches!(command, Command::Nack | Command::Stomp) {
+            return Err(EncodeError::NotInVersion {
+                command,
+                version: self.version,
+            });
+        }
         if !frame.body.is_empty() && !self.allows_body(command) {
             return Err(EncodeError::BodyNotAllowed(command));
         }
@@ -173,8 +179,8 @@ impl Encoder {
             Need::Impossible("a line feed cannot be escaped here")
         } else if is_name && s.contains(&b':') {
             Need::Impossible("a colon in a name cannot be escaped here")
-        } else if self.version >= Version::V1_2 && s.last() == Some(&b'\r') && !is_name {
-            Need::Impossible("a value ending in CR cannot be written unescaped in 1.2")
+        } else if self.version >= Version::V1_2 && s.contains(&b'\r') {
+            Need::Impossible("a CR cannot be written unescaped in 1.2")
         } else if is_name
             && self.version == Version::V1_0
             && [s.first(), s.last()]

@@ -20,7 +20,7 @@ pub enum Limit {
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Limit::LineLength => "header line length",
+            Limit::LineLength => "line length",
             Limit::HeaderCount => "header count",
             Limit::BodyLength => "body length",
             Limit::FrameLength => "frame length",
@@ -43,7 +43,8 @@ pub enum DecodeError {
     LimitExceeded {
         /// Which limit.
         limit: Limit,
-        /// The value seen (or reached so far).
+        /// The value seen (or reached so far); a `content-length` too big
+        /// for `usize` is `usize::MAX`.
         value: usize,
         /// The configured maximum.
         max: usize,
@@ -144,4 +145,12 @@ pub enum EncodeError {
     /// 1.0 lets any frame have one).
     #[error("a {0} frame must not have a body")]
     BodyNotAllowed(Command),
+    /// A command the version does not have (NACK and STOMP in 1.0).
+    #[error("STOMP {version} has no {command} frame")]
+    NotInVersion {
+        /// The frame's command.
+        command: Command,
+        /// The version being written.
+        version: crate::Version,
+    },
 }

@@ -119,8 +119,12 @@ impl Frame {
         Frame::ack_or_nack(Command::Ack, message, version)
     }
 
-    /// `NACK` of a message (1.1+), like [`Frame::ack_for`].
+    /// `NACK` of a message (1.1+), like [`Frame::ack_for`]; `None` for
+    /// 1.0, which has no NACK.
     pub fn nack_for(message: &Frame, version: Version) -> Option<Frame> {
+        if version == Version::V1_0 {
+            return None;
+        }
         Frame::ack_or_nack(Command::Nack, message, version)
     }
 
@@ -219,16 +223,19 @@ impl Frame {
     }
 
     /// The `content-length` header as a number (`None` if absent or not a
-    /// non-negative integer).
+    /// non-negative integer; a number too big for `usize` is `usize::MAX`,
+    /// as the decoder reads it).
     pub fn content_length(&self) -> Option<usize> {
         let v = self.headers.get(names::CONTENT_LENGTH)?;
         if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        v.parse().ok()
+        Some(v.parse().unwrap_or(usize::MAX))
     }
 
-    /// The `version` header of CONNECTED or ERROR, parsed.
+    /// The `version` header of CONNECTED (or of an ERROR refusing a
+    /// CONNECT) parsed as one version; `None` when absent or a list such as
+    /// `1.2,2.1` (read that with `headers.get("version")`).
     pub fn version(&self) -> Option<Version> {
         self.headers.get(names::VERSION)?.parse().ok()
     }
@@ -293,5 +300,9 @@ mod tests {
         assert_eq!(f("-1").content_length(), None);
         assert_eq!(f("+1").content_length(), None);
         assert_eq!(f("").content_length(), None);
+        assert_eq!(
+            f("99999999999999999999999").content_length(),
+            Some(usize::MAX)
+        );
     }
 }

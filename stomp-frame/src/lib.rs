@@ -39,11 +39,13 @@
 //!
 //! - bodies end at `content-length` bytes (NULs inside allowed, and the next
 //!   byte must be NUL) or, without it, at the first NUL;
-//! - only SEND, MESSAGE and ERROR may have a body;
+//! - in 1.1 and 1.2 only SEND, MESSAGE and ERROR may have a body (1.0 lets
+//!   any frame have one);
 //! - escaping per version (1.0 none; 1.1 `\n` `\c` `\\`; 1.2 also `\r`),
 //!   never in CONNECT, STOMP and CONNECTED; an undefined escape is an error;
 //! - header lines split at the first colon, names and values kept exactly
-//!   (no trimming), repeats kept with the first winning on lookup;
+//!   in 1.1 and 1.2 (1.0 trims the spaces, tabs and CRs around them, as
+//!   ActiveMQ does), repeats kept with the first winning on lookup;
 //! - commands are case-sensitive; command and headers must be UTF-8;
 //! - [`Limits`] on line length, header count, body and frame size.
 

@@ -503,7 +503,7 @@ fn frame_limit_applies_to_nul_terminated_body_in_one_read() {
             whole,
             DecodeError::LimitExceeded {
                 limit: Limit::FrameLength,
-                value: 24,
+                value: 23,
                 max: 16,
                 offset: 0,
             }
@@ -670,4 +670,104 @@ fn the_receipt_of_a_frame_that_fails_to_decode_is_kept() {
         ),
         None
     );
+}
+
+/// A `content-length` near `usize::MAX` with no body limit neither
+/// overflows nor waits for the body: the frame limit refuses it.
+#[test]
+fn huge_content_length_without_a_body_limit_is_refused() {
+    let limits = Limits {
+        max_body_len: usize::MAX,
+        ..Limits::DEFAULT
+    };
+    let input = format!("SEND\ncontent-length:{}\n\n", usize::MAX);
+    let e = decode_with(
+        Decoder::with_limits(Version::V1_2, limits),
+        input.as_bytes(),
+    );
+    assert!(
+        matches!(
+            e,
+            Err(DecodeError::LimitExceeded {
+                limit: Limit::FrameLength,
+                value: usize::MAX,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+}
+
+/// Limits count what the docs say: a line without its EOL (CRLF too), a
+/// frame without its NUL.
+#[test]
+fn limits_count_neither_the_eol_nor_the_nul() {
+    let limits = Limits {
+        max_line_len: 5,
+        max_frame_len: 16,
+        ..Limits::DEFAULT
+    };
+    for input in [&b"SEND\nk:vvv\n\nabcd\0"[..], b"SEND\r\nk:vvv\r\n\r\na\0"] {
+        let dec = Decoder::with_limits(Version::V1_2, limits);
+        assert!(decode_with(dec, input).is_ok(), "{input:?}");
+    }
+    let dec = Decoder::with_limits(Version::V1_2, limits);
+    assert!(decode_with(dec, b"SEND\nk:vvvv\n\n\0").is_err());
+    let dec = Decoder::with_limits(Version::V1_2, limits);
+    assert!(decode_with(dec, b"SEND\nk:vvv\n\nabcde\0").is_err());
+}
+
+/// `set_version` while a frame is half read: that frame keeps the rules
+/// it began with.
+#[test]
+fn set_version_applies_from_the_next_frame() {
+    let mut dec = Decoder::new(Version::V1_2);
+    let mut buf = BytesMut::from(&b"SEND\nk:a\\tb\n"[..]);
+    assert_eq!(dec.decode(&mut buf).unwrap(), None);
+    dec.set_version(Version::V1_0);
+    assert_eq!(dec.version(), Version::V1_0);
+    buf.extend_from_slice(b"\n\0SEND\nk: a\\tb\n\n\0");
+    assert!(matches!(
+        dec.decode(&mut buf),
+        Err(DecodeError::InvalidEscape { .. })
+    ));
+    let mut dec = Decoder::new(Version::V1_2);
+    dec.set_version(Version::V1_0);
+    let mut buf = BytesMut::from(&b"SEND\nk: a\\tb\n\n\0"[..]);
+    let Some(Item::Frame(f)) = dec.decode(&mut buf).unwrap() else {
+        panic!()
+    };
+    assert_eq!(f.headers.get("k"), Some("a\\tb"));
+}
+
+/// 1.0 has no NACK and no STOMP frame; a huge `content-length` reads as
+/// `usize::MAX`, as the decoder reads it.
+#[test]
+fn what_1_0_lacks_is_not_written() {
+    let m = Frame::message("/q", "m1", "s0");
+    assert_eq!(Frame::nack_for(&m, Version::V1_0), None);
+    assert!(Frame::nack_for(&m, Version::V1_1).is_some());
+    for c in [Command::Nack, Command::Stomp] {
+        let e = Encoder::new(Version::V1_0).to_bytes(&Frame::new(c));
+        assert!(matches!(e, Err(EncodeError::NotInVersion { .. })), "{e:?}");
+        assert!(Encoder::new(Version::V1_1).to_bytes(&Frame::new(c)).is_ok());
+    }
+}
+
+/// 1.2's CONNECT and CONNECTED are not escaped, and a 1.2 line has no CR:
+/// a CR anywhere in a header there cannot be written.
+#[test]
+fn no_cr_in_unescaped_1_2_headers() {
+    let f = Frame::new(Command::Connected).header("server", "a\rb");
+    assert!(Encoder::new(Version::V1_2).to_bytes(&f).is_err());
+    assert!(Encoder::new(Version::V1_1).to_bytes(&f).is_ok());
+}
+
+/// In 1.0 the receipt of a failed frame is trimmed like its headers.
+#[test]
+fn failed_receipt_is_trimmed_in_1_0() {
+    let mut dec = Decoder::new(Version::V1_0);
+    let mut buf = BytesMut::from(&b"SEND\nreceipt : r-7 \ncontent-length:x\n\n\0"[..]);
+    assert!(dec.decode(&mut buf).is_err());
+    assert_eq!(dec.failed_receipt(), Some("r-7"));
 }
