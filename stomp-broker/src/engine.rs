@@ -107,6 +107,8 @@ pub struct AuthRequest {
     passcode: Option<String>,
     host: Option<String>,
     auth: std::sync::Arc<dyn Authenticator>,
+    /// Set when the connection closes before its check ran.
+    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for AuthRequest {
@@ -119,6 +121,12 @@ impl std::fmt::Debug for AuthRequest {
 }
 
 impl AuthRequest {
+    /// Whether the connection closed meanwhile: the check can be skipped
+    /// (a client that gave up waiting costs no password hash).
+    pub fn is_abandoned(&self) -> bool {
+        self.gone.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Checks the credentials (slow: call it on another thread).
     pub fn run(&self) -> Result<crate::auth::Principal, String> {
         self.auth.authenticate(&Credentials {
@@ -527,7 +535,10 @@ impl Engine {
                     }
                 }
                 TimerKind::ReceiveCheck => {
-                    if s.phase == Phase::Handshake {
+                    // A CONNECT whose password is being checked came in
+                    // time: it waits for its answer, however long the
+                    // checks queued before it take.
+                    if s.phase == Phase::Handshake && s.authenticating.is_none() {
                         let f = Fail {
                             message: "connect timeout".into(),
                             detail: format!(
@@ -717,7 +728,10 @@ impl Engine {
             return;
         }
         self.teardown(conn, now);
-        self.sessions.remove(conn);
+        let s = self.sessions.remove(conn);
+        if let Some(gone) = s.auth_gone {
+            gone.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.blocked.retain(|b| b.0 != conn);
     }
 
@@ -832,6 +846,8 @@ impl Engine {
             // serving everyone else; this connection's input waits.
             let s = &mut self.sessions[conn];
             s.authenticating = Some((version, client_hb));
+            let gone = std::sync::Arc::default();
+            s.auth_gone = Some(std::sync::Arc::clone(&gone));
             self.auth_requests.push(AuthRequest {
                 conn,
                 serial: s.serial,
@@ -839,6 +855,7 @@ impl Engine {
                 passcode: creds.passcode.map(str::to_owned),
                 host: creds.host.map(str::to_owned),
                 auth: std::sync::Arc::clone(&self.auth),
+                gone,
             });
             return Ok(());
         }
@@ -922,6 +939,7 @@ impl Engine {
         let Some((version, client_hb)) = s.authenticating.take() else {
             return;
         };
+        s.auth_gone = None;
         if s.phase != Phase::Handshake {
             return;
         }

@@ -812,9 +812,10 @@ impl Broker {
 /// A checked login: connection, session serial, outcome.
 type AuthAnswer = (ConnId, u64, Result<crate::auth::Principal, String>);
 
-/// Starts the thread that checks passwords (argon2 takes milliseconds by
-/// design), so that a burst of logins does not stall the event loop. It
-/// ends when the broker drops its sender.
+/// Starts the threads that check passwords (argon2 takes tens of
+/// milliseconds by design), one per CPU up to 4, so that a burst of logins
+/// does not stall the event loop. A check whose connection closed while it
+/// waited is skipped. They end when the broker drops its sender.
 fn auth_thread(
     waker: Arc<Waker>,
 ) -> io::Result<(
@@ -823,17 +824,27 @@ fn auth_thread(
 )> {
     let (req_tx, req_rx) = std::sync::mpsc::channel::<crate::engine::AuthRequest>();
     let (ans_tx, ans_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("stomp-auth".into())
-        .spawn(move || {
-            for req in req_rx {
-                let result = req.run();
-                if ans_tx.send((req.conn, req.serial, result)).is_err() {
-                    return;
+    let req_rx = Arc::new(std::sync::Mutex::new(req_rx));
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    for _ in 0..workers {
+        let (req_rx, ans_tx, waker) = (Arc::clone(&req_rx), ans_tx.clone(), Arc::clone(&waker));
+        std::thread::Builder::new()
+            .name("stomp-auth".into())
+            .spawn(move || {
+                loop {
+                    let next = req_rx.lock().ok().and_then(|rx| rx.recv().ok());
+                    let Some(req) = next else { return };
+                    if req.is_abandoned() {
+                        continue;
+                    }
+                    let result = req.run();
+                    if ans_tx.send((req.conn, req.serial, result)).is_err() {
+                        return;
+                    }
+                    let _ = waker.wake();
                 }
-                let _ = waker.wake();
-            }
-        })?;
+            })?;
+    }
     Ok((req_tx, ans_rx))
 }
 

@@ -158,6 +158,8 @@ pub(crate) struct Session {
     /// CONNECT's version and heart-beat while its credentials are checked
     /// off the event loop (reading is paused meanwhile).
     pub(crate) authenticating: Option<(stomp_frame::Version, stomp_frame::HeartBeat)>,
+    /// Tells the password-checking thread this connection closed.
+    pub(crate) auth_gone: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Session {
@@ -193,6 +195,7 @@ impl Session {
             rate_since: now,
             rate_frames: 0,
             authenticating: None,
+            auth_gone: None,
         }
     }
 

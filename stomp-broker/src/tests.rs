@@ -26,6 +26,13 @@ impl H {
         }
     }
 
+    fn with_auth(cfg: Config, auth: impl crate::auth::Authenticator + 'static) -> H {
+        H {
+            e: Engine::with_parts(cfg, Box::new(crate::store::MemoryStore), Box::new(auth)),
+            now: Instant::now(),
+        }
+    }
+
     fn check(&self) {
         self.e.check_invariants().unwrap();
     }
@@ -1244,14 +1251,7 @@ fn padded_1_0_connect_values_are_trimmed() {
             }
         }
     }
-    let mut h = H {
-        e: Engine::with_parts(
-            Config::default(),
-            Box::new(crate::store::MemoryStore),
-            Box::new(GuestOnly),
-        ),
-        now: Instant::now(),
-    };
+    let mut h = H::with_auth(Config::default(), GuestOnly);
     let c = h.e.open(h.now);
     h.raw(
         c,
@@ -1268,4 +1268,53 @@ fn padded_1_0_connect_values_are_trimmed() {
     );
     let got = h.frames(c);
     assert_eq!(got[0].command, Command::Error, "{got:?}");
+}
+
+/// A CONNECT whose password waits behind other checks came in time: the
+/// connect deadline does not cut it. A connection that closes while it
+/// waits leaves its check to be skipped.
+#[test]
+fn a_connect_waiting_for_its_password_check_is_not_timed_out() {
+    struct Slow;
+    impl crate::auth::Authenticator for Slow {
+        fn authenticate(
+            &self,
+            _: &crate::auth::Credentials<'_>,
+        ) -> Result<crate::auth::Principal, String> {
+            Ok(crate::auth::Principal::default())
+        }
+        fn is_slow(&self) -> bool {
+            true
+        }
+    }
+    let cfg = Config {
+        connect_timeout: 1000,
+        ..Config::default()
+    };
+    let mut h = H::with_auth(cfg, Slow);
+    h.e.set_auth_offload(true);
+    let a = h.e.open(h.now);
+    let b = h.e.open(h.now);
+    for c in [a, b] {
+        h.raw(
+            c,
+            b"CONNECT\naccept-version:1.2\nhost:x\nlogin:u\npasscode:p\n\n\0",
+        );
+    }
+    let reqs = h.e.take_auth_requests();
+    assert_eq!(reqs.len(), 2);
+    h.advance(5000);
+    assert!(h.frames(a).is_empty(), "no connect timeout while checking");
+    h.e.close(b, h.now);
+    assert!(reqs[1].is_abandoned() && !reqs[0].is_abandoned());
+    let r = &reqs[0];
+    h.e.auth_done(r.conn, r.serial, r.run(), h.now);
+    let got = h.frames(a);
+    assert_eq!(got[0].command, Command::Connected, "{got:?}");
+    // Without a CONNECT the deadline still holds.
+    let c = h.e.open(h.now);
+    h.advance(1500);
+    let got = h.frames(c);
+    assert_eq!(got[0].command, Command::Error, "{got:?}");
+    assert_eq!(got[0].headers.get("message"), Some("connect timeout"));
 }
