@@ -450,6 +450,25 @@ impl Engine {
                 return;
             }
         }
+        // The grammar lets a header hold a NUL, but a NUL ends a frame for
+        // most clients: passed on in a MESSAGE, it would cut the frame in
+        // two for every subscriber.
+        if let Some(h) = frame
+            .headers
+            .iter()
+            .find(|h| h.name().contains('\0') || h.value().contains('\0'))
+        {
+            let f = Fail {
+                message: "malformed frame".into(),
+                detail: format!(
+                    "header {:?} holds a NUL byte, which ends a frame for other clients",
+                    h.name()
+                ),
+                version: false,
+            };
+            self.fail(conn, f, receipt, now);
+            return;
+        }
         let result = match phase {
             Phase::Closing => return,
             Phase::Handshake => match command {

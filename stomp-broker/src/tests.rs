@@ -1318,3 +1318,25 @@ fn a_connect_waiting_for_its_password_check_is_not_timed_out() {
     assert_eq!(got[0].command, Command::Error, "{got:?}");
     assert_eq!(got[0].headers.get("message"), Some("connect timeout"));
 }
+
+/// A NUL in a header would end the frame early for the subscribers it is
+/// passed on to: refused with an ERROR, nothing delivered.
+#[test]
+fn a_nul_in_a_header_is_refused() {
+    let mut h = H::new();
+    let sub = h.connect("1.2");
+    h.frame(
+        sub,
+        Frame::subscribe("0", "/queue/nul", AckMode::Auto).header("receipt", "s"),
+    );
+    h.frames(sub);
+    for version in ["1.0", "1.2"] {
+        let c = h.connect(version);
+        h.raw(c, b"SEND\ndestination:/queue/nul\nreceipt:r1\nx:a\0b\n\n\0");
+        let got = h.frames(c);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].command, Command::Error);
+        assert_eq!(got[0].headers.get("receipt-id"), Some("r1"));
+        assert!(h.frames(sub).is_empty(), "nothing delivered");
+    }
+}
