@@ -88,7 +88,7 @@ pub struct ConnArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = seconds, allow_negative_numbers = true)]
     pub connect_timeout: f64,
     /// Speak TLS and trust only the CA certificates of this PEM file (a
-    /// `stomp+ssl://` URL alone trusts the Mozilla roots).
+    /// `stomp+ssl://` URL alone trusts the system's CAs).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
 }

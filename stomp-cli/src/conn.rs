@@ -35,7 +35,7 @@ pub struct Target {
     pub timeout: Duration,
     /// Speak TLS (`stomp+ssl://` or `--tls-ca`).
     pub tls: bool,
-    /// CA file to trust instead of the Mozilla roots.
+    /// CA file to trust instead of the system's CAs.
     pub tls_ca: Option<std::path::PathBuf>,
 }
 

@@ -94,6 +94,15 @@ fn send_and_subscribe_over_tls() {
             "/queue/t",
             "x",
         ])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    // A CA the system trusts (here through SSL_CERT_FILE) needs no flag.
+    let system = Command::new(STOMP)
+        .args(["send", "--url", &url, "--receipt", "/queue/t", "sys"])
+        .env("SSL_CERT_FILE", &ca)
+        .env_remove("SSL_CERT_DIR")
         .output()
         .unwrap();
     let _ = broker.kill();
@@ -104,6 +113,7 @@ fn send_and_subscribe_over_tls() {
         String::from_utf8_lossy(&sub.stdout).contains("over tls"),
         "{sub:?}"
     );
+    assert!(system.status.success(), "{system:?}");
     assert!(!untrusted.status.success());
     let err = String::from_utf8_lossy(&untrusted.stderr).to_lowercase();
     assert!(err.contains("not signed by a trusted ca"), "{err}");

@@ -194,8 +194,10 @@ impl ConnectOptions {
     }
 
     /// Speaks TLS to the broker, checking its certificate against the
-    /// Mozilla root CAs (`webpki-roots`) unless [`tls_ca`](Self::tls_ca)
-    /// names others. The name checked is the host of the address.
+    /// system's trusted CAs (`SSL_CERT_FILE` / `SSL_CERT_DIR` when set; the
+    /// Mozilla roots when the system has none) unless
+    /// [`tls_ca`](Self::tls_ca) names others. The name checked is the host
+    /// of the address.
     pub fn tls(mut self) -> Self {
         self.tls.get_or_insert_with(TlsOptions::default);
         self
@@ -398,7 +400,7 @@ pub(crate) fn host_part(address: &str) -> &str {
 /// TLS settings of a connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct TlsOptions {
-    /// PEM file of the CAs to trust; `None` for the Mozilla roots.
+    /// PEM file of the CAs to trust; `None` for the system's.
     pub(crate) ca: Option<std::path::PathBuf>,
 }
 

@@ -12,7 +12,24 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::options::TlsOptions;
 
-/// The client configuration: the CAs of `opts.ca`, or the Mozilla roots.
+/// The system's trusted CAs (`SSL_CERT_FILE` and `SSL_CERT_DIR` when set,
+/// else the platform's store), read once; the Mozilla roots compiled in
+/// when the system has none.
+fn system_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        // Unreadable entries are skipped: what loads is what is trusted.
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        roots
+    })
+}
+
+/// The client configuration: the CAs of `opts.ca`, or the system's.
 pub(crate) fn client_config(opts: &TlsOptions) -> io::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     match &opts.ca {
@@ -30,7 +47,7 @@ pub(crate) fn client_config(opts: &TlsOptions) -> io::Result<Arc<rustls::ClientC
                 return Err(bad(&"no CERTIFICATE in the file"));
             }
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        None => roots = system_roots().clone(),
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
