@@ -220,16 +220,24 @@ impl UsersFile {
     pub fn parse(text: &str) -> Result<UsersFile, String> {
         let f: FileText = toml::from_str(text).map_err(|e| e.to_string())?;
         for (name, u) in &f.users {
-            if let Err(e) = PasswordHash::new(&u.password) {
+            let argon2 = PasswordHash::new(&u.password)
+                .map_err(|e| e.to_string())
+                .and_then(|h| {
+                    if h.algorithm.as_str().starts_with("argon2") {
+                        Ok(())
+                    } else {
+                        Err(format!("{} is not argon2", h.algorithm))
+                    }
+                });
+            if let Err(e) = argon2 {
                 return Err(format!(
                     "user {name:?}: password is not an argon2 hash ({e}); set it with `stomp-broker passwd FILE {name}`"
                 ));
             }
         }
         for r in &f.acl {
-            if r.pattern.is_empty() {
-                return Err("an [[acl]] rule has an empty pattern".into());
-            }
+            check_pattern(&r.pattern)
+                .map_err(|e| format!("[[acl]] pattern {:?}: {e}", r.pattern))?;
         }
         let dummy = hash_password("stomp-rs dummy password").map_err(|e| e.to_string())?;
         Ok(UsersFile {
@@ -298,6 +306,28 @@ fn grants(entry: &str, p: &Principal) -> bool {
         Some(g) => p.groups.iter().any(|x| x == g),
         None => p.user.as_deref() == Some(entry),
     }
+}
+
+/// Whether `pattern` is one [`pattern_matches`] reads as meant: not empty,
+/// and its wildcards whole segments, `>` only the last.
+fn check_pattern(pattern: &str) -> Result<(), &'static str> {
+    if pattern.is_empty() {
+        return Err("empty");
+    }
+    let segments: Vec<&str> = pattern.split(['/', '.']).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            ">" if i + 1 < segments.len() => {
+                return Err("`>` (all the rest) must be the last segment");
+            }
+            "*" | ">" => {}
+            s if s.contains(['*', '>']) => {
+                return Err("a wildcard is a whole segment: `*` for one, `>` for all the rest");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Whether `name` matches `pattern`: both split into segments at `/` and
@@ -536,6 +566,22 @@ mod tests {
         assert!(pattern_matches("/queue/a", "/queue/a"));
         assert!(!pattern_matches("/queue/a", "/queue/ab"));
         assert!(pattern_matches(">", "/topic/x"));
+        assert!(check_pattern("/queue/orders.>").is_ok());
+        assert!(check_pattern("/queue/*.x").is_ok());
+        assert!(check_pattern("/queue/pub.>.admin").is_err());
+        assert!(check_pattern("/queue/**").is_err());
+        assert!(check_pattern("/queue/a*").is_err());
+        assert!(check_pattern("").is_err());
+        let e = UsersFile::parse("[[acl]]\npattern = '/queue/a.>.b'\nread = ['*']\n").err();
+        assert!(e.unwrap().contains("last segment"));
+        // A PHC hash of another algorithm can never log in: refused.
+        let pbkdf2 = "[users.u]\npassword = '$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo'\n";
+        assert!(
+            UsersFile::parse(pbkdf2)
+                .err()
+                .unwrap()
+                .contains("not argon2")
+        );
     }
 
     #[test]
