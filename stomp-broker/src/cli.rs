@@ -224,7 +224,8 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             config.connect_timeout
         );
     }
-    raise_fd_limit();
+    let mut config = config;
+    fit_fd_limit(&mut config);
     let mut broker = match Broker::bind(config) {
         Ok(b) => b,
         Err(e) => {
@@ -266,12 +267,32 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-/// Raises the soft open-file limit to the hard one, so 10,000 connections fit.
-fn raise_fd_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::debug!("open-file limit is {n}"),
-        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+/// File descriptors kept for what is not a client connection (listeners,
+/// journal segments, the poller, the connection being refused).
+const FD_RESERVE: u64 = 128;
+
+/// Raises the soft open-file limit to the hard one, so 10,000 connections
+/// fit, and lowers `max_connections` (and the per-IP limit) to what the
+/// limit allows: past it, a client gets the "too many connections" ERROR
+/// rather than a connection nobody accepts.
+fn fit_fd_limit(config: &mut crate::Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            return;
+        }
+    };
+    tracing::debug!("open-file limit is {limit}");
+    let fit = usize::try_from(limit.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX);
+    if config.max_connections > fit {
+        tracing::info!(
+            "max-connections lowered from {} to {fit}: the open-file limit is {limit} (raise it with `ulimit -n`)",
+            config.max_connections
+        );
+        config.max_connections = fit;
     }
+    config.max_connections_per_ip = config.max_connections_per_ip.min(config.max_connections);
 }
 
 fn install_signals(broker: &mut Broker) -> std::io::Result<()> {

@@ -721,3 +721,47 @@ fn a_burst_of_logins_does_not_stall_connected_clients() {
     assert!(receipt < all / 2, "receipt {receipt:?}, burst {all:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With few file descriptors, the connection limit shrinks to fit them:
+/// the client past it is told so (an ERROR), not left unanswered.
+#[test]
+fn max_connections_fits_the_open_file_limit() {
+    let mut child = Process::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 200 && exec {BIN} --memory --listen 127.0.0.1:0 --log-level warn"
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let b = Broker {
+        child,
+        addrs: vec![addr],
+        tls_addrs: Vec::new(),
+    };
+    // 200 descriptors less the reserve: 72 connections fit.
+    let held: Vec<Client> = (0..72)
+        .map(|_| Client::connected(b.addr(), "", ""))
+        .collect();
+    for _ in 0..3 {
+        let mut c = Client::open(b.addr());
+        let f = c.error_then_eof();
+        assert_eq!(
+            f.headers.get("message"),
+            Some("too many connections"),
+            "{f:?}"
+        );
+    }
+    assert_eq!(held.len(), 72);
+}
