@@ -1685,6 +1685,18 @@ impl Engine {
                 back.push(m);
             }
         }
+        // Back at the front in their original order, also among those an
+        // earlier return put there (a connection's other subscriptions).
+        if let Some(last) = back.last().map(|m| m.seq) {
+            let mut earlier = Vec::new();
+            while q.ready.front().is_some_and(|m| m.seq < last) {
+                earlier.extend(q.ready.pop_front());
+            }
+            if !earlier.is_empty() {
+                back.append(&mut earlier);
+                back.sort_by_key(|m| m.seq);
+            }
+        }
         for m in back.into_iter().rev() {
             q.ready.push_front(m);
         }

@@ -1340,3 +1340,34 @@ fn a_nul_in_a_header_is_refused() {
         assert!(h.frames(sub).is_empty(), "nothing delivered");
     }
 }
+
+/// Messages a closing connection held on two subscriptions of one queue go
+/// back in their original order, not one subscription's after the other's.
+#[test]
+fn returned_messages_keep_their_order_across_subscriptions() {
+    let mut h = H::new();
+    let c = h.connect("1.2");
+    for id in ["a", "b"] {
+        h.frame(
+            c,
+            Frame::subscribe(id, "/queue/o", AckMode::ClientIndividual)
+                .header("prefetch-count", "5"),
+        );
+    }
+    let p = h.connect("1.2");
+    for i in 0..10 {
+        h.frame(p, Frame::send("/queue/o").body(format!("{i}")));
+    }
+    assert_eq!(h.frames(c).len(), 10, "both subscriptions hold some");
+    h.e.close(c, h.now);
+    h.check();
+    let d = h.connect("1.2");
+    h.frame(d, Frame::subscribe("0", "/queue/o", AckMode::Auto));
+    let got: Vec<String> = h
+        .frames(d)
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f.body).into_owned())
+        .collect();
+    let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+}
