@@ -1100,9 +1100,29 @@ impl Engine {
             .queues
             .get(dest)
             .is_some_and(|q| q.bytes > self.cfg.max_queue_memory);
-        if over_q || self.router.memory > self.cfg.max_memory {
-            self.block(conn, dest.clone());
+        let s = &mut self.sessions[conn];
+        if !over_q && self.router.memory <= self.cfg.max_memory {
+            s.over_sends = 0;
+            s.over_acks = 0;
+            return;
         }
+        // A consumer that publishes before it acks (a worker: take a job,
+        // send its result, ack the job) is not paused while it holds
+        // unacknowledged queue messages: its ACKs, behind its SENDs, are
+        // what frees memory. It may send one message per message it holds
+        // or acked meanwhile, so what it adds stays bounded by its windows.
+        let held: usize = s
+            .subs
+            .iter()
+            .flatten()
+            .filter(|sub| !sub.topic)
+            .map(|sub| sub.unacked.len())
+            .sum();
+        if s.over_sends < held + s.over_acks {
+            s.over_sends += 1;
+            return;
+        }
+        self.block(conn, dest.clone());
     }
 
     fn block(&mut self, conn: ConnId, dest: ByteString) {
@@ -1625,6 +1645,7 @@ impl Engine {
             return;
         }
         let dest = sub.dest.clone();
+        s.over_acks += taken.len();
         if op.nack {
             self.requeue(&dest, taken.into_iter().map(|u| u.msg).collect(), now);
         } else {

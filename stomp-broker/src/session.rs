@@ -158,6 +158,10 @@ pub(crate) struct Session {
     /// CONNECT's version and heart-beat while its credentials are checked
     /// off the event loop (reading is paused meanwhile).
     pub(crate) authenticating: Option<(stomp_frame::Version, stomp_frame::HeartBeat)>,
+    /// SENDs let through while message memory was full, and queue
+    /// messages acked meanwhile (see `Engine::check_queue_memory`).
+    pub(crate) over_sends: usize,
+    pub(crate) over_acks: usize,
     /// Tells the password-checking thread this connection closed.
     pub(crate) auth_gone: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -196,6 +200,8 @@ impl Session {
             rate_frames: 0,
             authenticating: None,
             auth_gone: None,
+            over_sends: 0,
+            over_acks: 0,
         }
     }
 

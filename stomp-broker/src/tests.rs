@@ -1371,3 +1371,41 @@ fn returned_messages_keep_their_order_across_subscriptions() {
     let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
     assert_eq!(got, want);
 }
+
+/// At the memory limit, a worker that sends a job's result before acking
+/// the job is not paused (its ACK would never be read): it may send one
+/// message per message it holds or acked meanwhile. A plain producer is.
+#[test]
+fn a_worker_that_sends_before_it_acks_is_not_paused_at_the_limit() {
+    let mut h = H::with(Config {
+        max_memory: 2000,
+        ..Config::default()
+    });
+    let p = h.connect("1.2");
+    let mut sent = 0;
+    while !h.e.is_held_back(p) {
+        h.frame(p, Frame::send("/queue/jobs").body(vec![b'j'; 200]));
+        sent += 1;
+        assert!(sent < 100);
+    }
+    let w = h.connect("1.2");
+    h.frame(
+        w,
+        Frame::subscribe("0", "/queue/jobs", AckMode::ClientIndividual)
+            .header("prefetch-count", "1"),
+    );
+    for _ in 0..sent {
+        let job = h.frames(w).pop().expect("a job");
+        h.frame(w, Frame::send("/queue/results").body(vec![b'r'; 200]));
+        assert!(!h.e.is_held_back(w), "the worker's ACK must be read");
+        h.frame(w, Frame::ack_for(&job, Version::V1_2).unwrap());
+    }
+    // Its sends are bounded by what it held or acked: a second send for
+    // one job pauses it.
+    h.frame(p, Frame::send("/queue/jobs").body(vec![b'j'; 200]));
+    let job = h.frames(w).pop().expect("a job");
+    h.frame(w, Frame::send("/queue/results").body(vec![b'r'; 200]));
+    h.frame(w, Frame::send("/queue/results").body(vec![b'r'; 200]));
+    assert!(h.e.is_held_back(w));
+    drop(job);
+}
