@@ -705,11 +705,13 @@ impl Engine {
         let mut i = 0;
         while i < self.blocked.len() {
             let (conn, serial, ref q) = self.blocked[i];
-            let alive = self.sessions.get(conn).is_some_and(|s| s.serial == serial);
+            let session = self.sessions.get(conn).filter(|s| s.serial == serial);
+            let alive = session.is_some();
             let fits = global_ok
                 && self.router.queues.get(q).is_none_or(|q| q.bytes <= max_q)
                 && self.topic_clear(q);
-            if !alive || fits {
+            let credit = session.is_some_and(Session::has_send_credit) && self.topic_clear(q);
+            if !alive || fits || credit {
                 self.blocked.swap_remove(i);
                 if alive {
                     // Another blocked entry for the same connection may remain.
@@ -1110,15 +1112,9 @@ impl Engine {
         // send its result, ack the job) is not paused while it holds
         // unacknowledged queue messages: its ACKs, behind its SENDs, are
         // what frees memory. It may send one message per message it holds
-        // or acked meanwhile, so what it adds stays bounded by its windows.
-        let held: usize = s
-            .subs
-            .iter()
-            .flatten()
-            .filter(|sub| !sub.topic)
-            .map(|sub| sub.unacked.len())
-            .sum();
-        if s.over_sends < held + s.over_acks {
+        // or acked meanwhile, so what it adds stays bounded by its windows;
+        // paused, it is read again as soon as more are delivered to it.
+        if s.has_send_credit() {
             s.over_sends += 1;
             return;
         }

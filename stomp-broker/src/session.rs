@@ -205,6 +205,21 @@ impl Session {
         }
     }
 
+    /// Whether, with message memory full, this connection may still send:
+    /// fewer SENDs since the limit was reached than the queue messages it
+    /// holds unacknowledged plus those it acked meanwhile (a worker's ACKs
+    /// come behind its SENDs; see `Engine::check_queue_memory`).
+    pub(crate) fn has_send_credit(&self) -> bool {
+        let held: usize = self
+            .subs
+            .iter()
+            .flatten()
+            .filter(|sub| !sub.topic)
+            .map(|sub| sub.unacked.len())
+            .sum();
+        self.over_sends < held + self.over_acks
+    }
+
     /// Bytes owed to the peer.
     pub(crate) fn backlog(&self) -> usize {
         self.queued + self.unwritten

@@ -1407,5 +1407,14 @@ fn a_worker_that_sends_before_it_acks_is_not_paused_at_the_limit() {
     h.frame(w, Frame::send("/queue/results").body(vec![b'r'; 200]));
     h.frame(w, Frame::send("/queue/results").body(vec![b'r'; 200]));
     assert!(h.e.is_held_back(w));
-    drop(job);
+    // Its ACK (behind those SENDs) is read once it is read again: when it
+    // is given more to hold.
+    h.frame(w, Frame::ack_for(&job, Version::V1_2).unwrap());
+    let mut resumed = Vec::new();
+    h.e.take_resumed(&mut resumed);
+    assert!(!resumed.contains(&w));
+    h.frame(p, Frame::send("/queue/jobs").body(vec![b'j'; 200]));
+    assert_eq!(h.frames(w).len(), 1);
+    h.e.take_resumed(&mut resumed);
+    assert!(resumed.contains(&w) && !h.e.is_held_back(w));
 }
