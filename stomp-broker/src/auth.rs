@@ -103,6 +103,13 @@ pub trait Authenticator: Send + Sync {
     fn is_slow(&self) -> bool {
         false
     }
+
+    /// Who `principal`, logged in under an earlier configuration, is now
+    /// (its groups may have changed); `None` when it may no longer log in
+    /// at all. The default: unchanged.
+    fn refresh(&self, principal: &Principal) -> Option<Principal> {
+        Some(principal.clone())
+    }
 }
 
 /// Lets everyone in, under the login they give, and allows everything.
@@ -278,6 +285,16 @@ impl Authenticator for UsersFile {
 
     fn is_slow(&self) -> bool {
         true
+    }
+
+    fn refresh(&self, principal: &Principal) -> Option<Principal> {
+        let Some(name) = &principal.user else {
+            return Some(principal.clone());
+        };
+        self.users.get(name).map(|u| Principal {
+            user: Some(name.clone()),
+            groups: u.groups.clone(),
+        })
     }
 
     fn authorize(&self, principal: &Principal, right: Right, destination: &str) -> bool {

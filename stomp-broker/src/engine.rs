@@ -268,10 +268,52 @@ impl Engine {
         engine
     }
 
-    /// Replaces the authenticator (a reloaded users file); sessions already
-    /// open keep who they logged in as, and are authorized by the new rules.
-    pub fn set_authenticator(&mut self, auth: Box<dyn Authenticator>) {
+    /// Replaces the authenticator (a reloaded users file). Open sessions
+    /// are authorized by the new rules from now on, with their user's new
+    /// groups; one whose user is gone, or that holds a subscription it may
+    /// no longer read, gets an ERROR and is closed (what it held goes back).
+    pub fn set_authenticator(&mut self, auth: Box<dyn Authenticator>, now: Instant) {
         self.auth = auth.into();
+        let open: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Open)
+            .map(|(c, _)| c)
+            .collect();
+        for conn in open {
+            let s = &mut self.sessions[conn];
+            let who = s
+                .principal
+                .user
+                .clone()
+                .unwrap_or_else(|| "anonymous".into());
+            let Some(p) = self.auth.refresh(&s.principal) else {
+                let f = Fail {
+                    message: "access revoked".into(),
+                    detail: format!("user {who:?} is no longer in the users file"),
+                    version: false,
+                };
+                self.fail(conn, f, None, now);
+                continue;
+            };
+            s.principal = p;
+            let denied = s
+                .subs
+                .iter()
+                .flatten()
+                .find(|sub| !self.auth.authorize(&s.principal, Right::Read, &sub.dest))
+                .map(|sub| sub.dest.clone());
+            if let Some(dest) = denied {
+                let f = Fail {
+                    message: format!("access revoked: no read right on {dest:?}"),
+                    detail: format!(
+                        "the reloaded users file no longer lets user {who:?} read {dest:?}"
+                    ),
+                    version: false,
+                };
+                self.fail(conn, f, None, now);
+            }
+        }
     }
 
     /// The configuration in force.
@@ -1411,6 +1453,19 @@ impl Engine {
 
     fn on_commit(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
         let tx = self.take_tx(conn, frame)?;
+        // Rights are checked again at COMMIT, when the SENDs take effect:
+        // a right taken away (SIGHUP) since, or a queue gone since that now
+        // needs creating, refuses the whole transaction.
+        let mut dests: Vec<&ByteString> = tx.sends.iter().map(|m| &m.dest).collect();
+        dests.sort_unstable();
+        dests.dedup();
+        if let Some(e) = dests
+            .into_iter()
+            .find_map(|d| self.authorize(conn, Right::Write, d).err())
+        {
+            self.drop_tx(tx);
+            return Err(e);
+        }
         self.store.begin_group();
         for mut msg in tx.sends {
             self.router.memory -= msg.size;

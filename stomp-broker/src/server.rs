@@ -374,7 +374,7 @@ impl Broker {
         if cfg.users.is_some() {
             match crate::security::authenticator(cfg) {
                 Ok(auth) => {
-                    self.engine.set_authenticator(auth);
+                    self.engine.set_authenticator(auth, Instant::now());
                     tracing::info!("users file reloaded");
                 }
                 Err(e) => tracing::error!("users file not reloaded, the old one stays: {e}"),

@@ -1418,3 +1418,118 @@ fn a_worker_that_sends_before_it_acks_is_not_paused_at_the_limit() {
     h.e.take_resumed(&mut resumed);
     assert!(resumed.contains(&w) && !h.e.is_held_back(w));
 }
+
+/// A transaction's SENDs are authorized again at COMMIT: a write right
+/// taken away in between refuses the whole transaction.
+#[test]
+fn commit_checks_the_write_right_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct Toggle(Arc<AtomicBool>);
+    impl crate::auth::Authenticator for Toggle {
+        fn authenticate(
+            &self,
+            _: &crate::auth::Credentials<'_>,
+        ) -> Result<crate::auth::Principal, String> {
+            Ok(crate::auth::Principal::default())
+        }
+        fn authorize(
+            &self,
+            _: &crate::auth::Principal,
+            right: crate::auth::Right,
+            _: &str,
+        ) -> bool {
+            right != crate::auth::Right::Write || self.0.load(Ordering::Relaxed)
+        }
+    }
+    let allow = Arc::new(AtomicBool::new(true));
+    let mut h = H::with_auth(Config::default(), Toggle(Arc::clone(&allow)));
+    let sub = h.connect("1.2");
+    h.frame(sub, Frame::subscribe("0", "/queue/tx", AckMode::Auto));
+    let c = h.connect("1.2");
+    h.frame(c, Frame::new(Command::Begin).header("transaction", "t"));
+    h.frame(
+        c,
+        Frame::send("/queue/tx")
+            .header("transaction", "t")
+            .body("x"),
+    );
+    allow.store(false, Ordering::Relaxed);
+    h.frame(
+        c,
+        Frame::new(Command::Commit)
+            .header("transaction", "t")
+            .header("receipt", "r"),
+    );
+    let got = h.frames(c);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].command, Command::Error);
+    assert!(got[0].headers.get("message").unwrap().contains("write"));
+    assert!(h.frames(sub).is_empty(), "nothing delivered");
+}
+
+/// A reload takes rights away from open sessions too: a subscriber that
+/// may no longer read, or whose user is gone, gets an ERROR and is closed,
+/// and what it held goes back to its queue.
+#[test]
+fn a_reload_revokes_rights_of_open_sessions() {
+    use crate::auth::{Authenticator, Credentials, Principal, Right};
+    /// Users `a` and `b`; `a` may read only when `a_reads`; `b` exists only
+    /// when `b_exists`.
+    struct Rules {
+        a_reads: bool,
+        b_exists: bool,
+    }
+    impl Authenticator for Rules {
+        fn authenticate(&self, c: &Credentials<'_>) -> Result<Principal, String> {
+            Ok(Principal {
+                user: c.login.map(str::to_owned),
+                groups: Vec::new(),
+            })
+        }
+        fn authorize(&self, p: &Principal, right: Right, _: &str) -> bool {
+            right != Right::Read || p.user.as_deref() != Some("a") || self.a_reads
+        }
+        fn refresh(&self, p: &Principal) -> Option<Principal> {
+            (p.user.as_deref() != Some("b") || self.b_exists).then(|| p.clone())
+        }
+    }
+    let rules = |a_reads, b_exists| Rules { a_reads, b_exists };
+    let mut h = H::with_auth(Config::default(), rules(true, true));
+    let login = |h: &mut H, user: &str| {
+        let c = h.e.open(h.now);
+        h.raw(
+            c,
+            format!("CONNECT\naccept-version:1.2\nhost:x\nlogin:{user}\n\n\0").as_bytes(),
+        );
+        assert_eq!(h.frames(c)[0].command, Command::Connected);
+        c
+    };
+    let (a, b, other) = (login(&mut h, "a"), login(&mut h, "b"), login(&mut h, "c"));
+    h.frame(a, Frame::subscribe("0", "/queue/r", AckMode::Client));
+    h.frame(other, Frame::send("/queue/r").body("held by a"));
+    assert_eq!(h.frames(a).len(), 1);
+    h.e.set_authenticator(Box::new(rules(false, true)), h.now);
+    let got = h.frames(a);
+    assert_eq!(got.last().unwrap().command, Command::Error, "{got:?}");
+    assert!(
+        got.last()
+            .unwrap()
+            .headers
+            .get("message")
+            .unwrap()
+            .contains("read right")
+    );
+    assert!(h.frames(b).is_empty(), "b keeps its session");
+    h.e.set_authenticator(Box::new(rules(false, false)), h.now);
+    let got = h.frames(b);
+    assert_eq!(
+        got[0].headers.get("message"),
+        Some("access revoked"),
+        "{got:?}"
+    );
+    // The message a held went back: c, who may read, gets it.
+    h.frame(other, Frame::subscribe("0", "/queue/r", AckMode::Auto));
+    let got = h.frames(other);
+    assert_eq!(&got[0].body[..], b"held by a");
+}
