@@ -142,13 +142,30 @@ pub fn explain(e: &stomp_client::Error) -> String {
         stomp_client::Error::Connect { address, reason } => connect_hint(address, reason),
         stomp_client::Error::Broker { message, body, .. } => {
             let body = body.trim();
-            if body.is_empty() || body == message {
+            let said = if body.is_empty() || body == message {
                 format!("the broker said: {message}")
             } else {
                 format!("the broker said: {message} ({body})")
+            };
+            if message.contains("authentication") {
+                format!("{said}; check --login and --passcode (or user:pass@ in --url)")
+            } else {
+                said
             }
         }
         other => other.to_string(),
+    }
+}
+
+/// [`explain`] for a failed connect: a plain connection closed before the
+/// broker answered may have reached a TLS port.
+pub fn explain_connect(e: &stomp_client::Error, tls: bool) -> String {
+    match e {
+        stomp_client::Error::ConnectionLost { .. } if !tls => format!(
+            "{}; if that port speaks TLS, use a stomp+ssl:// URL",
+            explain(e)
+        ),
+        _ => explain(e),
     }
 }
 

@@ -113,7 +113,8 @@ pub fn run(a: &SendArgs) -> anyhow::Result<()> {
 }
 
 fn connect(target: &Target) -> anyhow::Result<Client> {
-    Client::connect(target.client_options()).map_err(|e| anyhow!(explain(&e)))
+    Client::connect(target.client_options())
+        .map_err(|e| anyhow!(crate::conn::explain_connect(&e, target.tls)))
 }
 
 /// Why [`send_lines`] stopped.

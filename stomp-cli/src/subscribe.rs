@@ -55,7 +55,8 @@ pub fn run(a: &SubscribeArgs) -> anyhow::Result<()> {
     }
     // Ctrl-C while connecting ends the command at once (nothing to clean
     // up); from here on it stops cleanly.
-    let client = Client::connect(target.client_options()).map_err(|e| anyhow!(explain(&e)))?;
+    let client = Client::connect(target.client_options())
+        .map_err(|e| anyhow!(crate::conn::explain_connect(&e, target.tls)))?;
     let stop = crate::interrupt_flag()?;
     let hdrs: Vec<(&str, &str)> = headers
         .iter()

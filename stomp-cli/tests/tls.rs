@@ -105,8 +105,18 @@ fn send_and_subscribe_over_tls() {
         .env_remove("SSL_CERT_DIR")
         .output()
         .unwrap();
+    // A plain URL to the TLS port says what to use.
+    let plain = Command::new(STOMP)
+        .args(["send", "--url", &format!("stomp://{tls}"), "/queue/t", "x"])
+        .output()
+        .unwrap();
     let _ = broker.kill();
     let _ = broker.wait();
+    assert!(!plain.status.success());
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("use a stomp+ssl:// URL"),
+        "{plain:?}"
+    );
     assert!(send.status.success(), "{send:?}");
     assert!(sub.status.success(), "{sub:?}");
     assert!(
