@@ -1221,7 +1221,7 @@ fn a_transaction_cannot_hold_more_than_its_share_of_memory() {
     let send = || {
         Frame::send("/queue/big-tx")
             .header("transaction", "t")
-            .body(vec![b'x'; 300])
+            .body(vec![b'x'; 200])
     };
     h.frame(c, send());
     h.frame(c, send());
