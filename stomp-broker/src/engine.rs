@@ -1024,6 +1024,23 @@ impl Engine {
 
     fn classify(&self, dest: &str) -> Result<Kind, Fail> {
         if dest.starts_with(&self.cfg.queue_prefix) && dest.len() > self.cfg.queue_prefix.len() {
+            // The journal stores a queue name in at most 65535 bytes, also
+            // once it is renamed to its dead-letter queue.
+            let dlq_extra = self
+                .cfg
+                .dlq_prefix
+                .len()
+                .saturating_sub(self.cfg.queue_prefix.len());
+            let max = usize::from(u16::MAX) - dlq_extra;
+            if dest.len() > max {
+                return fail(
+                    "destination too long",
+                    format!(
+                        "a queue name may have at most {max} bytes (the store's limit); this one has {}",
+                        dest.len()
+                    ),
+                );
+            }
             Ok(Kind::Queue)
         } else if dest.starts_with(&self.cfg.topic_prefix)
             && dest.len() > self.cfg.topic_prefix.len()

@@ -1533,3 +1533,22 @@ fn a_reload_revokes_rights_of_open_sessions() {
     let got = h.frames(other);
     assert_eq!(&got[0].body[..], b"held by a");
 }
+
+/// A queue name the store could not hold (over 65535 bytes with its
+/// dead-letter prefix) is refused up front, not at the store.
+#[test]
+fn a_queue_name_too_long_for_the_store_is_refused() {
+    let mut h = H::with(Config {
+        max_header_line: 200_000,
+        ..Config::default()
+    });
+    let c = h.connect("1.2");
+    let long = format!("/queue/{}", "q".repeat(70_000));
+    h.frame(
+        c,
+        Frame::send(long.as_str()).header("receipt", "r").body("x"),
+    );
+    let err = h.error_of(c);
+    assert_eq!(err.headers.get("message"), Some("destination too long"));
+    assert_eq!(err.headers.get("receipt-id"), Some("r"));
+}
