@@ -380,6 +380,32 @@ impl Engine {
             .is_some_and(|s| s.paused || s.out_paused)
     }
 
+    /// The peer ended its side of the stream with `leftover` bytes of a
+    /// frame never finished: it gets an ERROR saying so (it may still be
+    /// reading) before the driver closes.
+    pub fn input_ended(&mut self, conn: ConnId, leftover: &[u8], now: Instant) {
+        let Some(s) = self.sessions.get(conn) else {
+            return;
+        };
+        if s.phase == Phase::Closing
+            || s.paused
+            || s.out_paused
+            || s.authenticating.is_some()
+            || leftover.iter().all(|&b| b == b'\r' || b == b'\n')
+        {
+            return;
+        }
+        let f = Fail {
+            message: "incomplete frame".into(),
+            detail: format!(
+                "the connection was shut down after {} bytes of a frame that never ended (a frame ends with a NUL byte)",
+                leftover.len()
+            ),
+            version: false,
+        };
+        self.fail(conn, f, None, now);
+    }
+
     /// Whether the connection ends once what it is owed is written.
     pub fn is_closing(&self, conn: ConnId) -> bool {
         self.sessions

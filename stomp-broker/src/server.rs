@@ -664,6 +664,12 @@ impl Broker {
             tracing::debug!(conn = c, "peer gone while paused: closing");
             eof = true;
         }
+        // At the end of the stream, what is left is a frame never finished.
+        let leftover = if eof {
+            std::mem::take(&mut conn.rbuf)
+        } else {
+            BytesMut::new()
+        };
         if conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
             conn.rbuf = BytesMut::new();
         }
@@ -673,6 +679,9 @@ impl Broker {
         }
         if eof {
             tracing::debug!(conn = c, "peer closed");
+            if !leftover.is_empty() {
+                self.engine.input_ended(c, &leftover, now);
+            }
             self.flush(c, now);
             self.close(c, now);
         }

@@ -109,6 +109,20 @@ fn partial_frame_then_silence_does_not_block_others() {
     still_delivered(&b);
 }
 
+/// Half a frame, then the client shuts its side down: it is told, before
+/// the close, that its last frame never ended.
+#[test]
+fn half_a_frame_then_a_half_close_gets_an_error() {
+    let b = Broker::start();
+    queue_some(&b);
+    let mut c = b.connect(Version::V1_2);
+    c.send_raw(b"SEND\ndestination:/queue/half\n\nno NUL");
+    c.stream().shutdown(std::net::Shutdown::Write).unwrap();
+    let e = c.expect_error();
+    assert_eq!(e.headers.get("message"), Some("incomplete frame"), "{e:?}");
+    still_delivered(&b);
+}
+
 #[test]
 fn flooding_client_that_never_reads_does_not_starve_others() {
     let _serial = serial();
