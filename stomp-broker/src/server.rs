@@ -126,6 +126,8 @@ pub struct Broker {
     auth_tx: Option<std::sync::mpsc::Sender<crate::engine::AuthRequest>>,
     auth_rx: std::sync::mpsc::Receiver<AuthAnswer>,
     again: Vec<ConnId>,
+    /// Refused connections, logged at most once a second.
+    refusals: Refusals,
     /// Open connections per peer address (`max_connections_per_ip`).
     per_ip: HashMap<IpAddr, usize>,
 }
@@ -320,6 +322,7 @@ impl Broker {
             auth_tx: Some(auth_tx),
             auth_rx,
             again: Vec::new(),
+            refusals: Refusals::default(),
             per_ip: HashMap::new(),
         })
     }
@@ -528,7 +531,8 @@ impl Broker {
             };
             let is_tls = i >= self.addrs.len();
             if self.engine.connections() >= self.engine.config().max_connections {
-                tracing::warn!("refusing {peer}: max-connections reached");
+                self.refusals
+                    .note(format_args!("refusing {peer}: max-connections reached"));
                 if is_tls {
                     continue;
                 }
@@ -542,7 +546,9 @@ impl Broker {
             }
             let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
             if from_ip >= self.engine.config().max_connections_per_ip {
-                tracing::warn!("refusing {peer}: max-connections-per-ip reached");
+                self.refusals.note(format_args!(
+                    "refusing {peer}: max-connections-per-ip reached"
+                ));
                 if is_tls {
                     continue;
                 }
@@ -815,6 +821,37 @@ impl Broker {
         self.engine.flush_store(now);
         tracing::info!("broker stopped");
         Ok(())
+    }
+}
+
+/// Logs refused connections without flooding the log: the first one, then
+/// at most one line a second with how many were refused since.
+#[derive(Default)]
+struct Refusals {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, what: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.unlogged += 1;
+            return;
+        }
+        if self.unlogged > 0 {
+            tracing::warn!(
+                "{what} (and {} more refused in the last second)",
+                self.unlogged
+            );
+        } else {
+            tracing::warn!("{what}");
+        }
+        self.last = Some(now);
+        self.unlogged = 0;
     }
 }
 
