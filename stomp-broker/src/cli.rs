@@ -275,7 +275,7 @@ const FD_RESERVE: u64 = 128;
 /// fit, and lowers `max_connections` (and the per-IP limit) to what the
 /// limit allows: past it, a client gets the "too many connections" ERROR
 /// rather than a connection nobody accepts.
-fn fit_fd_limit(config: &mut crate::Config) {
+fn fit_fd_limit(config: &mut Config) {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => n,
         Err(e) => {
@@ -286,10 +286,16 @@ fn fit_fd_limit(config: &mut crate::Config) {
     tracing::debug!("open-file limit is {limit}");
     let fit = usize::try_from(limit.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX);
     if config.max_connections > fit {
-        tracing::info!(
+        let why = format!(
             "max-connections lowered from {} to {fit}: the open-file limit is {limit} (raise it with `ulimit -n`)",
             config.max_connections
         );
+        // Said out loud only when it was asked for.
+        if config.max_connections == Config::default().max_connections {
+            tracing::debug!("{why}");
+        } else {
+            tracing::info!("{why}");
+        }
         config.max_connections = fit;
     }
     config.max_connections_per_ip = config.max_connections_per_ip.min(config.max_connections);
