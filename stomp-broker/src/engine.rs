@@ -769,7 +769,7 @@ impl Engine {
             return;
         }
         let max_q = self.cfg.max_queue_memory;
-        let global_ok = self.router.memory <= self.cfg.max_memory;
+        let global_ok = self.router.charged() <= self.cfg.max_memory;
         let mut i = 0;
         while i < self.blocked.len() {
             let (conn, serial, ref q) = self.blocked[i];
@@ -1136,7 +1136,7 @@ impl Engine {
             self.router.memory += msg.size;
             self.sessions[conn].txs[i].bytes += msg.size;
             self.sessions[conn].txs[i].sends.push(msg);
-            if self.router.memory > self.cfg.max_memory {
+            if self.router.charged() > self.cfg.max_memory {
                 self.block(conn, dest);
             }
             return Ok(());
@@ -1188,7 +1188,7 @@ impl Engine {
             .get(dest)
             .is_some_and(|q| q.bytes > self.cfg.max_queue_memory);
         let s = &mut self.sessions[conn];
-        if !over_q && self.router.memory <= self.cfg.max_memory {
+        if !over_q && self.router.charged() <= self.cfg.max_memory {
             s.over_sends = 0;
             s.over_acks = 0;
             return;

@@ -154,3 +154,15 @@ pub(crate) struct Router {
     /// Message bytes held: queued, in flight, or in open transactions.
     pub(crate) memory: usize,
 }
+
+/// Bytes charged for each queue the broker holds (its entry, its name, its
+/// bookkeeping), on top of its messages.
+const QUEUE_OVERHEAD: usize = 512;
+
+impl Router {
+    /// What `max-memory` is compared with: message bytes, and each queue's
+    /// own cost.
+    pub(crate) fn charged(&self) -> usize {
+        self.memory + self.queues.len() * QUEUE_OVERHEAD
+    }
+}
