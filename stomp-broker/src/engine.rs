@@ -1136,9 +1136,8 @@ impl Engine {
             self.router.memory += msg.size;
             self.sessions[conn].txs[i].bytes += msg.size;
             self.sessions[conn].txs[i].sends.push(msg);
-            if self.router.charged() > self.cfg.max_memory {
-                self.block(conn, dest);
-            }
+            let over = self.router.charged() > self.cfg.max_memory;
+            self.hold_back_if(conn, &dest, over);
             return Ok(());
         }
         match kind {
@@ -1182,13 +1181,37 @@ impl Engine {
     }
 
     fn check_queue_memory(&mut self, conn: ConnId, dest: &ByteString) {
+        let over = self.memory_over(dest);
+        self.hold_back_if(conn, dest, over);
+    }
+
+    /// Whether queue `dest` or the broker holds more than its limit.
+    fn memory_over(&self, dest: &ByteString) -> bool {
         let over_q = self
             .router
             .queues
             .get(dest)
             .is_some_and(|q| q.bytes > self.cfg.max_queue_memory);
+        over_q || self.router.charged() > self.cfg.max_memory
+    }
+
+    /// [`check_queue_memory`](Self::check_queue_memory) for a committed
+    /// SEND: it was counted against the connection's credit when it came,
+    /// so it takes none now.
+    fn check_committed_memory(&mut self, conn: ConnId, dest: &ByteString) {
+        let over = self.memory_over(dest);
         let s = &mut self.sessions[conn];
-        if !over_q && self.router.charged() <= self.cfg.max_memory {
+        if over && s.over_sends > 0 {
+            s.over_sends -= 1;
+        }
+        self.hold_back_if(conn, dest, over);
+    }
+
+    /// Pauses reading `conn` when memory is `over` its limit, unless it may
+    /// still send (see below).
+    fn hold_back_if(&mut self, conn: ConnId, dest: &ByteString, over: bool) {
+        let s = &mut self.sessions[conn];
+        if !over {
             s.over_sends = 0;
             s.over_acks = 0;
             return;
@@ -1525,7 +1548,7 @@ impl Engine {
                 self.enqueue(msg);
                 self.dispatch(&dest, now);
                 if self.sessions.contains(conn) {
-                    self.check_queue_memory(conn, &dest);
+                    self.check_committed_memory(conn, &dest);
                 }
             }
         }

@@ -1552,3 +1552,53 @@ fn a_queue_name_too_long_for_the_store_is_refused() {
     assert_eq!(err.headers.get("message"), Some("destination too long"));
     assert_eq!(err.headers.get("receipt-id"), Some("r"));
 }
+
+/// The same worker inside transactions (BEGIN, SEND result, ACK job,
+/// COMMIT) is not paused at the limit either.
+#[test]
+fn a_transactional_worker_is_not_paused_at_the_limit() {
+    let mut h = H::with(Config {
+        max_memory: 3000,
+        ..Config::default()
+    });
+    let p = h.connect("1.2");
+    let mut sent = 0;
+    while !h.e.is_held_back(p) {
+        h.frame(p, Frame::send("/queue/tjobs").body(vec![b'j'; 100]));
+        sent += 1;
+    }
+    let w = h.connect("1.2");
+    h.frame(
+        w,
+        Frame::subscribe("0", "/queue/tjobs", AckMode::ClientIndividual)
+            .header("prefetch-count", "1"),
+    );
+    for i in 0..sent {
+        let job = h.frames(w).pop().expect("a job");
+        let t = format!("t{i}");
+        h.frame(
+            w,
+            Frame::new(Command::Begin).header("transaction", t.as_str()),
+        );
+        h.frame(
+            w,
+            Frame::send("/queue/tresults")
+                .header("transaction", t.as_str())
+                .body(vec![b'r'; 100]),
+        );
+        assert!(
+            !h.e.is_held_back(w),
+            "job {i}: the worker's ACK must be read"
+        );
+        h.frame(
+            w,
+            Frame::ack_for(&job, Version::V1_2)
+                .unwrap()
+                .header("transaction", t.as_str()),
+        );
+        h.frame(
+            w,
+            Frame::new(Command::Commit).header("transaction", t.as_str()),
+        );
+    }
+}
