@@ -418,7 +418,13 @@ impl Decoder {
             // error does not depend on how the stream was split.
             let end = found.map_or(buf.len(), |i| *scanned + i);
             let seen = command.is_some();
-            if let Some(e) = Self::crossing(&limits, self.position, &buf[..end], *line_start, seen)
+            let len = end - *line_start;
+            let within = end <= limits.max_frame_len
+                && len <= limits.max_line_len
+                && (seen || len <= Command::MAX_LEN + 1);
+            if !within
+                && let Some(e) =
+                    Self::crossing(&limits, self.position, &buf[..end], *line_start, seen)
             {
                 return Err(e);
             }
