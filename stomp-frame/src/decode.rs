@@ -338,6 +338,8 @@ impl Decoder {
     /// a time: a command line too long for any command, a line over
     /// `max_line_len` (a CR at the end does not count: it may be the start
     /// of a CRLF), a head over `max_frame_len`.
+    #[cold]
+    #[inline(never)]
     fn crossing(
         limits: &Limits,
         position: u64,
@@ -411,28 +413,26 @@ impl Decoder {
         }
         let limits = self.limits;
         loop {
-            let found = memchr(b'\n', &buf[*scanned..]);
-            // The line as far as it goes: to its LF, or to the end of what
-            // was read. A limit crossed inside it is reported as if the
-            // bytes had come one at a time (the first one crossed), so the
-            // error does not depend on how the stream was split.
-            let end = found.map_or(buf.len(), |i| *scanned + i);
-            let seen = command.is_some();
-            let len = end - *line_start;
-            let within = end <= limits.max_frame_len
-                && len <= limits.max_line_len
-                && (seen || len <= Command::MAX_LEN + 1);
-            if !within
-                && let Some(e) =
-                    Self::crossing(&limits, self.position, &buf[..end], *line_start, seen)
-            {
-                return Err(e);
-            }
-            let Some(i) = found else {
+            let Some(i) = memchr(b'\n', &buf[*scanned..]) else {
                 *scanned = buf.len();
+                let seen = command.is_some();
+                if let Some(e) = Self::crossing(&limits, self.position, buf, *line_start, seen) {
+                    return Err(e);
+                }
                 return Ok(HeadProgress::NeedMore);
             };
             let nl = *scanned + i;
+            if nl - *line_start > limits.max_line_len
+                || nl > limits.max_frame_len
+                || (command.is_none() && nl - *line_start > Command::MAX_LEN + 1)
+            {
+                let seen = command.is_some();
+                if let Some(e) =
+                    Self::crossing(&limits, self.position, &buf[..nl], *line_start, seen)
+                {
+                    return Err(e);
+                }
+            }
             if nl + 1 > limits.max_frame_len {
                 let (v, m) = (nl + 1, limits.max_frame_len);
                 return Err(self.limit(Limit::FrameLength, v, m));
