@@ -368,10 +368,10 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
 /// Adds `user` to the users file at `path` (created if missing), or changes
 /// their password; every other key of the file is kept.
 pub fn set_password(path: &Path, user: &str, password: &str) -> io::Result<()> {
-    if user.is_empty() || user.contains(char::is_whitespace) {
+    if user.is_empty() || user.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("user name {user:?} must be non-empty, without spaces"),
+            format!("user name {user:?} must be non-empty, without spaces or control characters"),
         ));
     }
     if password.is_empty() {
@@ -380,6 +380,24 @@ pub fn set_password(path: &Path, user: &str, password: &str) -> io::Result<()> {
             "the password must not be empty",
         ));
     }
+    if password.contains(['\n', '\r', '\0']) {
+        // A CONNECT header cannot carry these (CONNECT is not escaped).
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the password must not contain a line break or a NUL: no client could send it",
+        ));
+    }
+    // A symbolic link is followed: the file it points to is the one edited.
+    let path = &match std::fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => path.to_path_buf(),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", path.display()),
+            ));
+        }
+    };
     // Edited in place: comments, order and everything else stay.
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -538,6 +556,24 @@ pub fn run_passwd(args: &PasswdArgs) -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwd_refuses_what_no_client_could_send_and_follows_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("users.toml");
+        assert!(set_password(&path, "a\u{1}b", "pw").is_err());
+        assert!(set_password(&path, "alice", "line1\nline2").is_err());
+        std::fs::write(&path, "# kept\n").unwrap();
+        let link = tmp.path().join("link.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        set_password(&link, "alice", "pw").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("# kept") && text.contains("[users.alice]"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn passwd_edits_the_file_in_place() {
