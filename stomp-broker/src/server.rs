@@ -844,7 +844,7 @@ impl Refusals {
         }
         if self.unlogged > 0 {
             tracing::warn!(
-                "{what} (and {} more refused in the last second)",
+                "{what} (and {} more refused since the last such line)",
                 self.unlogged
             );
         } else {
