@@ -23,12 +23,18 @@ struct Broker {
 
 impl Broker {
     fn start(args: &[&str]) -> Broker {
+        Broker::launch(Process::new(BIN), args)
+    }
+
+    /// Starts the broker with `command` (the broker binary, or a shell that
+    /// runs it with its arguments as `"$@"`).
+    fn launch(mut command: Process, args: &[&str]) -> Broker {
         let mut all = vec!["--memory", "--log-level", "warn"];
         if !args.contains(&"--listen") {
             all.extend(["--listen", "127.0.0.1:0"]);
         }
         all.extend(args);
-        let mut child = Process::new(BIN)
+        let mut child = command
             .args(&all)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -726,30 +732,9 @@ fn a_burst_of_logins_does_not_stall_connected_clients() {
 /// the client past it is told so (an ERROR), not left unanswered.
 #[test]
 fn max_connections_fits_the_open_file_limit() {
-    let mut child = Process::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 200 && exec {BIN} --memory --listen 127.0.0.1:0 --log-level warn"
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let b = Broker {
-        child,
-        addrs: vec![addr],
-        tls_addrs: Vec::new(),
-    };
+    let mut sh = Process::new("sh");
+    sh.args(["-c", "ulimit -n 200 && exec \"$0\" \"$@\"", BIN]);
+    let b = Broker::launch(sh, &[]);
     // 200 descriptors less the reserve: 72 connections fit.
     let held: Vec<Client> = (0..72)
         .map(|_| Client::connected(b.addr(), "", ""))
