@@ -152,7 +152,8 @@ at a time (activemq.prefetchSize and prefetch-count, unless given with -H).
 With --ack auto the broker forgets a message as it sends it, so what it sent
 past --count, before Ctrl-C or before a failed subscription is gone.
 Exit status: 0 after --count messages, Ctrl-C, or --timeout without --count;
-3 when --timeout ran out before --count messages; 1 on connection errors.";
+3 when --timeout ran out before --count messages; 1 on connection errors;
+130 when a second Ctrl-C cut the clean stop short.";
 
 /// How `stomp subscribe` prints a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
