@@ -576,8 +576,8 @@ impl Driver {
 
     /// An error with no call waiting for it: the next call returns it.
     fn soft_error(&self, e: Error) {
-        self.inner.emit(ConnectionEvent::Error(e.clone()));
-        self.inner.update(|st| st.pending_error = Some(e));
+        self.inner.update(|st| st.pending_error = Some(e.clone()));
+        self.inner.emit(ConnectionEvent::Error(e));
     }
 
     fn deliver_stalled(&mut self) {
@@ -712,16 +712,17 @@ impl Driver {
             policy => policy,
         };
         let Some(policy) = policy else {
+            self.stop(Some(err.clone()));
             if opened {
-                self.inner.emit(ConnectionEvent::Lost(err.clone()));
+                self.inner.emit(ConnectionEvent::Lost(err));
             }
-            self.stop(Some(err));
             return;
         };
         if opened {
-            self.inner.emit(ConnectionEvent::Lost(err));
+            // The state first: whoever sees `Lost` sees `Reconnecting`.
             self.inner
                 .update(|st| st.status = ConnectionState::Reconnecting);
+            self.inner.emit(ConnectionEvent::Lost(err));
             self.attempt = 0;
             self.next_address = 0;
         } else {
