@@ -867,7 +867,7 @@ fn full_queue_pushes_back(b: Broker) {
     let t = std::time::Instant::now();
     other.send_sync(Frame::send("/queue/not-full").body("free"), "free");
     assert_eq!(&other.expect_message().body[..], b"free");
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     let mut c = b.connect(Version::V1_2);
     c.subscribe("0", "/queue/full", AckMode::Auto);
     for i in 1..=N {
