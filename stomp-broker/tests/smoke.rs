@@ -28,6 +28,15 @@ struct Client {
     beats: usize,
 }
 
+/// The socket is shut down on drop, so the broker sees the close at once
+/// even while a broker being started by another test holds a forked copy
+/// of the descriptor.
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl Client {
     fn connect(addr: SocketAddr, extra: &str) -> (Client, Frame) {
         let tcp = TcpStream::connect(addr).unwrap();

@@ -385,6 +385,17 @@ pub struct Conn {
     pub heartbeat_times: Vec<Instant>,
 }
 
+/// Closing a `Conn` shuts the socket down at once. Dropping the descriptor
+/// alone is not enough: a broker another test is starting at that moment
+/// holds a copy of every descriptor between its fork and exec, which would
+/// delay the FIN by milliseconds, and the broker would still count this
+/// connection as a subscriber (and deliver to it) meanwhile.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl Conn {
     /// Opens a TCP connection (no STOMP yet).
     pub fn open(addr: SocketAddr) -> Conn {
