@@ -129,10 +129,11 @@ const HEAD_START: State = State::Head {
 /// assert_eq!(&f.body[..], b"hi!");
 /// ```
 ///
-/// Line endings: 1.2 accepts `CRLF` or `LF`; 1.1 ends lines with LF and
-/// keeps a CR as part of a header value. In every version a CR before
-/// the LF of the command line, of the blank line or of a heart-beat is
-/// accepted, because there it cannot mean anything else.
+/// Line endings: `CRLF` or `LF` in every version. 1.2 says so; 1.1 ends
+/// lines with LF only, but a CR just before a header line's LF is taken as
+/// part of the line end there too, as RabbitMQ and ActiveMQ do: a client
+/// that writes CRLF would otherwise send to `/queue/a\r` without knowing.
+/// A CR anywhere else in a 1.1 value is kept.
 ///
 /// STOMP 1.0, whose own examples pad header values (`destination:
 /// /queue/foo`), gets what ActiveMQ does for it: spaces, tabs and CRs
@@ -537,7 +538,8 @@ impl Decoder {
         head: &Bytes,
     ) -> Result<(Headers, Option<usize>), DecodeError> {
         let escaped = command.is_escaped() && self.version >= Version::V1_1;
-        let strip_cr = self.version >= Version::V1_2;
+        // 1.0 trims CRs with the padding below.
+        let strip_cr = self.version >= Version::V1_1;
 
         let mut headers = Headers::with_capacity(self.line_ends.len() - 1);
         let mut length = None;
@@ -545,8 +547,7 @@ impl Decoder {
             let (start, end) = (pair[0] + 1, pair[1]);
             let offset = self.position + start as u64;
             let raw = &head[start..end];
-            // A header line is never blank, so a final CR is the EOL's only
-            // when the version allows CRLF.
+            // A header line is never blank, so a final CR belongs to the EOL.
             let raw = if strip_cr {
                 raw.strip_suffix(b"\r").unwrap_or(raw)
             } else {

@@ -169,6 +169,9 @@ impl Encoder {
         if is_name && s.is_empty() {
             return Need::Impossible("a header name cannot be empty");
         }
+        if self.version == Version::V1_1 && s.last() == Some(&b'\r') {
+            return Need::Impossible("1.1 peers read a CR before the LF as part of the line end");
+        }
         if self.escapes(command) {
             if extra(s, self.version) == 0 {
                 Need::Raw

@@ -131,9 +131,21 @@ fn crlf_line_endings_in_1_2() {
 }
 
 #[test]
-fn cr_is_part_of_the_value_before_1_2() {
-    let f = one_frame(Version::V1_1, b"SEND\r\ndestination:/q\r\n\r\n\0");
-    assert_eq!(f.destination(), Some("/q\r"));
+fn crlf_ends_1_1_lines_too_but_other_crs_stay() {
+    // As RabbitMQ and ActiveMQ read it: a CRLF client's destination is /q.
+    let f = one_frame(Version::V1_1, b"SEND\r\ndestination:/q\r\nx:a\rb\n\r\n\0");
+    assert_eq!(f.destination(), Some("/q"));
+    assert_eq!(f.headers.get("x"), Some("a\rb"));
+    // So a 1.1 value cannot end in CR: the encoder says so.
+    let f = Frame::send("/q").header("x", "a\r");
+    let e = Encoder::new(Version::V1_1).to_bytes(&f).unwrap_err();
+    assert!(matches!(e, EncodeError::Unencodable { .. }), "{e}");
+    let f = Frame::send("/q").header("x", "a\rb");
+    let out = Encoder::new(Version::V1_1).to_bytes(&f).unwrap();
+    assert_eq!(
+        one_frame(Version::V1_1, &out).headers.get("x"),
+        Some("a\rb")
+    );
 }
 
 #[test]
@@ -410,16 +422,16 @@ fn large_body_in_small_reads_is_not_rescanned() {
 
 #[test]
 fn encoder_escapes_per_version() {
-    let f = Frame::send("/q").header("a:b", "x\ny\\z\r");
+    let f = Frame::send("/q").header("a:b", "x\ny\\z\rw");
     let out = Encoder::new(Version::V1_2).to_bytes(&f).unwrap();
     assert_eq!(
         &out[..],
-        b"SEND\ndestination:/q\na\\cb:x\\ny\\\\z\\r\ncontent-length:0\n\n\0"
+        b"SEND\ndestination:/q\na\\cb:x\\ny\\\\z\\rw\ncontent-length:0\n\n\0"
     );
     let out = Encoder::new(Version::V1_1).to_bytes(&f).unwrap();
     assert_eq!(
         &out[..],
-        b"SEND\ndestination:/q\na\\cb:x\\ny\\\\z\r\ncontent-length:0\n\n\0"
+        b"SEND\ndestination:/q\na\\cb:x\\ny\\\\z\rw\ncontent-length:0\n\n\0"
     );
     let e = Encoder::new(Version::V1_0).to_bytes(&f).unwrap_err();
     assert!(matches!(e, EncodeError::Unencodable { .. }), "{e}");
@@ -565,18 +577,22 @@ fn stomp_1_0_trims_padding_around_names_and_values() {
     assert_eq!(f.headers.get("destination"), Some("/queue/foo"));
     assert_eq!(f.headers.get("ack"), Some("client"));
     assert_eq!(f.headers.get("x"), Some("y"));
-    // 1.1 and 1.2 keep every byte.
+    // 1.1 and 1.2 keep every byte but the CR of a CRLF.
     let items = decode_all(Version::V1_1, input).unwrap();
     let Item::Frame(f) = &items[0] else { panic!() };
     assert_eq!(f.headers.get("destination"), Some(" /queue/foo"));
-    assert_eq!(f.headers.get("ack"), Some(" client\r"));
+    assert_eq!(f.headers.get("ack"), Some(" client"));
     // The 1.0 encoder refuses a name a 1.0 peer would trim, and writes
     // values as they are.
     for v in [" a", "a ", "a\t", "a\r"] {
         let f = Frame::new(Command::Send).header(v, "x");
         let e = Encoder::new(Version::V1_0).to_bytes(&f).unwrap_err();
         assert!(matches!(e, EncodeError::Unencodable { .. }), "{v:?}: {e}");
-        assert!(Encoder::new(Version::V1_1).to_bytes(&f).is_ok(), "{v:?}");
+        assert_eq!(
+            Encoder::new(Version::V1_1).to_bytes(&f).is_ok(),
+            !v.ends_with('\r'),
+            "{v:?}"
+        );
         let f = Frame::new(Command::Send).header("k", v);
         let out = Encoder::new(Version::V1_0).to_bytes(&f).unwrap();
         assert!(out.windows(v.len()).any(|w| w == v.as_bytes()), "{v:?}");

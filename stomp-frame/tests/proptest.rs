@@ -74,7 +74,8 @@ fn frame() -> impl Strategy<Value = Frame> {
 /// rules rather than from the encoder's code: names are never empty;
 /// escaped frames can hold anything; unescaped ones (1.0, and CONNECT,
 /// STOMP, CONNECTED in every version) cannot hold a LF, nor a colon in a
-/// name, and in 1.2 a value cannot end in CR (it would read as CRLF).
+/// name, and in 1.2 a value cannot end in CR (it would read as CRLF). In
+/// 1.1 no name or value ends in CR, escaped or not (CRLF ends a line).
 /// 1.0 names do not start or end with a space, tab or CR (1.0 peers trim
 /// them, and so does the decoder; values are written padded, and come back
 /// trimmed: see `as_decoded`).
@@ -93,6 +94,7 @@ fn representable(frame: &Frame, version: Version) -> bool {
                         && !n.contains(':')
                         && (version != Version::V1_2 || !(v.contains('\r') || n.contains('\r')))))
                 && (version != Version::V1_0 || !padded(n))
+                && (version != Version::V1_1 || !(n.ends_with('\r') || v.ends_with('\r')))
         })
 }
 
