@@ -1502,6 +1502,7 @@ impl Engine {
             sends: Vec::new(),
             bytes: 0,
             acks: Vec::new(),
+            held: Vec::new(),
         });
         Ok(())
     }
@@ -1529,7 +1530,7 @@ impl Engine {
             .into_iter()
             .find_map(|d| self.authorize(conn, Right::Write, d).err())
         {
-            self.drop_tx(tx);
+            self.drop_tx(tx, now);
             return Err(e);
         }
         self.store.begin_group();
@@ -1556,18 +1557,30 @@ impl Engine {
         for op in tx.acks {
             self.apply_ack(conn, op, now);
         }
+        for msg in tx.held {
+            let dest = msg.dest.clone();
+            self.consumed(&dest, msg);
+            self.forget_if_idle(&dest);
+        }
         Ok(())
     }
 
-    fn on_abort(&mut self, conn: ConnId, frame: &Frame, _now: Instant) -> Result<(), Fail> {
+    fn on_abort(&mut self, conn: ConnId, frame: &Frame, now: Instant) -> Result<(), Fail> {
         let tx = self.take_tx(conn, frame)?;
-        self.drop_tx(tx);
+        self.drop_tx(tx, now);
         Ok(())
     }
 
-    fn drop_tx(&mut self, tx: Tx) {
+    /// Forgets a transaction's SENDs; what its ACKs held goes back.
+    fn drop_tx(&mut self, tx: Tx, now: Instant) {
         for msg in tx.sends {
             self.router.memory -= msg.size;
+        }
+        let mut held = tx.held;
+        held.sort_by(|a, b| a.dest.cmp(&b.dest));
+        for group in held.chunk_by(|a, b| a.dest == b.dest) {
+            let dest = group[0].dest.clone();
+            self.requeue(&dest, group.to_vec(), now);
         }
     }
 
@@ -1766,22 +1779,34 @@ impl Engine {
         if op.nack {
             self.requeue(&dest, taken.into_iter().map(|u| u.msg).collect(), now);
         } else {
-            let q = self
-                .router
-                .queues
-                .get_mut(&dest)
-                .expect("queue of a subscription");
             for u in taken {
-                q.bytes -= u.msg.size;
-                q.inflight -= 1;
-                self.router.memory -= u.msg.size;
-                self.stats.consumed += 1;
-                if let Err(e) = self.store.remove(&dest, u.msg.seq) {
-                    tracing::error!("store remove failed: {e}");
-                }
+                self.consumed(&dest, u.msg);
             }
         }
         self.dispatch(&dest, now);
+    }
+
+    /// An in-flight message of queue `dest` is acknowledged: gone for good.
+    fn consumed(&mut self, dest: &ByteString, msg: Message) {
+        let q = self
+            .router
+            .queues
+            .get_mut(dest)
+            .expect("queue of an in-flight message");
+        q.bytes -= msg.size;
+        q.inflight -= 1;
+        self.router.memory -= msg.size;
+        self.stats.consumed += 1;
+        if let Err(e) = self.store.remove(dest, msg.seq) {
+            tracing::error!("store remove failed: {e}");
+        }
+    }
+
+    /// Drops the queue `dest` from the router if nothing is left in it.
+    fn forget_if_idle(&mut self, dest: &ByteString) {
+        if self.router.queues.get(dest).is_some_and(Queue::is_idle) {
+            self.router.queues.remove(dest);
+        }
     }
 
     /// Delivers held topic messages while the subscription's window has room.
@@ -1882,16 +1907,24 @@ impl Engine {
         if let Some(q) = self.router.queues.get_mut(&sub.dest) {
             q.remove_sub(r);
         }
-        let msgs: Vec<Message> = sub.unacked.into_iter().map(|u| u.msg).collect();
-        self.requeue(&sub.dest, msgs, now);
-        if self
-            .router
-            .queues
-            .get(&sub.dest)
-            .is_some_and(Queue::is_idle)
-        {
-            self.router.queues.remove(&sub.dest);
+        // What an ACK in an open transaction names stays in flight with
+        // that transaction ("handled atomically based on the transaction",
+        // as RabbitMQ does): acknowledged at COMMIT, back at ABORT.
+        let mut back = Vec::new();
+        let s = &mut self.sessions[conn];
+        for u in sub.unacked {
+            let covers = |op: &AckOp| {
+                op.slot == slot
+                    && !op.nack
+                    && (op.ack == u.ack || (sub.ack == AckMode::Client && u.ack < op.ack))
+            };
+            match s.txs.iter_mut().find(|tx| tx.acks.iter().any(covers)) {
+                Some(tx) => tx.held.push(u.msg),
+                None => back.push(u.msg),
+            }
         }
+        self.requeue(&sub.dest, back, now);
+        self.forget_if_idle(&sub.dest);
     }
 
     // ----- session plumbing -----
@@ -1957,7 +1990,7 @@ impl Engine {
         s.torn_down = true;
         let txs = std::mem::take(&mut s.txs);
         for tx in txs {
-            self.drop_tx(tx);
+            self.drop_tx(tx, now);
         }
         for slot in 0..self.sessions[conn].subs.len() {
             self.remove_sub(conn, slot, now);
@@ -2000,6 +2033,15 @@ impl Engine {
         for (conn, s) in &self.sessions {
             for tx in &s.txs {
                 tx_bytes += tx.sends.iter().map(|m| m.size).sum::<usize>();
+                for m in &tx.held {
+                    if !seen.insert(m.seq) {
+                        return Err(format!("message {} held by a transaction twice", m.seq));
+                    }
+                    inflight += 1;
+                    let e = bytes.entry(&m.dest).or_default();
+                    e.0 += m.size;
+                    e.1 += 1;
+                }
             }
             let held: usize = s
                 .subs

@@ -83,6 +83,10 @@ pub(crate) struct Tx {
     pub(crate) bytes: usize,
     /// Acknowledgements in it, applied at COMMIT.
     pub(crate) acks: Vec<AckOp>,
+    /// Queue messages its ACKs name whose subscription went away before
+    /// COMMIT (UNSUBSCRIBE): still in flight, acknowledged at COMMIT,
+    /// back in their queue at ABORT.
+    pub(crate) held: Vec<Message>,
 }
 
 /// Kinds of timers a session has.

@@ -523,6 +523,62 @@ fn transactions_commit_abort_and_abort_at_disconnect() {
 }
 
 #[test]
+fn a_transactional_ack_holds_its_messages_past_unsubscribe() {
+    // ACK in a transaction, UNSUBSCRIBE, then COMMIT or ABORT (or a close):
+    // the ACK still decides, as RabbitMQ does.
+    for (mode, end) in [
+        (AckMode::ClientIndividual, "commit"),
+        (AckMode::Client, "commit"),
+        (AckMode::ClientIndividual, "abort"),
+        (AckMode::Client, "close"),
+    ] {
+        let mut h = H::new();
+        let c = h.connect("1.2");
+        let other = h.connect("1.2");
+        h.sub(c, "a", "/queue/tx-unsub", mode);
+        for body in ["m1", "m2", "m3"] {
+            h.send(other, "/queue/tx-unsub", body);
+        }
+        let got = h.frames(c);
+        assert_eq!(bodies(&got), ["m1", "m2", "m3"]);
+        h.frame(c, Frame::begin("t1"));
+        // Client mode: acking m2 covers m1 too. m3 is never acked.
+        h.frame(
+            c,
+            Frame::ack_for(&got[1], Version::V1_2)
+                .unwrap()
+                .header("transaction", "t1"),
+        );
+        h.frame(c, Frame::unsubscribe("a"));
+        h.sub(other, "b", "/queue/tx-unsub", AckMode::Auto);
+        let returned = bodies(&h.frames(other));
+        let acked: &[&str] = if mode == AckMode::Client {
+            &["m1", "m2"]
+        } else {
+            &["m2"]
+        };
+        let unacked: Vec<&str> = ["m1", "m2", "m3"]
+            .into_iter()
+            .filter(|b| !acked.contains(b))
+            .collect();
+        assert_eq!(returned, unacked, "{mode:?}: only what no ACK names");
+        match end {
+            "commit" => h.frame(c, Frame::commit("t1")),
+            "abort" => h.frame(c, Frame::abort("t1")),
+            _ => h.close(c),
+        }
+        let later = bodies(&h.frames(other));
+        if end == "commit" {
+            assert!(later.is_empty(), "{mode:?}: acked at COMMIT: {later:?}");
+            assert_eq!(h.e.stats().consumed as usize, 3, "{mode:?}");
+        } else {
+            assert_eq!(later, acked, "{mode:?} {end}: back to the queue");
+        }
+        assert_eq!(h.e.memory(), 0, "{mode:?} {end}");
+    }
+}
+
+#[test]
 fn disconnect_receipt_comes_after_everything_before_it() {
     let mut h = H::new();
     let c = h.connect("1.2");
