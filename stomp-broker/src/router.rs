@@ -57,12 +57,22 @@ impl Message {
     /// Makes a message of a SEND frame.
     pub(crate) fn from_send(seq: u64, dest: ByteString, frame: Frame) -> Message {
         let mut size = frame.body.len() + MESSAGE_OVERHEAD;
-        let headers: Headers = frame
-            .headers
-            .into_iter()
-            .filter(|h| !is_reserved(h.name()))
-            .inspect(|h| size += h.name().len() + h.value().len() + 2)
-            .collect();
+        // A repeated header is passed on once, with its first value (the
+        // one that counts; RabbitMQ and ActiveMQ drop the others too).
+        let many = frame.headers.len() > 16;
+        let mut seen = std::collections::HashSet::new();
+        let mut headers = Headers::with_capacity(frame.headers.len());
+        for h in frame.headers {
+            let first = if many {
+                seen.insert(h.name().to_owned())
+            } else {
+                headers.get(h.name()).is_none()
+            };
+            if first && !is_reserved(h.name()) {
+                size += h.name().len() + h.value().len() + 2;
+                headers.push_header(h);
+            }
+        }
         Message {
             seq,
             id: ByteString::from(format!("m-{seq}")),

@@ -286,6 +286,43 @@ fn auto_ack_queue_delivers_every_header() {
 }
 
 #[test]
+fn a_repeated_header_is_passed_on_once_with_its_first_value() {
+    for extra in [0, 20] {
+        // Few headers and many (the long path).
+        let mut h = H::new();
+        let p = h.connect("1.2");
+        let c = h.connect("1.2");
+        h.sub(c, "s", "/queue/dup", AckMode::Auto);
+        let mut f = Frame::send("/queue/dup")
+            .header("x-dup", "first")
+            .header("destination", "/queue/other")
+            .header("x-dup", "second");
+        for i in 0..extra {
+            f = f
+                .header(format!("x-{i}").as_str(), "v")
+                .header("x-dup", "third");
+        }
+        h.frame(p, f);
+        let m = h.frames(c).remove(0);
+        let dups: Vec<&str> = m
+            .headers
+            .iter()
+            .filter(|h| h.name() == "x-dup")
+            .map(|h| h.value())
+            .collect();
+        assert_eq!(dups, ["first"], "{extra}");
+        assert_eq!(
+            m.headers
+                .iter()
+                .filter(|h| h.name() == "destination")
+                .count(),
+            1
+        );
+        assert_eq!(m.headers.len(), 4 + extra as usize, "{:?}", m.headers);
+    }
+}
+
+#[test]
 fn queue_keeps_messages_while_nobody_subscribes() {
     let mut h = H::new();
     let p = h.connect("1.2");

@@ -194,6 +194,15 @@ fn repeated_header_first_one_wins() {
     let m = c.expect_message();
     assert_eq!(m.headers.get("k"), Some("first"));
     assert_eq!(m.destination(), Some("/queue/rep"));
+    // Passed on once (as RabbitMQ and ActiveMQ): a client whose last value
+    // wins gets the first too.
+    let ks: Vec<&str> = m
+        .headers
+        .iter()
+        .filter(|h| h.name() == "k")
+        .map(|h| h.value())
+        .collect();
+    assert_eq!(ks, ["first"]);
 }
 
 // ------------------------------------------------------- send / subscribe
