@@ -19,7 +19,11 @@
 # then every broker for LAT_SLICE seconds; the table gives, per broker,
 # the median over the rounds of each slice's p50 and p99.
 #
-# Knobs (environment): OURS_COUNT (200000), PEER_COUNT (50000),
+# Our broker runs with --memory unless OURS_STORE=journal: then it runs on
+# its real default, the journal (fsync on, every queue message stored), in
+# $OUT/ours-data.
+#
+# Knobs (environment): OURS_STORE (memory), OURS_COUNT (200000), PEER_COUNT (50000),
 # OURS_TOPIC_COUNT (100000), PEER_TOPIC_COUNT (20000), LAT_ROUNDS (5),
 # LAT_SLICE (3 s), LAT_SETTLE (20 s), IDLE_CONNECTIONS (10000), IDLE_HOLD (5).
 set -euo pipefail
@@ -27,6 +31,7 @@ cd "$(dirname "$0")/../.."
 . scripts/bench/common.sh
 
 BROKERS=${BROKERS:-"ours rabbitmq activemq"}
+OURS_STORE=${OURS_STORE:-memory}
 OURS_COUNT=${OURS_COUNT:-200000}
 PEER_COUNT=${PEER_COUNT:-50000}
 OURS_TOPIC_COUNT=${OURS_TOPIC_COUNT:-100000}
@@ -34,7 +39,7 @@ PEER_TOPIC_COUNT=${PEER_TOPIC_COUNT:-20000}
 LAT_ROUNDS=${LAT_ROUNDS:-5}
 LAT_SLICE=${LAT_SLICE:-3}
 LAT_SETTLE=${LAT_SETTLE:-20}
-export LAT_ROUNDS LAT_SLICE
+export LAT_ROUNDS LAT_SLICE OURS_STORE
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-5}
 OUT=${OUT:-target/bench/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -57,9 +62,15 @@ if want ours; then
     exit 1
   fi
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-  # Defaults but the store: topic producers are flow-controlled by their
-  # slowest subscriber, so the 8-subscriber burst needs no bigger backlog.
-  "$STOMP" broker --listen 127.0.0.1:$OURS_PORT --memory --log-level warn \
+  # Defaults but the store (unless OURS_STORE=journal): topic producers are
+  # flow-controlled by their slowest subscriber, so the 8-subscriber burst
+  # needs no bigger backlog.
+  case "$OURS_STORE" in
+    memory) store=(--memory) ;;
+    journal) store=(--data-dir "$OUT/ours-data") ;;
+    *) echo "error: OURS_STORE is memory or journal, not '$OURS_STORE'" >&2; exit 2 ;;
+  esac
+  "$STOMP" broker --listen 127.0.0.1:$OURS_PORT "${store[@]}" --log-level warn \
     >"$OUT/ours.out" 2>"$OUT/ours.err" &
   OURS_PID=$!
   for ((i = 0; i < 100; i++)); do
@@ -195,7 +206,7 @@ peers = [b for b in brokers if b != "ours"]
 head = ["", *[names[b] for b in brokers]]
 if "ours" in brokers and peers:
     head.append("ours / better peer")
-print(f"Machine: {machine}. Each broker alone on loopback, same `stomp bench` client. Latency rows: median over {os.environ.get('LAT_ROUNDS', '5')} interleaved rounds of {os.environ.get('LAT_SLICE', '3')} s slices (echo first in each).")
+print(f"Machine: {machine}. Ours on {os.environ.get('OURS_STORE', 'memory')}. Each broker alone on loopback, same `stomp bench` client. Latency rows: median over {os.environ.get('LAT_ROUNDS', '5')} interleaved rounds of {os.environ.get('LAT_SLICE', '3')} s slices (echo first in each).")
 print()
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
