@@ -227,7 +227,7 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
     let cfg = Config {
         prefetch: 3,
         max_deliveries: 3,
-        max_queue_memory: 3000,
+        max_queue_memory: Some(3000),
         max_memory: 6000,
         max_write_backlog: 1500,
         slow_consumer_policy: SlowConsumerPolicy::Disconnect,

@@ -92,10 +92,10 @@ pub struct BrokerArgs {
     /// half its write backlog, before the slow-consumer policy applies to it [default: 5000].
     #[arg(long, value_name = "MS")]
     pub slow_consumer_timeout: Option<u64>,
-    /// Message bytes per queue before producers are paused [default: 67108864].
+    /// Message bytes per queue before producers are paused [default: as --max-memory].
     #[arg(long, value_name = "BYTES")]
     pub max_queue_memory: Option<usize>,
-    /// Message bytes in the broker before producers are paused [default: 536870912].
+    /// Message bytes in the broker before producers are paused [default: 40% of the machine's memory, or of its cgroup limit].
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<usize>,
     /// Connections at once; more get an ERROR and are closed [default: 100000].
@@ -176,10 +176,12 @@ impl BrokerArgs {
             max_write_backlog,
             slow_consumer_policy,
             slow_consumer_timeout,
-            max_queue_memory,
             max_memory,
             max_connections
         );
+        if self.max_queue_memory.is_some() {
+            c.max_queue_memory = self.max_queue_memory;
+        }
         if let Some(u) = &self.users {
             c.users = Some(u.clone());
         }
@@ -224,6 +226,11 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             config.connect_timeout
         );
     }
+    tracing::info!(
+        "memory for messages: {} MiB in all, {} MiB per queue (--max-memory, --max-queue-memory); producers pause beyond",
+        config.max_memory >> 20,
+        config.queue_memory() >> 20
+    );
     let mut config = config;
     fit_fd_limit(&mut config);
     let mut broker = match Broker::bind(config) {

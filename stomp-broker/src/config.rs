@@ -56,6 +56,29 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 /// while the 10,000-connection benchmark from one machine still fits.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 20_000;
 
+/// Default of [`Config::max_memory`] (and of
+/// [`Config::max_queue_memory`]): 40% of the memory this process may use,
+/// the machine's or its cgroup's limit if lower (RabbitMQ's default high
+/// watermark); 512 MiB where neither can be read. At least 64 MiB.
+pub fn default_max_memory() -> usize {
+    const FALLBACK: u64 = 512 * 1024 * 1024;
+    let ram = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let kib = m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+        let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kib * 1024)
+    });
+    // cgroup v2 says "max" when there is no limit.
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let usable = match (ram, cgroup) {
+        (Some(r), Some(c)) => r.min(c),
+        (Some(x), None) | (None, Some(x)) => x,
+        (None, None) => return FALLBACK as usize,
+    };
+    usize::try_from((usable / 10 * 4).max(64 * 1024 * 1024)).unwrap_or(usize::MAX)
+}
+
 /// Everything the broker can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -114,9 +137,13 @@ pub struct Config {
     /// them back and meets [`slow_consumer_policy`](Config::slow_consumer_policy)
     /// when its backlog fills.
     pub slow_consumer_timeout: u64,
-    /// Message bytes one queue may hold before producers are paused.
-    pub max_queue_memory: usize,
-    /// Message bytes the broker may hold before producers are paused.
+    /// Message bytes one queue may hold before producers are paused;
+    /// `None` (the default): as [`max_memory`](Config::max_memory), no
+    /// limit of its own. See [`queue_memory`](Config::queue_memory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queue_memory: Option<usize>,
+    /// Message bytes the broker may hold before producers are paused
+    /// (default: [`default_max_memory`], 40% of the machine's memory).
     pub max_memory: usize,
     /// Connections accepted at once; more are answered with an ERROR and closed.
     pub max_connections: usize,
@@ -172,8 +199,8 @@ impl Default for Config {
             max_write_backlog: 8 * 1024 * 1024,
             slow_consumer_policy: SlowConsumerPolicy::Disconnect,
             slow_consumer_timeout: 5000,
-            max_queue_memory: 64 * 1024 * 1024,
-            max_memory: 512 * 1024 * 1024,
+            max_queue_memory: None,
+            max_memory: default_max_memory(),
             max_connections: 100_000,
             users: None,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
@@ -361,7 +388,7 @@ impl Config {
             ("max-headers", self.max_headers),
             ("max-header-line", self.max_header_line),
             ("max-write-backlog", self.max_write_backlog),
-            ("max-queue-memory", self.max_queue_memory),
+            ("max-queue-memory", self.queue_memory()),
             ("max-memory", self.max_memory),
             ("max-connections", self.max_connections),
             ("max-connections-per-ip", self.max_connections_per_ip),
@@ -384,6 +411,12 @@ impl Config {
             max_body_len: self.max_body_size,
             max_frame_len: self.max_frame_size,
         }
+    }
+
+    /// Message bytes one queue may hold: `max_queue_memory`, or
+    /// `max_memory` when that is not set.
+    pub fn queue_memory(&self) -> usize {
+        self.max_queue_memory.unwrap_or(self.max_memory)
     }
 
     /// The data directory of the durable store, or `None` with `memory`.
@@ -418,8 +451,11 @@ mod tests {
         assert_eq!(c.max_frame_size, 17_825_792);
         assert_eq!(c.max_body_size, 16_777_216);
         assert_eq!(c.max_write_backlog, 8_388_608);
-        assert_eq!(c.max_queue_memory, 67_108_864);
-        assert_eq!(c.max_memory, 536_870_912);
+        // 40% of this machine's memory, for the broker and for each queue.
+        assert_eq!(c.max_memory, default_max_memory());
+        assert_eq!(c.max_queue_memory, None);
+        assert_eq!(c.queue_memory(), c.max_memory);
+        assert!(c.max_memory >= 64 * 1024 * 1024);
         assert_eq!(c.persist, Persist::All);
         assert!(c.fsync);
         assert_eq!(c.store_dir(), Some(PathBuf::from("data")));

@@ -768,7 +768,7 @@ impl Engine {
         if self.blocked.is_empty() {
             return;
         }
-        let max_q = self.cfg.max_queue_memory;
+        let max_q = self.cfg.queue_memory();
         let global_ok = self.router.charged() <= self.cfg.max_memory;
         let mut i = 0;
         while i < self.blocked.len() {
@@ -1123,7 +1123,7 @@ impl Engine {
             // connection instead could never end: the memory it waits for
             // is its own (and a peer gone behind a full TCP window is not
             // seen while paused).
-            let limit = self.cfg.max_queue_memory.min(self.cfg.max_memory / 4);
+            let limit = self.cfg.queue_memory().min(self.cfg.max_memory / 4);
             if self.sessions[conn].txs[i].bytes + msg.size > limit {
                 return fail(
                     "transaction too large",
@@ -1191,7 +1191,7 @@ impl Engine {
             .router
             .queues
             .get(dest)
-            .is_some_and(|q| q.bytes > self.cfg.max_queue_memory);
+            .is_some_and(|q| q.bytes > self.cfg.queue_memory());
         over_q || self.router.charged() > self.cfg.max_memory
     }
 

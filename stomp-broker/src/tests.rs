@@ -847,7 +847,7 @@ fn topic_burst_pauses_producer_instead_of_cutting_a_reading_subscriber() {
 #[test]
 fn full_queue_pauses_the_producer_until_memory_frees() {
     let mut h = H::with(Config {
-        max_queue_memory: 1000,
+        max_queue_memory: Some(1000),
         ..Config::default()
     });
     let p = h.connect("1.2");

@@ -144,7 +144,7 @@ fn many_messages_in_order_through_a_queue() {
 #[test]
 fn full_queue_pauses_producer_without_losing_messages() {
     let b = start(Config {
-        max_queue_memory: 64 * 1024,
+        max_queue_memory: Some(64 * 1024),
         ..Config::default()
     });
     let (mut p, _) = Client::connect(b.addr(), "");
@@ -282,7 +282,7 @@ fn error_survives_unread_input_after_the_bad_frame() {
 #[test]
 fn consumer_keeps_up_while_the_queue_is_full() {
     let b = start(Config {
-        max_queue_memory: 128 * 1024,
+        max_queue_memory: Some(128 * 1024),
         ..Config::default()
     });
     let (mut c, _) = Client::connect(b.addr(), "");

@@ -821,6 +821,36 @@ fn client_nack_is_cumulative() {
 // ------------------------------------------------------------ flow control
 
 #[test]
+fn a_queue_takes_a_backlog_of_100_mib_by_default() {
+    // Filled before anyone consumes (a backlog, a load test): by default a
+    // queue has no memory limit of its own (RabbitMQ and ActiveMQ take this
+    // too), so the producer is not paused at some fixed size.
+    let b = Broker::start();
+    let mut p = b.connect(Version::V1_2);
+    let body = vec![b'x'; 1 << 20];
+    for i in 0..99 {
+        p.send(
+            &Frame::send("/queue/backlog")
+                .body(body.clone())
+                .header("n", i.to_string().as_str()),
+        );
+    }
+    p.send_sync(
+        Frame::send("/queue/backlog")
+            .body(body.clone())
+            .header("n", "99"),
+        "last",
+    );
+    let mut c = b.connect(Version::V1_2);
+    c.subscribe("0", "/queue/backlog", AckMode::Auto);
+    for i in 0..100 {
+        let m = c.expect_message();
+        assert_eq!(m.headers.get("n"), Some(i.to_string().as_str()));
+        assert_eq!(m.body.len(), 1 << 20);
+    }
+}
+
+#[test]
 fn full_queue_pushes_back_on_the_producer_and_loses_nothing() {
     full_queue_pushes_back(Broker::start_with(&["--max-queue-memory", "65536"]));
 }
