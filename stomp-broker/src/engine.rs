@@ -1577,10 +1577,10 @@ impl Engine {
             self.router.memory -= msg.size;
         }
         let mut held = tx.held;
-        held.sort_by(|a, b| a.dest.cmp(&b.dest));
-        for group in held.chunk_by(|a, b| a.dest == b.dest) {
-            let dest = group[0].dest.clone();
-            self.requeue(&dest, group.to_vec(), now);
+        while let Some(dest) = held.first().map(|m| m.dest.clone()) {
+            let (same, rest) = held.into_iter().partition(|m| m.dest == dest);
+            self.requeue(&dest, same, now);
+            held = rest;
         }
     }
 
