@@ -56,8 +56,8 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 /// while the 10,000-connection benchmark from one machine still fits.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 20_000;
 
-/// Default of [`Config::max_memory`] (and of
-/// [`Config::max_queue_memory`]): 40% of the memory this process may use,
+/// Default of [`Config::max_memory`] (so of each queue's limit too, unless
+/// [`Config::max_queue_memory`] is set): 40% of the memory this process may use,
 /// the machine's or its cgroup's limit if lower (RabbitMQ's default high
 /// watermark); 512 MiB where neither can be read. At least 64 MiB.
 pub fn default_max_memory() -> usize {
