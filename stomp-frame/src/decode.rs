@@ -538,8 +538,6 @@ impl Decoder {
         head: &Bytes,
     ) -> Result<(Headers, Option<usize>), DecodeError> {
         let escaped = command.is_escaped() && self.version >= Version::V1_1;
-        // 1.0 trims CRs with the padding below.
-        let strip_cr = self.version >= Version::V1_1;
 
         let mut headers = Headers::with_capacity(self.line_ends.len() - 1);
         let mut length = None;
@@ -547,12 +545,9 @@ impl Decoder {
             let (start, end) = (pair[0] + 1, pair[1]);
             let offset = self.position + start as u64;
             let raw = &head[start..end];
-            // A header line is never blank, so a final CR belongs to the EOL.
-            let raw = if strip_cr {
-                raw.strip_suffix(b"\r").unwrap_or(raw)
-            } else {
-                raw
-            };
+            // A header line is never blank, so a final CR belongs to the EOL
+            // (in every version: see the type's docs).
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
             let Ok((_, (name, value))) = header_fields(raw) else {
                 return Err(DecodeError::MissingColon {
                     line: lossy_prefix(raw),
