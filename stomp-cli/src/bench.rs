@@ -52,14 +52,13 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         return print(a.json, &r, echo::human(&r));
     }
     let target = Target::from_args(&a.conn)?;
-    if target.tls {
-        return Err(UsageError(
-            "bench speaks plain TCP only (its connections are raw sockets); use a stomp:// URL"
-                .into(),
-        )
-        .into());
-    }
     if let Some(n) = a.idle_connections {
+        if target.tls {
+            return Err(UsageError(
+                "--idle-connections opens plain TCP connections only; use a stomp:// URL".into(),
+            )
+            .into());
+        }
         let r = idle::run(a, &target, n)?;
         print(a.json, &r, idle::human(&r))?;
         if r.opened < r.connections {
@@ -646,13 +645,7 @@ fn produce(conn: RawConn, sh: &Arc<Shared>, spec: &ProducerSpec) -> u64 {
     let (slots_tx, slots_rx) = stomp_client::crossbeam_channel::bounded::<()>(spec.window);
     let reader = {
         let mut rconn = RawConn {
-            stream: match conn.stream.try_clone() {
-                Ok(s) => s,
-                Err(e) => {
-                    sh.fail(format!("producer {}: {e}", spec.id));
-                    return 0;
-                }
-            },
+            stream: conn.stream.clone(),
             buf: conn.buf.clone(),
             decoder: stomp_frame::Decoder::new(conn.version),
             version: conn.version,
@@ -698,7 +691,7 @@ fn produce(conn: RawConn, sh: &Arc<Shared>, spec: &ProducerSpec) -> u64 {
         })
     };
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut stream = &conn.stream;
+    let stream = &conn.stream;
     let start = Instant::now();
     let interval = (spec.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / spec.rate));
     let mut seq = 0u64;
@@ -861,7 +854,7 @@ fn consume(mut conn: RawConn, sh: &Arc<Shared>, ack: AckMode, producers: usize) 
             let _ = enc.encode(&a, &mut acks);
         }
         if !acks.is_empty() {
-            if let Err(e) = (&conn.stream).write_all(&acks) {
+            if let Err(e) = conn.stream.write_all(&acks) {
                 sh.fail(format!("consumer: cannot write ACKs: {e}"));
                 return r;
             }

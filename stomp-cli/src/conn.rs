@@ -3,8 +3,9 @@
 //! `subscribe`, or into raw connections for `bench`; and errors worded so
 //! the user knows what to fix.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -198,13 +199,176 @@ pub fn connect_hint(address: &str, reason: &str) -> String {
     format!("cannot connect to {address}: {reason}{hint}")
 }
 
+/// The bytes of a raw connection: plain TCP, or TLS over it. Blocking;
+/// one thread may read while another writes (a `bench` producer does).
+#[derive(Debug, Clone)]
+pub enum Link {
+    /// Plain TCP.
+    Plain(Arc<TcpStream>),
+    /// TLS: the session is shared by the reading and the writing thread.
+    Tls(Arc<TlsLink>),
+}
+
+/// A TLS session over a blocking socket (see [`Link`]).
+#[derive(Debug)]
+pub struct TlsLink {
+    sock: TcpStream,
+    state: Mutex<TlsState>,
+}
+
+#[derive(Debug)]
+struct TlsState {
+    session: stomp_client::rustls::ClientConnection,
+    /// Bytes read from the socket that the session has not taken yet.
+    pending: Vec<u8>,
+}
+
+impl Link {
+    /// Connects (TLS when the target says so, handshake included), within
+    /// the target's timeout.
+    fn open(target: &Target, addr: &std::net::SocketAddr) -> anyhow::Result<Link> {
+        let address = target.address();
+        let sock = TcpStream::connect_timeout(addr, target.timeout)
+            .map_err(|e| anyhow::anyhow!(connect_hint(&address, &e.to_string())))?;
+        sock.set_nodelay(true)?;
+        if !target.tls {
+            return Ok(Link::Plain(Arc::new(sock)));
+        }
+        let mut session = stomp_client::tls_session(&target.host, target.tls_ca.as_deref())
+            .map_err(|e| anyhow::anyhow!(connect_hint(&address, &e.to_string())))?;
+        sock.set_read_timeout(Some(target.timeout))?;
+        sock.set_write_timeout(Some(target.timeout))?;
+        while session.is_handshaking() {
+            if let Err(e) = session.complete_io(&mut &sock) {
+                let why = match e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<stomp_client::rustls::Error>())
+                {
+                    Some(t) => stomp_client::tls_error_text(t),
+                    None if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                    {
+                        format!("no TLS handshake within {:?}", target.timeout)
+                    }
+                    None => e.to_string(),
+                };
+                anyhow::bail!(connect_hint(&address, &format!("TLS: {why}")));
+            }
+        }
+        sock.set_write_timeout(None)?;
+        Ok(Link::Tls(Arc::new(TlsLink {
+            sock,
+            state: Mutex::new(TlsState {
+                session,
+                pending: Vec::new(),
+            }),
+        })))
+    }
+
+    fn sock(&self) -> &TcpStream {
+        match self {
+            Link::Plain(s) => s,
+            Link::Tls(t) => &t.sock,
+        }
+    }
+
+    /// Bounds each read ([`Link::read`] then fails with `WouldBlock` or
+    /// `TimedOut`).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock().set_read_timeout(timeout)
+    }
+
+    /// Writes all of `buf` (blocking).
+    pub fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Link::Plain(s) => (&**s).write_all(buf),
+            Link::Tls(t) => {
+                let mut st = t.lock();
+                let mut rest = buf;
+                while !rest.is_empty() {
+                    // rustls takes as much as it buffers; write that out.
+                    let n = st.session.writer().write(rest)?;
+                    rest = &rest[n..];
+                    st.flush(&t.sock)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads what is available into `buf` (blocking, up to the read
+    /// timeout); `Ok(0)` at the end of the stream.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let t = match self {
+            Link::Plain(s) => return (&**s).read(buf),
+            Link::Tls(t) => t,
+        };
+        loop {
+            {
+                let mut st = t.lock();
+                match st.session.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+                if !st.pending.is_empty() {
+                    st.take_pending(&t.sock)?;
+                    continue;
+                }
+            }
+            // Wait for the socket without the lock: the writer goes on.
+            let mut raw = [0u8; 16 * 1024];
+            let n = (&t.sock).read(&mut raw)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut st = t.lock();
+            st.pending.extend_from_slice(&raw[..n]);
+            st.take_pending(&t.sock)?;
+        }
+    }
+}
+
+impl TlsLink {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TlsState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl TlsState {
+    /// Hands pending socket bytes to the session (as much as it takes).
+    fn take_pending(&mut self, sock: &TcpStream) -> io::Result<()> {
+        let mut rest = &self.pending[..];
+        let taken = self.session.read_tls(&mut rest)?;
+        self.pending.drain(..taken);
+        if let Err(e) = self.session.process_new_packets() {
+            let _ = self.flush(sock);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("TLS: {}", stomp_client::tls_error_text(&e)),
+            ));
+        }
+        self.flush(sock)
+    }
+
+    /// Writes the TLS records the session owes (blocking).
+    fn flush(&mut self, mut sock: &TcpStream) -> io::Result<()> {
+        while self.session.wants_write() {
+            self.session.write_tls(&mut sock)?;
+        }
+        Ok(())
+    }
+}
+
 /// A connection made without the client library (for `bench`, whose
-/// producers and consumers need to be lean, and whose idle mode opens
-/// thousands of connections).
+/// producers and consumers need to be lean).
 #[derive(Debug)]
 pub struct RawConn {
-    /// The socket (blocking, `TCP_NODELAY`).
-    pub stream: TcpStream,
+    /// The connection (blocking, `TCP_NODELAY`).
+    pub stream: Link,
     /// Bytes read after CONNECTED, not yet decoded.
     pub buf: BytesMut,
     /// The decoder, set to the negotiated version.
@@ -224,12 +388,10 @@ impl RawConn {
             .map_err(|e| anyhow::anyhow!(connect_hint(&address, &e.to_string())))?
             .next()
             .ok_or_else(|| anyhow::anyhow!("{address} resolves to no address"))?;
-        let stream = TcpStream::connect_timeout(&addr, target.timeout)
-            .map_err(|e| anyhow::anyhow!(connect_hint(&address, &e.to_string())))?;
-        stream.set_nodelay(true)?;
+        let stream = Link::open(target, &addr)?;
         let mut out = BytesMut::new();
         Encoder::new(Version::V1_2).encode(&target.connect_frame(HeartBeat::NONE), &mut out)?;
-        (&stream).write_all(&out)?;
+        stream.write_all(&out)?;
         let mut decoder = Decoder::new(Version::V1_2);
         let mut buf = BytesMut::with_capacity(64 * 1024);
         loop {
@@ -258,6 +420,9 @@ impl RawConn {
             }
             stream.set_read_timeout(Some(left))?;
             match read_some(&stream, &mut buf) {
+                Ok(0) if !target.tls => anyhow::bail!(
+                    "{address} closed the connection before CONNECTED; if that port speaks TLS, use a stomp+ssl:// URL"
+                ),
                 Ok(0) => anyhow::bail!("{address} closed the connection before CONNECTED"),
                 Ok(_) => {}
                 Err(e)
@@ -274,7 +439,7 @@ impl RawConn {
     pub fn send(&self, frame: &Frame) -> anyhow::Result<()> {
         let mut out = BytesMut::new();
         Encoder::new(self.version).encode(frame, &mut out)?;
-        (&self.stream).write_all(&out)?;
+        self.stream.write_all(&out)?;
         Ok(())
     }
 
@@ -313,7 +478,7 @@ impl RawConn {
 ///
 /// Reads into a per-thread scratch buffer and copies what came, rather than
 /// zero-filling 64 KiB of `buf` before every read.
-pub fn read_some(mut stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+pub fn read_some(stream: &Link, buf: &mut BytesMut) -> std::io::Result<usize> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
     }

@@ -1,4 +1,4 @@
-//! `stomp send` / `stomp subscribe` over TLS (`stomp+ssl://`, `--tls-ca`)
+//! `stomp send` / `stomp subscribe` / `stomp bench` over TLS (`stomp+ssl://`, `--tls-ca`)
 //! against `stomp broker --tls-listen`, with a CA made at test time.
 
 use std::io::{BufRead, BufReader};
@@ -110,8 +110,46 @@ fn send_and_subscribe_over_tls() {
         .args(["send", "--url", &format!("stomp://{tls}"), "/queue/t", "x"])
         .output()
         .unwrap();
+    // bench's raw connections speak TLS too: receipts (a reader and a
+    // writer thread share each session), client acks, bodies bigger than
+    // what rustls buffers at once.
+    let bench = |extra: &[&str]| {
+        let out = Command::new(STOMP)
+            .args(["bench", "--url", &url, "--json", "--producers", "2"])
+            .args(["--consumers", "2"])
+            .args(extra)
+            .arg("--tls-ca")
+            .arg(&ca)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["received"], r["expected"], "{r}");
+        assert_eq!(
+            (r["lost"].as_u64(), r["duplicated"].as_u64()),
+            (Some(0), Some(0)),
+            "{r}"
+        );
+        r
+    };
+    let r = bench(&["--count", "2000", "--receipts", "--window", "8"]);
+    assert_eq!(r["confirmed"], 2000, "{r}");
+    let r = bench(&["--count", "40", "--size", "300000", "--ack", "client"]);
+    assert_eq!(r["received"], 40, "{r}");
+    let untrusted_bench = Command::new(STOMP)
+        .args(["bench", "--url", &url, "--count", "1"])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
     let _ = broker.kill();
     let _ = broker.wait();
+    assert!(!untrusted_bench.status.success());
+    let err = String::from_utf8_lossy(&untrusted_bench.stderr);
+    assert!(
+        err.contains("not signed by a trusted CA") && err.contains("--tls-ca"),
+        "{err}"
+    );
     assert!(!plain.status.success());
     assert!(
         String::from_utf8_lossy(&plain.stderr).contains("use a stomp+ssl:// URL"),

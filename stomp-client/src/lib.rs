@@ -91,7 +91,10 @@ pub use error::{Error, Result};
 pub use options::{
     ConnectOptions, DEFAULT_PORT, DEFAULT_TLS_PORT, OutagePolicy, ReconnectPolicy, StompUrl,
 };
+/// The TLS crate of [`tls_session`], for programs that drive its sessions.
+pub use rustls;
 pub use stomp_frame::{self, AckMode, Frame, Headers, HeartBeat, Version};
+pub use tls::{tls_error_text, tls_session};
 
 #[cfg(test)]
 mod tests {

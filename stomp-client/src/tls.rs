@@ -3,6 +3,7 @@
 //! `reader`, `writer` / `write_tls`, `wants_write`).
 
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
@@ -73,6 +74,19 @@ pub(crate) fn connect(
     ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)
 }
 
+/// A TLS session to `host` (a DNS name or an IP address) that trusts the
+/// CAs in the PEM file `ca`, or else the system's, as [`Client`](crate::Client)
+/// does: for programs that drive their own sockets (the `stomp bench` load
+/// generator does) and want the client's trust rules. Feed it with
+/// [`rustls`]'s `read_tls` / `process_new_packets` / `write_tls`; word its
+/// failures with [`tls_error_text`].
+pub fn tls_session(host: &str, ca: Option<&Path>) -> io::Result<ClientConnection> {
+    let opts = TlsOptions {
+        ca: ca.map(Path::to_path_buf),
+    };
+    connect(&client_config(&opts)?, host)
+}
+
 /// Plaintext from the connection: `Ok(0)` at the end, `WouldBlock` when
 /// the socket has nothing more; a TLS failure (a certificate that does not
 /// check out, say) is an `InvalidData` error that says why.
@@ -95,7 +109,7 @@ pub(crate) fn read(
             let _ = flush(tls, sock);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("TLS: {}", describe(&e)),
+                format!("TLS: {}", tls_error_text(&e)),
             ));
         }
         flush(tls, sock)?;
@@ -133,7 +147,7 @@ pub(crate) fn write(
 
 /// A TLS failure in words a user can act on (rustls's own text names enum
 /// variants: "invalid peer certificate: UnknownIssuer").
-fn describe(e: &rustls::Error) -> String {
+pub fn tls_error_text(e: &rustls::Error) -> String {
     use rustls::{CertificateError as C, Error as E, InvalidMessage as M};
     match e {
         E::InvalidMessage(M::InvalidContentType) => {
@@ -167,7 +181,7 @@ fn describe(e: &rustls::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::describe;
+    use super::tls_error_text as describe;
 
     #[test]
     fn tls_failures_are_worded_for_users() {
