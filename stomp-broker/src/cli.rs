@@ -21,7 +21,7 @@ pub struct BrokerArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
     /// Keep messages in memory only: nothing survives a restart, no data directory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "data_dir")]
     pub memory: bool,
     /// Directory of the message journal; queued messages survive restarts
     /// and crashes [default: ./data, i.e. `data` in the current directory,
@@ -368,6 +368,10 @@ mod tests {
             .to_config()
             .unwrap();
         assert!(c.memory && c.data_dir.is_none());
+        // Both on the command line: refused, as in a config file.
+        let both = Cmd::try_parse_from(["x", "--memory", "--data-dir", "/tmp/d"]).err();
+        let both = both.map(|e| e.to_string()).unwrap_or_default();
+        assert!(both.contains("cannot be used with"), "{both}");
         let in_memory = dir.join("memory.toml");
         std::fs::write(&in_memory, "memory = true\n").unwrap();
         let c = Cmd::parse_from([

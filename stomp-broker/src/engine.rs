@@ -137,6 +137,20 @@ impl AuthRequest {
     }
 }
 
+/// A RECEIPT that waits for the store to write what its frame changed.
+#[derive(Debug)]
+struct StoreReceipt {
+    conn: ConnId,
+    serial: u64,
+    receipt: ByteString,
+    /// The frame stored messages (a SEND, a COMMIT with SENDs, a move to a
+    /// dead-letter queue). If the write fails, this frame gets an ERROR; a
+    /// frame that only removed or marked messages (an ACK, a SUBSCRIBE that
+    /// delivered) gets its RECEIPT: what it did holds in memory, and its
+    /// records are written with the store's retry.
+    stored: bool,
+}
+
 /// Why a frame is refused: the ERROR frame's `message` and body.
 #[derive(Debug)]
 struct Fail {
@@ -182,10 +196,10 @@ pub struct Engine {
     store: Box<dyn Store>,
     /// The store is durable: RECEIPTs wait for their group to be on disk.
     durable: bool,
-    /// RECEIPTs of this turn: (connection, serial, receipt id).
-    held: Vec<(ConnId, u64, ByteString)>,
+    /// RECEIPTs of this turn.
+    held: Vec<StoreReceipt>,
     /// RECEIPTs waiting for a ticket to be durable, in ticket order.
-    waiting: VecDeque<(u64, ConnId, u64, ByteString)>,
+    waiting: VecDeque<(u64, StoreReceipt)>,
     auth: std::sync::Arc<dyn Authenticator>,
     auth_offload: bool,
     auth_requests: Vec<AuthRequest>,
@@ -499,6 +513,7 @@ impl Engine {
         // Where this frame's RECEIPT goes: before what the frame causes.
         let mark = s.popped + s.outbox.len() as u64;
         let changes = self.store.changes();
+        let accepted = self.stats.accepted;
         let rate = self.cfg.max_frame_rate;
         if rate > 0 && phase != Phase::Closing {
             if now.saturating_duration_since(s.rate_since) >= Duration::from_secs(1) {
@@ -582,7 +597,12 @@ impl Engine {
                     if self.durable && (wrote || s.held > 0) {
                         s.held += 1;
                         s.gates.push_back(mark);
-                        self.held.push((conn, s.serial, r));
+                        self.held.push(StoreReceipt {
+                            conn,
+                            serial: s.serial,
+                            receipt: r,
+                            stored: self.stats.accepted != accepted,
+                        });
                     } else {
                         s.gates.push_back(mark);
                         release_receipt(&mut self.dirty, s, conn, r, now);
@@ -834,32 +854,27 @@ impl Engine {
         }
         match ticket {
             Ok(t) => {
-                for (conn, serial, r) in self.held.drain(..) {
-                    self.waiting.push_back((t, conn, serial, r));
+                for r in self.held.drain(..) {
+                    self.waiting.push_back((t, r));
                 }
             }
             Err(e) => {
                 tracing::error!("store commit failed: {e}");
-                for (conn, serial, r) in std::mem::take(&mut self.held) {
-                    self.receipt_failed(conn, serial, r, &e.to_string(), now);
+                for r in std::mem::take(&mut self.held) {
+                    self.store_answer(r, Some(&e.to_string()), now);
                 }
             }
         }
         if let Some((t, why)) = self.store.failed_ticket() {
             while self.waiting.front().is_some_and(|w| w.0 <= t) {
-                let (_, conn, serial, r) = self.waiting.pop_front().expect("front");
-                self.receipt_failed(conn, serial, r, &why, now);
+                let (_, r) = self.waiting.pop_front().expect("front");
+                self.store_answer(r, Some(&why), now);
             }
         }
         let durable = self.store.durable_ticket();
         while self.waiting.front().is_some_and(|w| w.0 <= durable) {
-            let (_, conn, serial, r) = self.waiting.pop_front().expect("front");
-            if let Some(s) = self.sessions.get_mut(conn)
-                && s.serial == serial
-            {
-                s.held -= 1;
-                release_receipt(&mut self.dirty, s, conn, r, now);
-            }
+            let (_, r) = self.waiting.pop_front().expect("front");
+            self.store_answer(r, None, now);
         }
     }
 
@@ -868,26 +883,31 @@ impl Engine {
         self.held.len() + self.waiting.len()
     }
 
-    fn receipt_failed(
-        &mut self,
-        conn: ConnId,
-        serial: u64,
-        r: ByteString,
-        why: &str,
-        now: Instant,
-    ) {
-        if let Some(s) = self.sessions.get_mut(conn)
-            && s.serial == serial
-        {
-            s.held -= 1;
-            s.gates.pop_front();
-            let f = Fail {
-                message: "store write failed".into(),
-                detail: format!("the message store could not save this connection's work: {why}"),
-                version: false,
-            };
-            // An ERROR goes out even on a closing connection (after DISCONNECT).
-            self.fail(conn, f, Some(r), now);
+    /// Answers a RECEIPT that waited for the store: the RECEIPT, or, when
+    /// the write failed (`failed`: why) and the frame stored messages, an
+    /// ERROR.
+    fn store_answer(&mut self, r: StoreReceipt, failed: Option<&str>, now: Instant) {
+        let Some(s) = self.sessions.get_mut(r.conn) else {
+            return;
+        };
+        if s.serial != r.serial {
+            return;
+        }
+        s.held -= 1;
+        match failed {
+            Some(why) if r.stored => {
+                s.gates.pop_front();
+                let f = Fail {
+                    message: "store write failed".into(),
+                    detail: format!(
+                        "the message store could not save this connection's work: {why}"
+                    ),
+                    version: false,
+                };
+                // An ERROR goes out even on a closing connection (after DISCONNECT).
+                self.fail(r.conn, f, Some(r.receipt), now);
+            }
+            _ => release_receipt(&mut self.dirty, s, r.conn, r.receipt, now),
         }
     }
 

@@ -754,11 +754,18 @@ fn a_failing_disk_turns_receipts_into_errors_keeps_consumers_served_and_loses_no
         "{e:?}"
     );
 
-    // Consumers are still served (from memory).
+    // Consumers are still served (from memory), those that ask for
+    // receipts too: a SUBSCRIBE that delivers and an ACK only remove or mark
+    // messages, so they get their RECEIPTs (their records are written with
+    // the retry), not the ERROR of a frame whose messages were not stored.
     let mut c = Client::connect(b.addr());
-    c.write("SUBSCRIBE\nid:0\ndestination:/queue/live\nack:auto\n\n\0");
+    c.subscribe("/queue/live", "client-individual", "");
     let m = c.expect(Command::Message);
     assert_eq!(body(&m), "d");
+    c.ack(&m, false);
+    c.write("SUBSCRIBE\nid:1\ndestination:/queue/other\nreceipt:still-here\n\n\0");
+    let r = c.expect(Command::Receipt);
+    assert_eq!(r.headers.get("receipt-id"), Some("still-here"));
 
     // Space comes back: writing goes on.
     fail.store(false, Ordering::SeqCst);
@@ -767,11 +774,18 @@ fn a_failing_disk_turns_receipts_into_errors_keeps_consumers_served_and_loses_no
     drop((p, q, c, r));
     b.shutdown().unwrap();
 
-    // What was confirmed is there, in order, exactly once.
+    // What was confirmed is there, in order, exactly once; the ACK made
+    // while writes failed was written with the retry.
     let b = Broker::start(&dir, &[]);
     let mut c = Client::connect(b.addr);
     c.subscribe("/queue/keep", "auto", "");
     assert_eq!(bodies(&c.drain(Duration::from_millis(300))), ["a", "c"]);
+    let mut l = Client::connect(b.addr);
+    l.subscribe("/queue/live", "auto", "");
+    assert_eq!(
+        bodies(&l.drain(Duration::from_millis(300))),
+        Vec::<String>::new()
+    );
     b.stop();
 }
 
