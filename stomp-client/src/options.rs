@@ -482,9 +482,11 @@ impl StompUrl {
         let port = match port {
             None | Some("") if tls => DEFAULT_TLS_PORT,
             None | Some("") => DEFAULT_PORT,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
+            // RFC 3986: a port is digits only (`u16::from_str` would take
+            // a leading `+`).
+            Some(p) => Some(p)
+                .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u16>().ok())
                 .filter(|p| *p != 0)
                 .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?,
         };
@@ -620,6 +622,31 @@ mod tests {
             !e.to_string().contains("se/cret") && !e.to_string().contains("cret"),
             "{e}"
         );
+    }
+
+    /// Regression (audit 6, finding 4): `u16::from_str` takes a leading
+    /// `+`, so `stomp://h:+1` was port 1. RFC 3986: a port is `*DIGIT`.
+    #[test]
+    fn url_port_is_digits_only() {
+        for bad in [
+            "stomp://h:+1",
+            "stomp://h:+61613",
+            "stomp://h:-1",
+            "stomp://h: 1",
+            "stomp://h:1 ",
+            "stomp://[::1]:+1",
+            "stomp+ssl://u:secret@h:+1",
+        ] {
+            match StompUrl::parse(bad) {
+                Err(Error::InvalidUrl { url, reason }) => {
+                    assert_eq!(reason, "the port must be a number from 1 to 65535", "{bad}");
+                    assert!(!url.contains("secret"), "{url}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert_eq!(StompUrl::parse("stomp://h:007").unwrap().port, 7);
+        assert_eq!(StompUrl::parse("stomp://[::1]:65535").unwrap().port, 65535);
     }
 
     #[test]
