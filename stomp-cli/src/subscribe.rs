@@ -6,11 +6,13 @@
 //!     ─▶ batch (what is waiting, up to 1024) ─▶ write + flush stdout ─▶ ACK the batch
 //! ```
 //!
-//! Ctrl-C (or SIGTERM) sets a flag checked between batches: the loop stops,
-//! the subscriptions are dropped and the client disconnects, so the broker
-//! redelivers whatever was received but not printed (client modes, `client`
-//! by default). With `--count N` the SUBSCRIBE asks for a window of at most
-//! N, so the broker does not hand over more than will be printed.
+//! Ctrl-C (or SIGTERM) sets a flag checked between batches: the loop stops
+//! and the client disconnects, so the broker redelivers whatever was
+//! received but not printed (client modes, `client` by default; there each
+//! destination has a connection of its own, as a cumulative ACK may reach
+//! every subscription of a connection). With `--count N` the SUBSCRIBE asks
+//! for a window of at most N, so the broker does not hand over more than
+//! will be printed.
 
 use std::io::{self, Write};
 use std::sync::atomic::Ordering;
@@ -53,20 +55,34 @@ pub fn run(a: &SubscribeArgs) -> anyhow::Result<()> {
         headers.push(("activemq.prefetchSize".into(), window.clone()));
         headers.push(("prefetch-count".into(), window));
     }
+    let ack: AckMode = a.ack.into();
+    // In client mode each destination gets a connection of its own: a
+    // client-mode ACK is cumulative, and RabbitMQ applies it to every
+    // subscription of the connection, which would acknowledge another
+    // destination's messages that were received but not printed.
+    let connections = if ack == AckMode::Client {
+        a.destinations.len().max(1)
+    } else {
+        1
+    };
     // Ctrl-C while connecting ends the command at once (nothing to clean
     // up); from here on it stops cleanly.
-    let client = Client::connect(target.client_options())
-        .map_err(|e| anyhow!(crate::conn::explain_connect(&e, target.tls)))?;
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(
+            Client::connect(target.client_options())
+                .map_err(|e| anyhow!(crate::conn::explain_connect(&e, target.tls)))?,
+        );
+    }
     let stop = crate::interrupt_flag()?;
     let hdrs: Vec<(&str, &str)> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let ack: AckMode = a.ack.into();
     let mut subs = Vec::new();
-    for d in &a.destinations {
+    for (i, d) in a.destinations.iter().enumerate() {
         subs.push(
-            client
+            clients[i % connections]
                 .subscribe(d, ack, &hdrs)
                 .map_err(|e| anyhow!("cannot subscribe to {d}: {}", explain(&e)))?,
         );
@@ -82,10 +98,16 @@ pub fn run(a: &SubscribeArgs) -> anyhow::Result<()> {
         || stop.load(Ordering::Relaxed),
         &mut out,
     );
+    // DISCONNECT ends the subscriptions (what was not acknowledged goes
+    // back); no UNSUBSCRIBE before it: RabbitMQ answers messages it was
+    // still pushing to a cancelled subscription with ERROR frames, which
+    // would fail a run that did all it was asked.
+    let closed: Vec<_> = clients.into_iter().map(Client::disconnect).collect();
     drop(subs);
-    let closed = client.disconnect();
     let printed = result?;
-    closed.map_err(|e| anyhow!(explain(&e)))?;
+    for c in closed {
+        c.map_err(|e| anyhow!(explain(&e)))?;
+    }
     if let (Some(want), Some(_)) = (a.count, deadline)
         && printed < want
         && !stop.load(Ordering::Relaxed)
