@@ -186,13 +186,16 @@ fn main() -> Result<(), Box<dyn Error>> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
-    let run = || -> Result<(Rates, Rates), Box<dyn Error>> {
-        let (mut rs, mut py) = (Rates::default(), Rates::default());
+    // `py` stays `None` with --skip-python: there is nothing to compare to.
+    let run = || -> Result<(Rates, Option<Rates>), Box<dyn Error>> {
+        let mut rs = Rates::default();
+        let mut py: Option<Rates> = None;
         for round in 0..a.rounds {
             let tag = format!("{stamp}-{round}");
             rs = rs.best(rust_round(&address, &a, &tag)?);
             if !a.skip_python {
-                py = py.best(python_round(&address, &a, &tag)?);
+                let p = python_round(&address, &a, &tag)?;
+                py = Some(py.map_or(p, |best| best.best(p)));
             }
         }
         Ok((rs, py))
@@ -212,16 +215,43 @@ fn main() -> Result<(), Box<dyn Error>> {
         "scenario", "stomp-client", "stomp.py", "ratio"
     );
     for (name, r, p) in [
-        ("publish", rs.publish, py.publish),
-        ("publish_receipts", rs.publish_receipts, py.publish_receipts),
-        ("consume", rs.consume, py.consume),
+        ("publish", rs.publish, py.map(|p| p.publish)),
+        (
+            "publish_receipts",
+            rs.publish_receipts,
+            py.map(|p| p.publish_receipts),
+        ),
+        ("consume", rs.consume, py.map(|p| p.consume)),
     ] {
-        println!(
-            "{name:<18} {:>12.0} msg/s {:>10.0} msg/s {:>7.1}x",
-            r,
-            p,
-            r / p
-        );
+        let (theirs, ratio) = compare(r, p);
+        println!("{name:<18} {r:>12.0} msg/s {theirs:>16} {ratio:>8}");
     }
     Ok(())
+}
+
+/// The stomp.py column and the ratio, or `n/a` for both without a stomp.py
+/// figure (--skip-python) or with one of zero (no ratio to take).
+fn compare(ours: f64, theirs: Option<f64>) -> (String, String) {
+    match theirs {
+        Some(p) if p > 0.0 && p.is_finite() => {
+            (format!("{p:.0} msg/s"), format!("{:.1}x", ours / p))
+        }
+        Some(p) => (format!("{p:.0} msg/s"), "n/a".to_owned()),
+        None => ("n/a".to_owned(), "n/a".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_stomppy_figure_is_na_not_inf() {
+        assert_eq!(compare(1000.0, None), ("n/a".into(), "n/a".into()));
+        assert_eq!(compare(1000.0, Some(0.0)), ("0 msg/s".into(), "n/a".into()));
+        assert_eq!(
+            compare(1000.0, Some(400.0)),
+            ("400 msg/s".into(), "2.5x".into())
+        );
+    }
 }

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use stomp_client::{Client, ConnectOptions};
+use stomp_client::{Client, ConnectOptions, StompUrl, Version};
 
 fn main() -> Result<(), stomp_client::Error> {
     let mut args = std::env::args().skip(1);
@@ -21,9 +21,8 @@ fn main() -> Result<(), stomp_client::Error> {
         Client::connect(ConnectOptions::from_url(&url)?.connect_timeout(Duration::from_secs(5)))?;
     let info = client.session_info();
     println!(
-        "connected to {url}: STOMP {}, server {:?}",
-        client.version(),
-        info.and_then(|i| i.server)
+        "{}",
+        connected_line(&url, client.version(), info.and_then(|i| i.server))
     );
 
     // Fire-and-forget: returns once queued for the I/O thread, as a web
@@ -45,4 +44,32 @@ fn main() -> Result<(), stomp_client::Error> {
         t0.elapsed()
     );
     client.disconnect()
+}
+
+/// What the example prints once connected: the URL with its password
+/// replaced by `***` (it stays out of terminals and logs).
+fn connected_line(url: &str, version: Version, server: Option<String>) -> String {
+    format!(
+        "connected to {}: STOMP {version}, server {server:?}",
+        StompUrl::redact(url)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_not_printed() {
+        let line = connected_line(
+            "stomp://guest:s3cret@127.0.0.1:61713/%2F",
+            Version::V1_2,
+            Some("RabbitMQ/3.10.8".into()),
+        );
+        assert!(!line.contains("s3cret"), "{line}");
+        assert!(
+            line.starts_with("connected to stomp://guest:***@127.0.0.1:61713/%2F: STOMP 1.2"),
+            "{line}"
+        );
+    }
 }

@@ -511,6 +511,24 @@ impl StompUrl {
         })
     }
 
+    /// `url` with its password replaced by `***`, as the client's own
+    /// errors show it: for logs and messages. Everything up to the last
+    /// `@` counts as the user info, so a password with an unescaped `/` or
+    /// `@` does not show either. A string that is not a valid URL is
+    /// redacted the same way.
+    ///
+    /// ```
+    /// use stomp_client::StompUrl;
+    /// assert_eq!(
+    ///     StompUrl::redact("stomp://guest:secret@127.0.0.1:61613/%2F"),
+    ///     "stomp://guest:***@127.0.0.1:61613/%2F"
+    /// );
+    /// assert_eq!(StompUrl::redact("stomp://h:61613"), "stomp://h:61613");
+    /// ```
+    pub fn redact(url: &str) -> String {
+        redact(url)
+    }
+
     /// `host:port`, with brackets around an IPv6 host.
     pub fn address(&self) -> String {
         if self.host.contains(':') {
