@@ -91,6 +91,10 @@ pub struct ConnArgs {
     /// `stomp+ssl://` URL alone trusts the system's CAs).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// Largest message body sent or received, bytes (the broker has its
+    /// own limit: `stomp broker --max-body-size`) [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_size: Option<usize>,
 }
 
 const SEND_EXAMPLES: &str = "\

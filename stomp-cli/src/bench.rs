@@ -647,7 +647,7 @@ fn produce(conn: RawConn, sh: &Arc<Shared>, spec: &ProducerSpec) -> u64 {
         let mut rconn = RawConn {
             stream: conn.stream.clone(),
             buf: conn.buf.clone(),
-            decoder: stomp_frame::Decoder::new(conn.version),
+            decoder: stomp_frame::Decoder::with_limits(conn.version, conn.decoder.limits()),
             version: conn.version,
         };
         let sh = Arc::clone(sh);

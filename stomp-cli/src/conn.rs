@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use stomp_client::{ConnectOptions, StompUrl};
-use stomp_frame::{Command, Decoder, Encoder, Frame, HeartBeat, Item, Version};
+use stomp_frame::{Command, Decoder, Encoder, Frame, HeartBeat, Item, Limits, Version};
 
 use crate::UsageError;
 
@@ -38,6 +38,8 @@ pub struct Target {
     pub tls: bool,
     /// CA file to trust instead of the system's CAs.
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Frame limits: `--max-body-size`, and room for headers beside it.
+    pub limits: Limits,
 }
 
 impl Target {
@@ -69,6 +71,16 @@ impl Target {
             timeout: Duration::from_secs_f64(a.connect_timeout),
             tls: u.tls || a.tls_ca.is_some(),
             tls_ca: a.tls_ca.clone(),
+            limits: match a.max_body_size {
+                None => Limits::DEFAULT,
+                Some(body) => Limits {
+                    max_body_len: body,
+                    max_frame_len: body.saturating_add(
+                        Limits::DEFAULT.max_frame_len - Limits::DEFAULT.max_body_len,
+                    ),
+                    ..Limits::DEFAULT
+                },
+            },
         })
     }
 
@@ -88,7 +100,8 @@ impl Target {
             .versions(&self.versions)
             .connect_timeout(self.timeout)
             .receipt_timeout(self.timeout)
-            .disconnect_timeout(self.timeout);
+            .disconnect_timeout(self.timeout)
+            .limits(self.limits);
         if self.login.is_some() || self.passcode.is_some() {
             o = o.login(
                 self.login.clone().unwrap_or_default(),
@@ -148,13 +161,35 @@ pub fn explain(e: &stomp_client::Error) -> String {
             } else {
                 format!("the broker said: {message} ({body})")
             };
-            if message.contains("authentication") {
+            // Ours: "authentication failed"; RabbitMQ: "Access refused for
+            // user"; ActiveMQ: "User name [u] or password is invalid."
+            let text = format!("{message} {body}").to_lowercase();
+            if [
+                "authentication",
+                "access refused",
+                "password",
+                "credentials",
+            ]
+            .iter()
+            .any(|w| text.contains(w))
+            {
                 format!("{said}; check --login and --passcode (or user:pass@ in --url)")
             } else {
                 said
             }
         }
-        other => other.to_string(),
+        stomp_client::Error::BodyTooLarge { size, max } => format!(
+            "a body of {size} bytes is over the limit of {max} bytes; raise it with \
+             --max-body-size (the broker has a limit of its own)"
+        ),
+        other => {
+            let text = other.to_string();
+            if text.contains("body length limit exceeded") {
+                format!("{text}; raise --max-body-size to take larger messages")
+            } else {
+                text
+            }
+        }
     }
 }
 
@@ -392,7 +427,7 @@ impl RawConn {
         let mut out = BytesMut::new();
         Encoder::new(Version::V1_2).encode(&target.connect_frame(HeartBeat::NONE), &mut out)?;
         stream.write_all(&out)?;
-        let mut decoder = Decoder::new(Version::V1_2);
+        let mut decoder = Decoder::with_limits(Version::V1_2, target.limits);
         let mut buf = BytesMut::with_capacity(64 * 1024);
         loop {
             while let Some(item) = decoder.decode(&mut buf)? {

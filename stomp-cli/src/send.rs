@@ -1,6 +1,6 @@
 //! `stomp send`: one message from an argument, a file or stdin, or one
-//! message per input line (`--lines`), pipelined and confirmed by a single
-//! receipt at the end.
+//! message per input line (`--lines`), pipelined and confirmed by a
+//! receipt at the end (and at each pause of the input).
 //!
 //! STOMP brokers handle a connection's frames in order, so the RECEIPT of
 //! the last SEND (or of the DISCONNECT) arriving means every earlier SEND
@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use stomp_client::{Client, Frame};
@@ -36,13 +37,13 @@ pub fn run(a: &SendArgs) -> anyhow::Result<()> {
         f.body(body)
     };
     if a.lines {
-        let input: Box<dyn BufRead> = match &a.file {
+        let input: Box<dyn BufRead + Send> = match &a.file {
             Some(p) if p.as_os_str() != "-" => Box::new(BufReader::new(
                 File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
             )),
             _ => {
                 stdin_hint("one message per line");
-                Box::new(BufReader::with_capacity(64 * 1024, std::io::stdin().lock()))
+                Box::new(BufReader::with_capacity(64 * 1024, std::io::stdin()))
             }
         };
         let client = connect(&target)?;
@@ -51,7 +52,18 @@ pub fn run(a: &SendArgs) -> anyhow::Result<()> {
         return match (sent, closed) {
             (Ok(_), closed) => closed.map_err(|e| anyhow!(explain(&e))),
             (Err(Failed::Input(e)), _) => Err(e),
-            (Err(Failed::Send { line, error }), closed) => {
+            (
+                Err(Failed::Send {
+                    line,
+                    confirmed,
+                    error,
+                }),
+                closed,
+            ) => {
+                let confirmed = match confirmed {
+                    0 => "none of the lines was confirmed".to_owned(),
+                    n => format!("lines 1 to {n} were confirmed"),
+                };
                 // A call fails with "not connected" once the broker closed
                 // the connection; the DISCONNECT says why it did (about
                 // this line or an earlier one).
@@ -62,7 +74,7 @@ pub fn run(a: &SendArgs) -> anyhow::Result<()> {
                         | stomp_client::Error::ConnectionLost { .. },
                         Err(why),
                     ) => Err(anyhow!(
-                        "stopped at line {line}: {}; none of the lines was confirmed, some may have been delivered",
+                        "stopped after {line} lines were sent: {}; {confirmed}, later ones may have been delivered",
                         explain(&why)
                     )),
                     // An ERROR answering this line's receipt is about it;
@@ -74,11 +86,11 @@ pub fn run(a: &SendArgs) -> anyhow::Result<()> {
                         },
                         _,
                     ) => Err(anyhow!(
-                        "line {line}: {}; none of the lines was confirmed, earlier ones may have been delivered",
+                        "line {line}: {}; {confirmed}, later ones may have been delivered",
                         explain(&error)
                     )),
                     _ => Err(anyhow!(
-                        "stopped at line {line}: {}; none of the lines was confirmed, some may have been delivered",
+                        "stopped after {line} lines were sent: {}; {confirmed}, later ones may have been delivered",
                         explain(&error)
                     )),
                 }
@@ -121,52 +133,101 @@ fn connect(target: &Target) -> anyhow::Result<Client> {
 pub enum Failed {
     /// The input could not be read.
     Input(anyhow::Error),
-    /// Sending line `line` (counted from 1) failed.
+    /// Sending line `line` (counted from 1), or waiting for its receipt,
+    /// failed.
     Send {
         /// The line.
         line: u64,
+        /// Lines 1 to this one were confirmed by a receipt.
+        confirmed: u64,
         /// What the client said.
         error: stomp_client::Error,
     },
 }
 
-/// Sends each line (without its `\n` or `\r\n`) as a message; all but the
-/// last without waiting, the last with a receipt. Returns how many were sent.
+/// How long the input may pause before the line read last is sent with a
+/// receipt, rather than held to see whether it is the last one.
+const PAUSE: Duration = Duration::from_millis(20);
+
+/// Sends each line (without its `\n` or `\r\n`) as a message, pipelined.
+/// The last line, and the last one before each pause of the input (`tail
+/// -f`), goes with a receipt that is waited for: the batch is confirmed at
+/// the end, and no line waits for the next one to be typed. Returns how
+/// many were sent.
 pub fn send_lines(
     client: &Client,
-    mut input: impl BufRead,
+    mut input: Box<dyn BufRead + Send>,
     make: impl Fn(Vec<u8>) -> Frame,
     target: &Target,
 ) -> Result<u64, Failed> {
-    let mut pending: Option<Vec<u8>> = None;
-    let mut n = 0u64;
-    loop {
-        let mut line = Vec::new();
-        let got = input
-            .read_until(b'\n', &mut line)
-            .context("cannot read the input")
-            .map_err(Failed::Input)?;
-        if got == 0 {
-            break;
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
+    // A thread reads, so that a pause in the input can be seen.
+    let (tx, rx) = stomp_client::crossbeam_channel::bounded::<std::io::Result<Vec<u8>>>(1024);
+    std::thread::spawn(move || {
+        loop {
+            let mut line = Vec::new();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) => return,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                    }
+                    if tx.send(Ok(line)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
             }
         }
-        if let Some(prev) = pending.replace(line) {
+    });
+    let input_failed = |e: std::io::Error| Failed::Input(anyhow!("cannot read the input: {e}"));
+    let mut pending: Option<Vec<u8>> = None;
+    let (mut n, mut confirmed) = (0u64, 0u64);
+    let confirm = |line: Vec<u8>, n: u64, confirmed: &mut u64| {
+        client
+            .send_frame_confirmed(make(line), target.timeout)
+            .map(|()| *confirmed = n)
+            .map_err(|error| Failed::Send {
+                line: n,
+                confirmed: *confirmed,
+                error,
+            })
+    };
+    loop {
+        use stomp_client::crossbeam_channel::RecvTimeoutError;
+        let next = match rx.recv_timeout(PAUSE) {
+            Ok(line) => line.map_err(input_failed)?,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(line) = pending.take() {
+                    n += 1;
+                    confirm(line, n, &mut confirmed)?;
+                }
+                match rx.recv() {
+                    Ok(line) => line.map_err(input_failed)?,
+                    Err(_) => break,
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(prev) = pending.replace(next) {
             n += 1;
             client
                 .send_frame(make(prev))
-                .map_err(|error| Failed::Send { line: n, error })?;
+                .map_err(|error| Failed::Send {
+                    line: n,
+                    confirmed,
+                    error,
+                })?;
         }
     }
     if let Some(last) = pending {
         n += 1;
-        client
-            .send_frame_confirmed(make(last), target.timeout)
-            .map_err(|error| Failed::Send { line: n, error })?;
+        confirm(last, n, &mut confirmed)?;
     }
     Ok(n)
 }

@@ -289,6 +289,59 @@ fn hundred_thousand_lines_piped_arrive_in_order() {
 }
 
 #[test]
+fn lines_go_out_as_they_come_not_when_the_next_one_does() {
+    // `tail -f log | stomp send --lines`: a line is sent (and confirmed)
+    // when the input pauses, not held until the next line shows whether
+    // it was the last.
+    let b = Broker::start();
+    let u = b.url.as_str();
+    let mut send = Command::new(STOMP)
+        .args(["send", "--url", u, "--lines", "/queue/follow"])
+        .env_remove("STOMP_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = send.stdin.take().unwrap();
+    input.write_all(b"first\n").unwrap();
+    input.flush().unwrap();
+    let first = run(
+        &[
+            "subscribe",
+            "--url",
+            u,
+            "--count",
+            "1",
+            "--timeout",
+            "10",
+            "/queue/follow",
+        ],
+        None,
+    );
+    ok(&first);
+    assert_eq!(first.stdout, b"first\n");
+    input.write_all(b"second\nthird").unwrap();
+    drop(input);
+    ok(&finish(send, Duration::from_secs(20)));
+    let rest = run(
+        &[
+            "subscribe",
+            "--url",
+            u,
+            "--count",
+            "2",
+            "--timeout",
+            "10",
+            "/queue/follow",
+        ],
+        None,
+    );
+    ok(&rest);
+    assert_eq!(rest.stdout, b"second\nthird\n");
+}
+
+#[test]
 fn only_printed_messages_are_acked() {
     let b = Broker::start();
     let u = b.url.as_str();
