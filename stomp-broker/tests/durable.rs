@@ -327,6 +327,8 @@ fn persist_persistent_stores_only_persistent_true_and_dlq_and_counts_survive() {
     let mut p = Client::connect(b.addr);
     p.send_all("/queue/p", &["kept".into()], "persistent:true\n");
     p.send_all("/queue/p", &["lost".into()], "");
+    p.send_all("/queue/p", &["any case".into()], "persistent:TRUE\n");
+    p.send_all("/queue/p", &["not true".into()], "persistent:yes\n");
     p.send_all("/queue/d", &["dead".into()], "persistent:true\n");
     // One delivery of /queue/d before the restart, not acknowledged.
     let mut c = Client::connect(b.addr);
@@ -338,7 +340,10 @@ fn persist_persistent_stores_only_persistent_true_and_dlq_and_counts_survive() {
     let b = Broker::start(&dir, &args);
     let mut c = Client::connect(b.addr);
     c.subscribe("/queue/p", "auto", "");
-    assert_eq!(bodies(&c.drain(Duration::from_millis(300))), ["kept"]);
+    assert_eq!(
+        bodies(&c.drain(Duration::from_millis(300))),
+        ["kept", "any case"]
+    );
     // The second delivery reaches max-deliveries (2) only because the
     // first one was counted on disk: its NACK sends it to the DLQ.
     let mut d = Client::connect(b.addr);

@@ -331,7 +331,7 @@ impl Store for DurableStore {
     }
 
     fn append(&mut self, m: &StoredMessage) -> io::Result<()> {
-        if self.persist == Persist::Persistent && m.headers.get("persistent") != Some("true") {
+        if self.persist == Persist::Persistent && !is_persistent(&m.headers) {
             return Ok(());
         }
         // Held until the turn's commit: a message consumed in the same turn
@@ -343,7 +343,7 @@ impl Store for DurableStore {
     }
 
     fn too_large(&self, queue: &str, headers: &Headers, body_len: usize) -> Option<u64> {
-        if self.persist == Persist::Persistent && headers.get("persistent") != Some("true") {
+        if self.persist == Persist::Persistent && !is_persistent(headers) {
             return None;
         }
         let blob: usize = headers
@@ -444,6 +444,14 @@ impl Store for DurableStore {
             tracing::warn!("store wake-up set twice; the first one stays");
         }
     }
+}
+
+/// `persistent:true`, in any case (ActiveMQ reads the value as a Java
+/// boolean: `TRUE` counts too).
+fn is_persistent(headers: &Headers) -> bool {
+    headers
+        .get("persistent")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// `[u32 LE len][name][u32 LE len][value]` per header, in order.
