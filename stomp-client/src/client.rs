@@ -8,11 +8,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use stomp_frame::{AckMode, Command, Frame, Headers, Version};
 
+use crate::budget::Budget;
 use crate::core::SessionInfo;
-use crate::driver::{self, Cmd, Waiter};
+use crate::driver::{self, Cmd, Queued, Waiter};
 use crate::error::{Error, Result};
 use crate::options::{ConnectOptions, OutagePolicy};
 
@@ -65,7 +66,10 @@ pub(crate) struct State {
 /// What the API threads and the I/O thread share.
 pub(crate) struct Inner {
     pub(crate) opts: ConnectOptions,
-    cmd_tx: Sender<Cmd>,
+    /// The outgoing queue: unbounded as a channel, bounded in frames and
+    /// bytes by `budget` (room taken before a command enters it).
+    cmd_tx: Sender<Queued>,
+    budget: Arc<Budget>,
     waker: mio::Waker,
     pub(crate) wake_pending: AtomicBool,
     pub(crate) shutdown: AtomicBool,
@@ -161,30 +165,46 @@ impl Inner {
         self.push_within(cmd, self.opts.send_timeout)
     }
 
-    /// [`push`](Inner::push), waiting at most `wait` for room.
+    /// [`push`](Inner::push), waiting at most `wait` for room: the queue
+    /// stays within [`ConnectOptions::max_send_queue_frames`] and
+    /// [`ConnectOptions::max_send_queue_bytes`] (a command larger than the
+    /// latter goes in alone, when the queue is empty).
     fn push_within(&self, cmd: Cmd, wait: Duration) -> Result<()> {
-        match self.cmd_tx.send_timeout(cmd, wait) {
+        let Some(room) = self.budget.acquire(cmd.queued_bytes(), wait) else {
+            return Err(Error::Timeout {
+                what: "room in the outgoing queue",
+                after: wait,
+            });
+        };
+        self.enqueue(Queued { cmd, room })
+    }
+
+    /// Queues a small command that cleans up after the program without
+    /// waiting for room (see [`Budget::force`]).
+    fn push_forced(&self, cmd: Cmd) -> Result<()> {
+        let room = self.budget.force(cmd.queued_bytes());
+        self.enqueue(Queued { cmd, room })
+    }
+
+    fn enqueue(&self, queued: Queued) -> Result<()> {
+        match self.cmd_tx.send(queued) {
             Ok(()) => {
                 self.wake();
                 Ok(())
             }
-            Err(SendTimeoutError::Timeout(_)) => Err(Error::Timeout {
-                what: "room in the outgoing queue",
-                after: wait,
-            }),
-            Err(SendTimeoutError::Disconnected(_)) => Err(self.closed_error()),
+            // The I/O thread has ended; the command (and its room) goes.
+            Err(_) => Err(self.closed_error()),
         }
     }
 
     /// Drops subscription `id` without waiting: its messages stop, it is not
     /// sent again on reconnect, and an UNSUBSCRIBE goes out if the session
-    /// knows it.
+    /// knows it (a full outgoing queue does not hold it back).
     fn forget(&self, id: &str) {
-        let _ = self.cmd_tx.try_send(Cmd::Unsubscribe {
+        let _ = self.push_forced(Cmd::Unsubscribe {
             id: id.to_owned(),
             receipt: None,
         });
-        self.wake();
     }
 
     /// Refuses a body larger than the client itself would receive (a
@@ -278,13 +298,15 @@ impl Client {
         let poll = mio::Poll::new().map_err(|e| Error::InvalidOption(format!("mio: {e}")))?;
         let waker = mio::Waker::new(poll.registry(), driver::WAKER)
             .map_err(|e| Error::InvalidOption(format!("mio: {e}")))?;
-        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(4096);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+        let send_budget = Budget::new(opts.max_send_queue_frames, opts.max_send_queue_bytes);
         let (events_tx, events_rx) = crossbeam_channel::bounded(256);
         let attempts = opts.addresses.len() as u32;
         let budget = opts.connect_timeout * attempts + Duration::from_secs(1);
         let inner = Arc::new(Inner {
             opts,
             cmd_tx,
+            budget: send_budget,
             waker,
             wake_pending: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -953,7 +975,9 @@ impl Transaction<'_> {
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         if !self.finished && self.client.inner.live_epoch() == Some(self.epoch) {
-            let _ = self.client.inner.push(Cmd::Send {
+            // Without waiting for room: a full queue must not leave the
+            // transaction open on the broker (its BEGIN did wait).
+            let _ = self.client.inner.push_forced(Cmd::Send {
                 frame: Frame::abort(self.id.clone()),
                 epoch: Some(self.epoch),
                 receipt: None,

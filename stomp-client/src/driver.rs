@@ -21,6 +21,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use stomp_frame::{AckMode, Frame};
 
+use crate::budget::Charge;
 use crate::client::{ConnectionEvent, ConnectionState, Inner, Message};
 use crate::core::{Core, CoreConfig, Event};
 use crate::error::{Error, Result};
@@ -79,7 +80,34 @@ pub(crate) enum Cmd {
     },
 }
 
+/// What a command counts for against the outgoing queue's byte bound,
+/// besides its frame's body and headers: the command itself and the
+/// allocations of its headers.
+const CMD_OVERHEAD: usize = 128;
+
+/// The body and header bytes of a frame.
+fn frame_bytes(frame: &Frame) -> usize {
+    let headers: usize = frame
+        .headers
+        .iter()
+        .map(|h| h.name().len() + h.value().len() + 2)
+        .sum();
+    frame.body.len().saturating_add(headers)
+}
+
 impl Cmd {
+    /// The bytes this command takes in the outgoing queue. The MESSAGE of
+    /// an ACK shares its body with the program's copy: only its headers count.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        let own = match self {
+            Cmd::Send { frame, .. } | Cmd::Subscribe { frame, .. } => frame_bytes(frame),
+            Cmd::Ack { message, .. } => frame_bytes(message) - message.body.len(),
+            Cmd::Unsubscribe { id, .. } => id.len(),
+            Cmd::Disconnect { .. } => 0,
+        };
+        own.saturating_add(CMD_OVERHEAD)
+    }
+
     fn fail(self, err: Error) {
         match self {
             Cmd::Send {
@@ -99,6 +127,14 @@ impl Cmd {
     }
 }
 
+/// A command in the outgoing queue, with the room it takes there: given
+/// back when it is dropped (written into the core's output, failed, or
+/// thrown away).
+pub(crate) struct Queued {
+    pub(crate) cmd: Cmd,
+    pub(crate) room: Charge,
+}
+
 struct Conn {
     stream: TcpStream,
     /// The TLS session (`stomp+ssl://`, [`ConnectOptions::tls`](crate::ConnectOptions::tls)).
@@ -113,7 +149,7 @@ struct Conn {
 struct Driver {
     inner: Arc<Inner>,
     poll: Poll,
-    cmds: Receiver<Cmd>,
+    cmds: Receiver<Queued>,
     core: Core<Waiter>,
     conn: Option<Conn>,
     rbuf: BytesMut,
@@ -123,8 +159,9 @@ struct Driver {
     /// wait, the socket is not read (back-pressure to the broker).
     stalled: VecDeque<(String, Message)>,
     stalled_bytes: usize,
-    /// Calls that arrived while reconnecting (outage policy `Wait`).
-    outbox: VecDeque<Cmd>,
+    /// Calls that arrived while reconnecting (outage policy `Wait`); they
+    /// keep their room in the outgoing queue.
+    outbox: VecDeque<Queued>,
     /// Addresses tried in the current round; which one is next.
     next_address: usize,
     initial_tries: usize,
@@ -142,7 +179,7 @@ struct Driver {
 pub(crate) fn run(
     inner: Arc<Inner>,
     poll: Poll,
-    cmds: Receiver<Cmd>,
+    cmds: Receiver<Queued>,
     ready: Sender<Result<()>>,
     done: Sender<()>,
 ) {
@@ -427,20 +464,23 @@ impl Driver {
         loop {
             if self.core.output().len() >= OUT_HIGH_WATER {
                 // The socket is behind: leave the rest in the channel, whose
-                // bound then holds back the senders.
+                // bounds (frames and bytes) then hold back the senders.
                 return;
             }
             if !self.core.is_open() && self.outbox.len() >= 4096 {
                 return;
             }
-            let Ok(cmd) = self.cmds.try_recv() else {
+            let Ok(queued) = self.cmds.try_recv() else {
                 return;
             };
-            self.command(cmd, now);
+            self.command(queued, now);
         }
     }
 
-    fn command(&mut self, cmd: Cmd, now: Instant) {
+    fn command(&mut self, queued: Queued, now: Instant) {
+        // The room stays taken until the command is written (or dropped)
+        // at the end of this call; a command kept in the outbox keeps it.
+        let Queued { cmd, room } = queued;
         if let Cmd::Disconnect { done } = cmd {
             if self.core.is_open() {
                 let timeout = self.inner.opts.disconnect_timeout;
@@ -475,7 +515,7 @@ impl Driver {
                     // The session ended for good in this turn: the call gets
                     // why, as the calls still queued do in `finish`.
                     (Some(reason), _) => cmd.fail(reason.clone().unwrap_or(Error::Closed)),
-                    (None, OutagePolicy::Wait(_)) => self.outbox.push_back(cmd),
+                    (None, OutagePolicy::Wait(_)) => self.outbox.push_back(Queued { cmd, room }),
                     (None, OutagePolicy::FailFast) => cmd.fail(Error::NotConnected),
                 },
             }
@@ -671,8 +711,8 @@ impl Driver {
             });
         }
         // Calls that waited out the outage go after the re-subscriptions.
-        while let Some(cmd) = self.outbox.pop_front() {
-            self.command(cmd, now);
+        while let Some(queued) = self.outbox.pop_front() {
+            self.command(queued, now);
         }
     }
 
@@ -770,11 +810,11 @@ impl Driver {
             }
         }
         let closed = reason.clone().unwrap_or(Error::Closed);
-        for cmd in self.outbox.drain(..) {
-            cmd.fail(closed.clone());
+        for queued in self.outbox.drain(..) {
+            queued.cmd.fail(closed.clone());
         }
-        while let Ok(cmd) = self.cmds.try_recv() {
-            match cmd {
+        while let Ok(queued) = self.cmds.try_recv() {
+            match queued.cmd {
                 Cmd::Disconnect { done } => {
                     let _ = done.send(Ok(()));
                 }

@@ -6,8 +6,8 @@
 //!  program threads                         I/O thread (one per Client, mio)
 //!  ───────────────                         ────────────────────────────────
 //!  client.send(..) ──Cmd──▶ bounded channel ──▶ Core (sans-I/O session) ──▶ socket
-//!                          + mio::Waker          handshake, heart-beats,
-//!                                                 receipts, subscriptions
+//!                          (frames, bytes)       handshake, heart-beats,
+//!                          + mio::Waker          receipts, subscriptions
 //!  sub.recv()   ◀── per-subscription channel ◀──┐
 //!  send_confirmed ◀── receipt (oneshot) ◀───────┼── frames sorted by type ◀── socket
 //!  next call    ◀── pending ERROR ◀─────────────┘
@@ -69,12 +69,21 @@
 //!   messages from the lost session and its transactions fail with typed
 //!   errors instead of confusing the new session. Data the client cannot
 //!   decode ([`Error::Protocol`]) ends it instead: it would come again.
-//! - **Back-pressure**: each subscription buffers a bounded number of
-//!   messages; when one is full the client stops reading the socket.
+//! - **Back-pressure**, both ways. Sending: the frames waiting for the I/O
+//!   thread are bounded in bytes ([`ConnectOptions::max_send_queue_bytes`],
+//!   64 MiB by default) and in number
+//!   ([`ConnectOptions::max_send_queue_frames`], 4096); when a broker reads
+//!   slower than the program sends,
+//!   the socket's buffers and then that queue fill up, and a send waits for
+//!   room (at most [`ConnectOptions::send_timeout`], then
+//!   [`Error::Timeout`]) instead of buffering without end. Receiving: each
+//!   subscription buffers a bounded number of messages; when one is full
+//!   the client stops reading the socket.
 //!
 //! The protocol logic lives in a sans-I/O core (`core.rs`, tested without
 //! sockets); the I/O thread (`driver.rs`) is a thin mio loop around it.
 
+mod budget;
 mod client;
 mod core;
 mod driver;

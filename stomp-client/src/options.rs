@@ -22,6 +22,9 @@ pub(crate) const RECEIVE_LIMITS: Limits = Limits {
     max_frame_len: Limits::DEFAULT.max_frame_len + 2 * (1 << 20),
 };
 
+/// The default of [`ConnectOptions::max_send_queue_bytes`]: 64 MiB.
+const DEFAULT_MAX_SEND_QUEUE_BYTES: usize = 64 << 20;
+
 /// The port used when an address or URL names none (the IANA STOMP port).
 pub const DEFAULT_PORT: u16 = 61613;
 /// The port of a `stomp+ssl://` URL without one (RabbitMQ's STOMP-over-TLS port).
@@ -59,6 +62,8 @@ pub struct ConnectOptions {
     pub(crate) receipt_timeout: Duration,
     pub(crate) disconnect_timeout: Duration,
     pub(crate) send_timeout: Duration,
+    pub(crate) max_send_queue_frames: usize,
+    pub(crate) max_send_queue_bytes: usize,
     pub(crate) reconnect: Option<ReconnectPolicy>,
     pub(crate) outage: OutagePolicy,
     pub(crate) limits: Limits,
@@ -134,7 +139,8 @@ impl ConnectOptions {
     /// Options for a broker at `address` (`host:port`, or `host` for port
     /// 61613), with the defaults: no login, STOMP 1.0 to 1.2, heart-beats
     /// `10000,10000`, grace factor 1.5, connect timeout 10 s, receipt timeout
-    /// 10 s, disconnect timeout 5 s, no reconnect.
+    /// 10 s, disconnect timeout 5 s, send timeout 30 s, at most 4096 frames
+    /// and 64 MiB queued for sending, no reconnect.
     ///
     /// The `host` header (virtual host) defaults to the host name of the
     /// address.
@@ -151,6 +157,8 @@ impl ConnectOptions {
             receipt_timeout: Duration::from_secs(10),
             disconnect_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(30),
+            max_send_queue_frames: 4096,
+            max_send_queue_bytes: DEFAULT_MAX_SEND_QUEUE_BYTES,
             reconnect: None,
             outage: OutagePolicy::default(),
             limits: RECEIVE_LIMITS,
@@ -279,9 +287,47 @@ impl ConnectOptions {
     }
 
     /// Bounds how long a send waits for room when the client's outgoing
-    /// queue is full (the broker reads slower than the program sends).
+    /// queue is full (the broker reads slower than the program sends; see
+    /// [`max_send_queue_bytes`](Self::max_send_queue_bytes) and
+    /// [`max_send_queue_frames`](Self::max_send_queue_frames)). When it runs
+    /// out the call fails with [`Error::Timeout`] and nothing is sent.
+    /// Default 30 s.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = timeout.min(LONGEST);
+        self
+    }
+
+    /// Bounds the bytes of frames queued for sending: handed over by
+    /// calls, not yet written by the I/O thread. When a broker reads slower
+    /// than the program sends (or stops reading), the socket's buffers fill,
+    /// then this queue; then a call waits for room, at most the
+    /// [`send_timeout`](Self::send_timeout), and fails with
+    /// [`Error::Timeout`]. Waiting calls are served in order.
+    ///
+    /// A frame counts its body, its headers and 128 bytes for itself. A
+    /// frame larger than the whole bound is still sent: it goes in alone,
+    /// once the queue is empty. The ABORT of a dropped transaction and the
+    /// UNSUBSCRIBE of a dropped subscription do not wait (they are small,
+    /// and each follows a frame that did).
+    ///
+    /// Default 64 MiB: four bodies at the default body limit of 16 MiB
+    /// ([`limits`](Self::limits)), so that a burst of large messages
+    /// queues without waiting while memory stays bounded per client. The
+    /// client holds at most about this much plus 1 MiB being written and
+    /// the socket's buffers. 0 lets one frame wait at a time.
+    pub fn max_send_queue_bytes(mut self, bytes: usize) -> Self {
+        self.max_send_queue_bytes = bytes;
+        self
+    }
+
+    /// Bounds the number of frames queued for sending (see
+    /// [`max_send_queue_bytes`](Self::max_send_queue_bytes), which bounds
+    /// their bytes; whichever is reached first holds back the calls).
+    /// Default 4096 (at least 1): enough to ride out a pause of the broker,
+    /// short enough that a program publishing small messages stays close
+    /// to what the I/O thread writes.
+    pub fn max_send_queue_frames(mut self, frames: usize) -> Self {
+        self.max_send_queue_frames = frames.max(1);
         self
     }
 

@@ -657,3 +657,124 @@ fn a_body_over_the_receive_limit_is_refused_on_send() {
     assert_eq!(first.command, Command::Begin);
     server.join();
 }
+
+/// Sends `body` fire-and-forget to a broker that has stopped reading, until
+/// a send is held back; returns the bytes of body accepted before that, and
+/// the error. Gives up (`None`) past `give_up` bytes.
+fn fill_until_held_back(
+    client: &Client,
+    body: &stomp_client::Bytes,
+    give_up: usize,
+) -> (usize, Option<Error>) {
+    let mut accepted = 0;
+    while accepted < give_up {
+        match client.send("/queue/a", body.clone()) {
+            Ok(()) => accepted += body.len(),
+            Err(e) => return (accepted, Some(e)),
+        }
+    }
+    (accepted, None)
+}
+
+/// A fake broker that answers CONNECT and then reads nothing, until told.
+fn non_reading_server() -> (FakeServer, crossbeam_channel::Sender<()>) {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let server = FakeServer::start(1, move |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        let _ = stop_rx.recv_timeout(Duration::from_secs(20));
+    });
+    (server, stop_tx)
+}
+
+/// Regression (audit 6, finding 1): the outgoing queue was bounded at 4096
+/// frames whatever their size, so with a broker that stopped reading,
+/// 4096 sends of 1 MiB returned `Ok` and the client held 4 GiB. It is
+/// bounded in bytes (64 MiB by default): past the socket's buffers and
+/// that, a send waits `send_timeout` and fails.
+#[test]
+fn a_broker_that_stops_reading_holds_back_sends_by_bytes() {
+    let (server, stop) = non_reading_server();
+    let client = Client::connect(opts(&server).send_timeout(Duration::from_millis(300))).unwrap();
+    // One shared body: the test itself holds 1 MiB, whatever the client does.
+    let body = stomp_client::Bytes::from(vec![b'x'; 1 << 20]);
+    let (accepted, err) = fill_until_held_back(&client, &body, 256 << 20);
+    let Some(err) = err else {
+        panic!("{} MiB were queued without back-pressure", accepted >> 20);
+    };
+    assert!(
+        matches!(err, Error::Timeout { what: "room in the outgoing queue", after } if after == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    // 64 MiB of queue, 1 MiB being written and the socket's buffers.
+    assert!(
+        accepted >= 60 << 20,
+        "held back early: {} MiB",
+        accepted >> 20
+    );
+    assert!(
+        accepted < 128 << 20,
+        "held back late: {} MiB",
+        accepted >> 20
+    );
+    let _ = stop.send(());
+    drop(client);
+    server.join();
+}
+
+/// The bound is a knob; a frame larger than all of it still goes, alone,
+/// into an empty queue (no deadlock), and a waiting send gets room as soon
+/// as the broker reads again.
+#[test]
+fn the_send_queue_bound_is_a_knob_and_a_larger_frame_still_goes() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    let server = FakeServer::start(1, move |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        // Read nothing until told, then take every frame until DISCONNECT.
+        let _ = go_rx.recv_timeout(Duration::from_secs(20));
+        let mut sizes = Vec::new();
+        while let Some(f) = peer.read_frame(S5) {
+            if f.command == Command::Disconnect {
+                if let Some(r) = f.receipt_request() {
+                    peer.write(&Frame::receipt(r.to_owned()));
+                }
+                break;
+            }
+            sizes.push(f.body.len());
+        }
+        tx.send(sizes).unwrap();
+    });
+    let client = Client::connect(
+        opts(&server)
+            .max_send_queue_bytes(64 << 10)
+            .send_timeout(Duration::from_secs(2)),
+    )
+    .unwrap();
+    // 256 KiB each, four times the bound: each goes alone, when the queue is empty.
+    let body = stomp_client::Bytes::from(vec![b'y'; 256 << 10]);
+    let (accepted, err) = fill_until_held_back(&client, &body, 256 << 20);
+    assert!(
+        matches!(err, Some(Error::Timeout { .. })),
+        "{} MiB queued: {err:?}",
+        accepted >> 20
+    );
+    // 64 KiB of queue (one frame over it), 1 MiB being written, the socket's buffers.
+    assert!(
+        accepted < 24 << 20,
+        "held back late: {} MiB",
+        accepted >> 20
+    );
+    // The broker reads again: a send waiting for room gets it.
+    let waited = std::thread::scope(|s| {
+        let waiting = s.spawn(|| client.send("/queue/a", body.clone()));
+        std::thread::sleep(Duration::from_millis(100));
+        go_tx.send(()).unwrap();
+        waiting.join().unwrap()
+    });
+    waited.unwrap();
+    client.disconnect().unwrap();
+    let sizes = rx.recv_timeout(S5).unwrap();
+    assert_eq!(sizes.len(), accepted / body.len() + 1);
+    assert!(sizes.iter().all(|n| *n == body.len()));
+    server.join();
+}
