@@ -203,6 +203,10 @@ pub struct JournalOptions {
     /// half of its bytes (a torn write). Not for production.
     #[doc(hidden)]
     pub inject_write_error: Option<Arc<AtomicBool>>,
+    /// Test hook: a nearly full disk: a write of more bytes than this fails
+    /// with `ENOSPC` after writing what fits. Not for production.
+    #[doc(hidden)]
+    pub inject_write_room: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for JournalOptions {
@@ -219,6 +223,7 @@ impl Default for JournalOptions {
             group_window: std::time::Duration::from_micros(500),
             extra_sync_latency: std::time::Duration::ZERO,
             inject_write_error: None,
+            inject_write_room: None,
         }
     }
 }

@@ -107,8 +107,12 @@ impl Writer {
         let mut last_took = std::time::Duration::ZERO;
         let mut busy = false;
         let mut last_appends = 0;
+        // The highest ticket written ahead of failed batches, reported
+        // durable once they are written too.
+        let mut ahead_top = 0;
         loop {
             let mut batches = std::mem::take(&mut retry);
+            let failed = batches.len();
             let mut bytes: usize = batches.iter().map(|b| b.bytes).sum();
             if !closed {
                 let first = if batches.is_empty() {
@@ -138,7 +142,10 @@ impl Writer {
                     }
                 }
             }
-            if !closed && !batches.is_empty() {
+            if failed > 0 && self.poisoned.is_none() {
+                ahead_top = ahead_top.max(self.write_ahead(&mut batches, failed));
+            }
+            if !closed && failed == 0 && !batches.is_empty() {
                 let window = self.opts.group_window.min(last_took);
                 let want = if busy { last_appends } else { 0 };
                 closed = self.gather(&rx, &mut batches, &mut bytes, last_end, window, want);
@@ -154,7 +161,12 @@ impl Writer {
             // one that does not wait for each receipt.
             last_appends = batches.iter().map(|b| b.appends).sum();
             busy = last_appends > 1;
-            let top = batches.iter().map(|b| b.ticket).max().unwrap_or(0);
+            let top = batches
+                .iter()
+                .map(|b| b.ticket)
+                .max()
+                .unwrap_or(0)
+                .max(ahead_top);
             if let Some(err) = &self.poisoned {
                 self.report_failure(top, err.clone());
                 if closed {
@@ -163,8 +175,9 @@ impl Writer {
                 continue;
             }
             let started = Instant::now();
-            match self.write(&batches) {
+            match self.write(&batches.iter().collect::<Vec<_>>()) {
                 Ok(deletes) => {
+                    ahead_top = 0;
                     last_end = Instant::now();
                     last_took = last_end - started;
                     self.shared.writes.fetch_add(1, Ordering::Relaxed);
@@ -187,6 +200,80 @@ impl Writer {
                     retry = batches;
                 }
             }
+        }
+    }
+
+    /// After a failed write, writes the batches that came since and only
+    /// remove or mark messages (ACKs) ahead of the failed ones (the first
+    /// `failed` of `batches`), and takes them out of `batches`: on a disk
+    /// full to its last block, the removals that empty segments, and so
+    /// free space, must not wait behind a message that needs that space.
+    /// Returns the highest ticket written (0: none); it is reported durable
+    /// only once the failed batches are written too, as a ticket covers
+    /// every ticket below it.
+    ///
+    /// A batch goes ahead only if writing it first changes nothing that
+    /// recovery reads from what goes behind: it appends and starts no
+    /// segment (nor does any batch it passes, so all its records land in
+    /// the segment the journal placed them in), it removes or marks no
+    /// message that a batch it passes appends, and it deletes no segment
+    /// while a batch it passes deletes one (a segment's tombstones may
+    /// only go once the segments they kill are gone).
+    fn write_ahead(&mut self, batches: &mut Vec<Batch>, failed: usize) -> u64 {
+        let mut passed_appends = std::collections::HashSet::new();
+        let mut passed_delete = false;
+        let mut ahead = Vec::new();
+        'scan: for (i, b) in batches.iter().enumerate() {
+            let mut eligible = i >= failed;
+            let mut deletes = false;
+            for op in &b.ops {
+                match op {
+                    Op::Remove(s) | Op::Deliver(s) => {
+                        eligible &= !passed_appends.contains(s);
+                    }
+                    Op::Delete(_) => deletes = true,
+                    Op::Append(_) | Op::Roll(_) | Op::Group(_) => eligible = false,
+                }
+            }
+            eligible &= !(deletes && passed_delete);
+            if eligible {
+                ahead.push(i);
+                continue;
+            }
+            for op in &b.ops {
+                match op {
+                    Op::Append(r) => {
+                        passed_appends.insert(r.seq);
+                    }
+                    // Records behind a new segment: nothing may pass them.
+                    Op::Roll(_) => break 'scan,
+                    Op::Delete(_) => passed_delete = true,
+                    _ => {}
+                }
+            }
+        }
+        if ahead.is_empty() {
+            return 0;
+        }
+        let refs: Vec<&Batch> = ahead.iter().map(|&i| &batches[i]).collect();
+        let top = refs.iter().map(|b| b.ticket).max().unwrap_or(0);
+        match self.write(&refs) {
+            Ok(deletes) => {
+                self.shared.writes.fetch_add(1, Ordering::Relaxed);
+                self.delete(&deletes);
+                let mut i = 0;
+                batches.retain(|_| {
+                    i += 1;
+                    ahead.binary_search(&(i - 1)).is_err()
+                });
+                tracing::info!(
+                    "journal: wrote {} batch(es) of removals ahead of the failed write",
+                    ahead.len()
+                );
+                top
+            }
+            // They stay in order with the rest.
+            Err(_) => 0,
         }
     }
 
@@ -270,7 +357,7 @@ impl Writer {
 
     /// Writes and syncs `batches`; returns the segments to delete. On error,
     /// the durable state is put back as it was.
-    fn write(&mut self, batches: &[Batch]) -> io::Result<Vec<u64>> {
+    fn write(&mut self, batches: &[&Batch]) -> io::Result<Vec<u64>> {
         let mut seg = self.seg;
         let mut len = self.len;
         let mut zeroed = self.zeroed;
@@ -378,12 +465,20 @@ impl Writer {
         }
     }
 
-    /// Writes `buf` at `at`, or half of it and fails when the test hook says so.
+    /// Writes `buf` at `at`, or part of it and fails when a test hook says
+    /// so.
     fn put(&self, f: &File, buf: &[u8], at: u64) -> io::Result<()> {
+        let mut room = buf.len();
         if let Some(flag) = &self.opts.inject_write_error
             && flag.load(Ordering::Acquire)
         {
-            f.write_all_at(&buf[..buf.len() / 2], at)?;
+            room = buf.len() / 2;
+        }
+        if let Some(r) = &self.opts.inject_write_room {
+            room = room.min(usize::try_from(r.load(Ordering::Acquire)).unwrap_or(usize::MAX));
+        }
+        if room < buf.len() {
+            f.write_all_at(&buf[..room], at)?;
             return Err(io::Error::from_raw_os_error(28)); // ENOSPC
         }
         f.write_all_at(buf, at)

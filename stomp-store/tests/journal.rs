@@ -3,7 +3,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -306,6 +306,65 @@ fn a_failed_write_is_reported_then_retried_and_confirmed_data_stays() {
 }
 
 #[test]
+fn removals_go_ahead_of_a_failed_write_and_free_its_space() {
+    // A disk full to its last block: the message that does not fit is
+    // retried, and the consumers' removals must not wait behind it, or the
+    // segments they empty are never deleted and the space never comes back.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let room = Arc::new(AtomicU64::new(u64::MAX));
+    let opts = JournalOptions {
+        inject_write_room: Some(room.clone()),
+        retry_interval: Duration::from_millis(20),
+        slack_segments: 1,
+        ..small(12288)
+    };
+    let (mut j, _, rx) = open_raw(dir, opts.clone());
+    for seq in 1..=60 {
+        j.append(msg(seq)).unwrap();
+    }
+    let t1 = j.commit();
+    wait(&j, &rx, t1);
+    let full = segments(dir);
+    assert_eq!(full.len(), 2, "one full segment and the active one");
+
+    // Room for small records only: the big message fails.
+    room.store(2000, Ordering::Release);
+    j.append(sized(61, 3000)).unwrap();
+    let t2 = j.commit();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        CommitEvent::Failed { ticket, .. } if ticket == t2
+    ));
+    // Consumers take everything else: their removals are written ahead of
+    // it, and the segment they empty goes, while the message still waits.
+    for seq in 1..=60 {
+        assert!(j.remove(seq));
+    }
+    let t3 = j.commit();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while full[0].exists() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!full[0].exists(), "the emptied segment was not deleted");
+    // Nothing is reported durable past the failed ticket meanwhile.
+    assert_eq!(j.durable_ticket(), t1);
+
+    // Space again: the message is written, and every ticket confirmed.
+    room.store(u64::MAX, Ordering::Release);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while j.durable_ticket() < t3 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(j.durable_ticket(), t3);
+    drop(j);
+    let (_j, r, _rx) = open_raw(dir, opts);
+    assert!(r.cuts.is_empty(), "{:?}", r.cuts);
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(got, [61]);
+}
+
+#[test]
 fn closing_while_writes_fail_keeps_what_was_confirmed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -384,6 +443,87 @@ fn random_workload_reopens_to_the_same_live_set() {
         got.sort();
         live.sort();
         assert_eq!(got, live, "seed {seed}");
+    }
+}
+
+#[test]
+fn random_workload_on_a_disk_that_fills_up_loses_and_resurrects_nothing() {
+    // Writes fail now and then for lack of room (removals then go ahead of
+    // the failed messages), and the journal is closed at a random moment:
+    // what was confirmed must be there, what was confirmed removed must not
+    // come back, and nothing damaged is read.
+    for seed in 0..64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let room = Arc::new(AtomicU64::new(u64::MAX));
+        let opts = JournalOptions {
+            inject_write_room: Some(room.clone()),
+            retry_interval: Duration::from_millis(2),
+            slack_segments: 1,
+            ..small(16384)
+        };
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let (mut j, _, _rx) = open(dir, opts);
+        // seq -> (ticket of its append, ticket of its removal)
+        let mut model: std::collections::BTreeMap<u64, (u64, Option<u64>)> = Default::default();
+        let mut live: Vec<u64> = Vec::new();
+        let mut next = 1;
+        let stop = rng.usize(40..250);
+        for step in 0..stop {
+            let t = j.last_ticket() + 1;
+            // A producer's turn or a consumer's, mostly apart, as in a
+            // broker.
+            let produce = rng.u8(..) < 140;
+            let mut appended = Vec::new();
+            for _ in 0..if produce { rng.usize(1..4) } else { 0 } {
+                j.append(msg(next)).unwrap();
+                appended.push(next);
+                next += 1;
+            }
+            let mut removed = Vec::new();
+            while !live.is_empty() && (live.len() > 40 || (!produce && rng.u8(..) < 160)) {
+                let seq = live.swap_remove(rng.usize(0..live.len()));
+                assert!(j.remove(seq));
+                removed.push(seq);
+            }
+            if appended.is_empty() && removed.is_empty() {
+                continue;
+            }
+            assert_eq!(j.commit(), t);
+            for seq in appended {
+                model.insert(seq, (t, None));
+                live.push(seq);
+            }
+            for seq in removed {
+                model.get_mut(&seq).unwrap().1 = Some(t);
+            }
+            if step % 7 == 0 {
+                let r = if rng.bool() {
+                    u64::MAX
+                } else {
+                    rng.u64(0..800)
+                };
+                room.store(r, Ordering::Release);
+            }
+            if rng.u8(..) < 40 {
+                std::thread::sleep(Duration::from_millis(rng.u64(0..4)));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.u64(0..10)));
+        let durable = j.durable_ticket();
+        drop(j);
+        let (_j, r, _rx) = open(dir, small(16384));
+        assert!(r.cuts.is_empty(), "seed {seed}: {:?}", r.cuts);
+        let got: std::collections::BTreeSet<u64> = r.messages.iter().map(|m| m.seq).collect();
+        for (seq, (added, removed)) in &model {
+            if *added <= durable && removed.is_none() {
+                assert!(got.contains(seq), "seed {seed}: confirmed {seq} lost");
+            }
+            if removed.is_some_and(|t| t <= durable) {
+                assert!(!got.contains(seq), "seed {seed}: removed {seq} came back");
+            }
+        }
+        assert!(got.iter().all(|s| model.contains_key(s)), "seed {seed}");
     }
 }
 
