@@ -127,6 +127,21 @@ impl Inner {
     /// waits (per the outage policy) while reconnecting, fails when closed.
     /// Returns the current session epoch.
     fn ready(&self) -> Result<u64> {
+        self.ready_session().map(|(epoch, _)| epoch)
+    }
+
+    /// [`ready`](Inner::ready), and checks that the session can write
+    /// `frame` (its version can carry every header): the call that makes a
+    /// frame the session cannot carry gets [`Error::Encode`], and nothing
+    /// is queued.
+    fn ready_to_send(&self, frame: &mut Frame) -> Result<u64> {
+        let (epoch, version) = self.ready_session()?;
+        crate::core::check_encodable(frame, version)?;
+        Ok(epoch)
+    }
+
+    /// [`ready`](Inner::ready), with the session's version.
+    fn ready_session(&self) -> Result<(u64, Version)> {
         let mut st = self.state();
         if let Some(e) = st.pending_error.take() {
             return Err(e);
@@ -137,7 +152,10 @@ impl Inner {
         };
         loop {
             match st.status {
-                ConnectionState::Connected => return Ok(st.epoch),
+                ConnectionState::Connected => {
+                    let version = st.info.as_ref().map_or(Version::V1_2, |i| i.version);
+                    return Ok((st.epoch, version));
+                }
                 ConnectionState::Closed => {
                     return Err(st.closed_reason.clone().unwrap_or(Error::Closed));
                 }
@@ -218,12 +236,6 @@ impl Inner {
             });
         }
         Ok(())
-    }
-
-    /// Sends a command that needs a live session.
-    fn submit(&self, cmd: Cmd) -> Result<()> {
-        self.ready()?;
-        self.push(cmd)
     }
 
     /// Sends a command carrying a receipt waiter and waits for the answer.
@@ -397,7 +409,8 @@ impl Client {
     ///
     /// Returns once the frame is queued for the I/O thread: cheap enough for
     /// a web request handler. A broker error about it arrives with the next
-    /// call (or as [`ConnectionEvent::Error`]).
+    /// call (or as [`ConnectionEvent::Error`]); what the client itself can
+    /// refuse it refuses here (see [`send_frame`](Client::send_frame)).
     pub fn send(&self, destination: &str, body: impl Into<Bytes>) -> Result<()> {
         self.send_frame(Frame::send(destination.to_owned()).body(body))
     }
@@ -418,10 +431,15 @@ impl Client {
     /// Every send refuses a body over the receive limit
     /// ([`ConnectOptions::limits`], 16 MiB by default) with
     /// [`Error::BodyTooLarge`]: what is sent can be received with the same
-    /// options.
+    /// options. And every send refuses, with [`Error::Encode`], a frame the
+    /// negotiated version cannot write: a line feed in a header, or a colon
+    /// in a header name, in STOMP 1.0 (which has no escapes); a carriage
+    /// return in 1.1. Either way nothing is sent and the session carries on.
     pub fn send_frame(&self, frame: Frame) -> Result<()> {
+        let mut frame = frame;
         self.inner.check_body(&frame)?;
-        self.inner.submit(Cmd::Send {
+        self.inner.ready_to_send(&mut frame)?;
+        self.inner.push(Cmd::Send {
             frame,
             epoch: None,
             receipt: None,
@@ -901,12 +919,14 @@ impl Transaction<'_> {
         &self.id
     }
 
-    fn check(&self) -> Result<()> {
-        let epoch = self.client.inner.ready()?;
+    /// Checks that the transaction's session is the live one; returns its
+    /// version.
+    fn check(&self) -> Result<Version> {
+        let (epoch, version) = self.client.inner.ready_session()?;
         if epoch != self.epoch {
             return Err(Error::TransactionLost(self.id.clone()));
         }
-        Ok(())
+        Ok(version)
     }
 
     /// Sends `body` to `destination` within the transaction.
@@ -924,11 +944,14 @@ impl Transaction<'_> {
         self.send_frame(send_frame(destination, headers, body))
     }
 
-    /// Sends a frame within the transaction (its `transaction` header is set).
+    /// Sends a frame within the transaction (its `transaction` header is
+    /// set). A frame the client refuses ([`Client::send_frame`] says which)
+    /// fails this call and is not part of the transaction, which stays open.
     pub fn send_frame(&self, mut frame: Frame) -> Result<()> {
         self.client.inner.check_body(&frame)?;
-        self.check()?;
+        let version = self.check()?;
         frame.headers.set("transaction", self.id.clone());
+        crate::core::check_encodable(&mut frame, version)?;
         self.client.inner.push(Cmd::Send {
             frame,
             epoch: Some(self.epoch),
@@ -947,28 +970,36 @@ impl Transaction<'_> {
     }
 
     /// Commits, and waits for the broker's receipt (receipt timeout).
+    ///
+    /// When the COMMIT cannot be sent (an error pending for the program,
+    /// no room in the outgoing queue in time), the transaction is aborted
+    /// before this returns the error: it is never left open on the broker.
+    /// Once the COMMIT is sent, an error (a timeout, the broker's ERROR)
+    /// leaves the outcome to the broker.
     pub fn commit(mut self) -> Result<()> {
-        self.finished = true;
         self.finish(Frame::commit(self.id.clone()))
     }
 
     /// Aborts, and waits for the broker's receipt (receipt timeout).
     pub fn abort(mut self) -> Result<()> {
-        self.finished = true;
         self.finish(Frame::abort(self.id.clone()))
     }
 
-    fn finish(&self, frame: Frame) -> Result<()> {
+    /// Sends COMMIT or ABORT and waits for its receipt. The transaction is
+    /// finished only once the frame is queued: until then, the drop that
+    /// follows any failure sends an ABORT (if its session is still live).
+    fn finish(&mut self, frame: Frame) -> Result<()> {
         self.check()?;
-        let epoch = self.epoch;
-        self.client.inner.submit_confirmed(
-            |w| Cmd::Send {
-                frame,
-                epoch: Some(epoch),
-                receipt: Some(w),
-            },
-            self.client.inner.opts.receipt_timeout,
-        )
+        let inner = &self.client.inner;
+        let timeout = inner.opts.receipt_timeout.min(crate::options::LONGEST);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        inner.push(Cmd::Send {
+            frame,
+            epoch: Some(self.epoch),
+            receipt: Some(Waiter { tx, timeout }),
+        })?;
+        self.finished = true;
+        wait_receipt(inner, &rx, timeout)
     }
 }
 

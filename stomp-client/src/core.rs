@@ -25,7 +25,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use stomp_frame::{
     Command, Decoder, EncodeError, Encoder, Frame, HeartBeat, HeartBeatSchedule, Item, Limits,
     Version,
@@ -642,6 +642,28 @@ impl<R> Core<R> {
 /// STOMP 1.1 has no escape for CR, and a 1.1 peer may take a raw one for
 /// a line end (RabbitMQ closes the connection): the encoder of `stomp-frame`
 /// writes it as is, so it is refused here, as a newline is in 1.0.
+/// Checks that [`Core::send`] can write `frame` in `version`, without
+/// writing it: for the calling thread, so that a frame the session cannot
+/// carry fails the call that made it instead of a later one.
+///
+/// The rules are the encoder's own (it is run on the frame with its body
+/// set aside, so that a large body is not copied) plus the 1.1 rule on CRs.
+/// The frame comes back unchanged.
+pub(crate) fn check_encodable(frame: &mut Frame, version: Version) -> Result<(), EncodeError> {
+    if version == Version::V1_1 {
+        refuse_cr(frame)?;
+    }
+    let body = std::mem::take(&mut frame.body);
+    if !body.is_empty() {
+        // A byte stands in for it: the encoder checks that the command
+        // may carry a body at all.
+        frame.body = Bytes::from_static(b"-");
+    }
+    let result = Encoder::new(version).encode(frame, &mut BytesMut::new());
+    frame.body = body;
+    result
+}
+
 fn refuse_cr(frame: &Frame) -> Result<(), EncodeError> {
     match frame
         .headers
@@ -1209,5 +1231,56 @@ mod tests {
             let got = written(&mut core, Version::V1_2).remove(0);
             assert_eq!(got.headers.get(name), Some(value));
         }
+    }
+
+    /// The calling thread's check agrees with what `send` does, frame for
+    /// frame and version for version, and leaves the frame as it was.
+    #[test]
+    fn check_encodable_agrees_with_send() {
+        let t0 = Instant::now();
+        let body = Bytes::from(vec![b'b'; 100_000]);
+        let frames = [
+            Frame::send("/queue/a")
+                .header("k", "plain")
+                .body(body.clone()),
+            Frame::send("/queue/a")
+                .header("k", "line\nbreak")
+                .body(body.clone()),
+            Frame::send("/queue/a").header("k:c", "v"),
+            Frame::send("/queue/a").header("k", "a\rb"),
+            Frame::send("/queue/a").header("k\r", "v"),
+            Frame::send("/queue/a").header("k", "tail\r"),
+            Frame::send("/queue/a").header(" k", "v"),
+            Frame::send("/queue/a").header("", "v"),
+            Frame::send("/queue/a").header("k", "back\\slash:colon"),
+            Frame::new(Command::Nack).header("id", "1"),
+            Frame::new(Command::Subscribe)
+                .header("id", "1")
+                .header("destination", "/queue/a")
+                .body("x"),
+            Frame::new(Command::Begin)
+                .header("transaction", "t")
+                .body("x"),
+        ];
+        for version in Version::ALL {
+            for frame in &frames {
+                let mut core = connected(t0, "0,0", version);
+                let sent = core.send(frame, t0);
+                let mut checked = frame.clone();
+                let check = check_encodable(&mut checked, version);
+                assert_eq!(&checked, frame, "{version}: the frame changed");
+                match (&sent, &check) {
+                    (Ok(()), Ok(())) => {}
+                    (Err(Error::Encode(a)), Err(b)) => assert_eq!(a, b, "{version}: {frame:?}"),
+                    _ => panic!("{version}: {frame:?}: send {sent:?}, check {check:?}"),
+                }
+            }
+        }
+        // What the audit found: 1.0 cannot write a line feed in a value.
+        let mut f = Frame::send("/queue/a").header("x", "a\nb");
+        assert!(matches!(
+            check_encodable(&mut f, Version::V1_0),
+            Err(EncodeError::Unencodable { ref header, .. }) if header == "x"
+        ));
     }
 }

@@ -56,7 +56,12 @@
 //! - **Errors find their call**: an ERROR frame naming a receipt fails the
 //!   call waiting for it; any other ERROR is returned by the next call (and
 //!   sent as [`ConnectionEvent::Error`]). An ERROR ends the session, as STOMP
-//!   1.2 says the broker closes after it.
+//!   1.2 says the broker closes after it. What the client can tell before
+//!   sending (a body over the limit, a header the negotiated version cannot
+//!   write) fails the call that made the frame, fire-and-forget sends
+//!   included, and nothing goes out.
+//! - **Transactions are never left open**: a commit or abort that cannot be
+//!   sent, and a transaction dropped unfinished, send ABORT.
 //! - **Heart-beats** are sent by the I/O thread; a broker silent for the
 //!   negotiated interval times the grace factor (1.5) is declared lost (one
 //!   interval more before its first beat: ActiveMQ sends that one late).

@@ -698,3 +698,121 @@ fn a_body_at_the_default_limit_goes_round_with_default_options() {
     drop(sub);
     c.disconnect().unwrap();
 }
+
+/// Regression (audit 6, finding 2): in STOMP 1.0 a line feed in a header
+/// value (or a colon in a name) cannot be written. A fire-and-forget send
+/// with one returned `Ok` and the encode error came back from the next,
+/// unrelated call; inside a transaction it came back from `commit`, which
+/// then left the transaction open on the broker, until `BEGIN` hit the
+/// broker's limit and the broker ended the session. Now the send that has
+/// the bad header fails, nothing of it is sent, and the session carries on.
+#[test]
+fn an_unencodable_header_fails_its_own_send_in_1_0() {
+    let broker = Broker::start_with(&["--max-transactions", "2"]);
+    let client = connect(&broker, Version::V1_0);
+    let q = format!("/queue/{}", unique("enc10"));
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    let unencodable = |r: Result<(), Error>, header: &str| match r {
+        Err(Error::Encode(stomp_client::stomp_frame::EncodeError::Unencodable {
+            header: h,
+            version: Version::V1_0,
+            ..
+        })) if h == header => {}
+        other => panic!("{header}: {other:?}"),
+    };
+    unencodable(client.send_with(&q, &[("x", "a\nb")], "bad"), "x");
+    unencodable(client.send_with(&q, &[("a:b", "v")], "bad"), "a:b");
+    unencodable(
+        client.send_frame(Frame::send(q.clone()).header("y", "c\nd").body("bad")),
+        "y",
+    );
+    // The next, unrelated call is not handed the error.
+    let other = client
+        .subscribe(&format!("/queue/{}", unique("other")), AckMode::Auto, &[])
+        .expect("a call after the refused sends");
+    client.send(&q, "good").unwrap();
+    // Three rounds against a limit of two open transactions: none is left open.
+    for round in 0..3 {
+        let tx = client.begin().unwrap();
+        unencodable(tx.send_with(&q, &[("x", "a\nb")], "bad"), "x");
+        tx.send(&q, format!("tx-{round}")).unwrap();
+        tx.commit().unwrap_or_else(|e| panic!("round {round}: {e}"));
+    }
+    let mut got = Vec::new();
+    while let Some(m) = sub.recv_timeout(SHORT).unwrap() {
+        got.push(String::from_utf8(m.body().to_vec()).unwrap());
+    }
+    assert_eq!(got, ["good", "tx-0", "tx-1", "tx-2"]);
+    drop(other);
+    assert!(client.is_connected());
+    client.disconnect().unwrap();
+}
+
+/// Regression (audit 6, finding 2): `commit` marked the transaction
+/// finished before trying to send COMMIT, so when that failed (here: no
+/// room in the outgoing queue in time, the broker having stopped reading)
+/// neither COMMIT nor ABORT went out and the transaction stayed open on
+/// the broker. Now it is aborted before `commit` returns the error: its
+/// sends never show, and the broker's limit of one open transaction per
+/// connection lets the next one begin.
+#[cfg(unix)]
+#[test]
+fn a_commit_that_cannot_be_sent_aborts_the_transaction() {
+    let broker = Broker::start_with(&["--max-transactions", "1"]);
+    let client = Client::connect(
+        ConnectOptions::new(broker.address())
+            .versions(&[Version::V1_0])
+            .heart_beat(0, 0)
+            .send_timeout(Duration::from_millis(300))
+            .max_send_queue_frames(64)
+            .receipt_timeout(S5),
+    )
+    .unwrap();
+    let q = format!("/queue/{}", unique("txfull"));
+    let sub = client.subscribe(&q, AckMode::Auto, &[]).unwrap();
+    let tx = client.begin().unwrap();
+    tx.send(&q, "before the pause").unwrap();
+    broker.pause();
+    // Until the socket's buffers and the outgoing queue are full, and stay
+    // so: three sends in a row find no room (the paused broker's kernel may
+    // still take a little, late).
+    let body = stomp_client::Bytes::from(vec![b'z'; 16 << 10]);
+    let (mut sent, mut misses) = (0, 0);
+    while misses < 3 {
+        match tx.send(&q, body.clone()) {
+            Ok(()) => (sent, misses) = (sent + 1, 0),
+            Err(Error::Timeout { .. }) => misses += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(sent < 100_000, "the queue never filled");
+    }
+    // No room for the COMMIT either: it is not sent.
+    let r = tx.commit();
+    assert!(
+        matches!(
+            r,
+            Err(Error::Timeout {
+                what: "room in the outgoing queue",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    broker.resume();
+    // The broker takes the transaction's frames, then its ABORT: a new
+    // transaction may begin (max one open), and commits.
+    let tx = client.begin().unwrap();
+    tx.send(&q, "committed").unwrap();
+    tx.commit().expect("the first transaction was left open");
+    let first = sub
+        .recv_timeout(S5 * 4)
+        .unwrap()
+        .expect("the committed message");
+    assert_eq!(
+        &first.body()[..],
+        b"committed",
+        "the aborted transaction showed"
+    );
+    assert!(sub.recv_timeout(SHORT).unwrap().is_none());
+    client.disconnect().unwrap();
+}

@@ -76,6 +76,30 @@ impl Broker {
         }
     }
 
+    /// Freezes the process (SIGSTOP): it reads and writes nothing until
+    /// [`resume`](Broker::resume)d, while the kernel still fills its
+    /// sockets' buffers: a broker that stopped reading, for real.
+    #[cfg(unix)]
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`pause`](Broker::pause)d process run again (SIGCONT).
+    #[cfg(unix)]
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    #[cfg(unix)]
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("the broker runs").id();
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {pid}: {status}");
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();
