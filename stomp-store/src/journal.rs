@@ -365,9 +365,15 @@ impl Journal {
 
     /// Compaction and deletion, appended to the pending batch: copies live
     /// messages out of mostly dead segments (or out of the segment the most
-    /// dead ones wait on), then schedules every segment that may go.
+    /// dead ones wait on), unless writes are failing, then schedules every
+    /// segment that may go.
     fn maintain(&mut self) {
-        let mut budget = self.opts.compact_bytes_per_commit;
+        // Nothing is copied while writes fail (for lack of room, mostly).
+        let mut budget = if self.shared.failing.load(Ordering::Relaxed) {
+            0
+        } else {
+            self.opts.compact_bytes_per_commit
+        };
         while budget > 0 {
             let Some(victim) = self.compaction_victim() else {
                 break;

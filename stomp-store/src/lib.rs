@@ -203,8 +203,10 @@ pub struct JournalOptions {
     /// half of its bytes (a torn write). Not for production.
     #[doc(hidden)]
     pub inject_write_error: Option<Arc<AtomicBool>>,
-    /// Test hook: a nearly full disk: a write of more bytes than this fails
-    /// with `ENOSPC` after writing what fits. Not for production.
+    /// Test hook: a nearly full disk. Unless `u64::MAX`, no zeros are
+    /// written ahead, and a write past the zeros already there, or of more
+    /// bytes than this, fails with `ENOSPC` after writing what fits. Not
+    /// for production.
     #[doc(hidden)]
     pub inject_write_room: Option<Arc<std::sync::atomic::AtomicU64>>,
 }

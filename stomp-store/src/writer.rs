@@ -46,6 +46,10 @@ pub(crate) struct Shared {
     pub(crate) durable: AtomicU64,
     /// Writes (each with its fsync) done so far.
     pub(crate) writes: AtomicU64,
+    /// The last write failed: the journal compacts nothing meanwhile (a copy
+    /// needs the room that is missing, and would hold back the removals
+    /// that free some, see `Writer::write_ahead`).
+    pub(crate) failing: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct Writer {
@@ -178,6 +182,7 @@ impl Writer {
             match self.write(&batches.iter().collect::<Vec<_>>()) {
                 Ok(deletes) => {
                     ahead_top = 0;
+                    self.shared.failing.store(false, Ordering::Relaxed);
                     last_end = Instant::now();
                     last_took = last_end - started;
                     self.shared.writes.fetch_add(1, Ordering::Relaxed);
@@ -186,6 +191,7 @@ impl Writer {
                     self.delete(&deletes);
                 }
                 Err(e) => {
+                    self.shared.failing.store(true, Ordering::Relaxed);
                     let e = Arc::new(e);
                     tracing::error!(
                         "journal: write failed: {e}; nothing new is confirmed until a retry succeeds"
@@ -375,7 +381,7 @@ impl Writer {
                     Op::Delete(id) => deletes.push(*id),
                     Op::Roll(id) => {
                         let f = new_file.as_ref().unwrap_or(&self.file);
-                        self.put(f, &buf, len)?;
+                        self.put(f, &buf, len, zeroed)?;
                         if self.opts.fsync {
                             f.sync_data()?;
                         }
@@ -390,8 +396,21 @@ impl Writer {
                 }
             }
             let f = new_file.as_ref().unwrap_or(&self.file);
-            self.put(f, &buf, len)?;
-            zeroed = zeroed.max(len + buf.len() as u64);
+            let end = len + buf.len() as u64;
+            if batches.iter().any(|b| b.appends > 0) {
+                // Messages leave a quarter of `preallocate` of zeros ahead
+                // (within the segment) to removals: on a full disk, they
+                // are the records that give space back (`write_ahead`).
+                let keep = (end + self.opts.preallocate / 4).min(self.opts.segment_size.max(end));
+                if zeroed < keep {
+                    self.zero_ahead(f, end, &mut zeroed);
+                    if zeroed < keep {
+                        return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+                    }
+                }
+            }
+            self.put(f, &buf, len, zeroed)?;
+            zeroed = zeroed.max(end);
             self.zero_ahead(f, len + buf.len() as u64, &mut zeroed);
             if self.opts.fsync {
                 f.sync_data()?;
@@ -453,6 +472,11 @@ impl Writer {
         let zeros = vec![0u8; (target - *zeroed).min(1 << 20) as usize];
         while *zeroed < target {
             let n = (target - *zeroed).min(zeros.len() as u64) as usize;
+            if let Some(r) = &self.opts.inject_write_room
+                && (n as u64) > r.load(Ordering::Acquire)
+            {
+                return; // the test's full disk
+            }
             match f.write_at(&zeros[..n], *zeroed) {
                 Ok(0) => return,
                 Ok(written) => *zeroed += written as u64,
@@ -466,8 +490,9 @@ impl Writer {
     }
 
     /// Writes `buf` at `at`, or part of it and fails when a test hook says
-    /// so.
-    fn put(&self, f: &File, buf: &[u8], at: u64) -> io::Result<()> {
+    /// so (`zeroed`: where the zeros written ahead end, which a full disk
+    /// cannot write past).
+    fn put(&self, f: &File, buf: &[u8], at: u64, zeroed: u64) -> io::Result<()> {
         let mut room = buf.len();
         if let Some(flag) = &self.opts.inject_write_error
             && flag.load(Ordering::Acquire)
@@ -475,7 +500,11 @@ impl Writer {
             room = buf.len() / 2;
         }
         if let Some(r) = &self.opts.inject_write_room {
-            room = room.min(usize::try_from(r.load(Ordering::Acquire)).unwrap_or(usize::MAX));
+            let r = r.load(Ordering::Acquire);
+            if r != u64::MAX {
+                let fits = zeroed.saturating_sub(at).min(r);
+                room = room.min(usize::try_from(fits).unwrap_or(usize::MAX));
+            }
         }
         if room < buf.len() {
             f.write_all_at(&buf[..room], at)?;

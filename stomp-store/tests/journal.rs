@@ -365,6 +365,57 @@ fn removals_go_ahead_of_a_failed_write_and_free_its_space() {
 }
 
 #[test]
+fn messages_leave_room_for_the_removals_that_free_space() {
+    // The disk fills inside the zeros written ahead: messages stop a quarter
+    // of `preallocate` before their end, so the consumers' removals still
+    // fit, are written, and do not come back.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let room = Arc::new(AtomicU64::new(u64::MAX));
+    let opts = JournalOptions {
+        inject_write_room: Some(room.clone()),
+        retry_interval: Duration::from_millis(20),
+        preallocate: 64 * 1024,
+        ..small(1 << 20)
+    };
+    let (mut j, _, rx) = open(dir, opts.clone());
+    j.append(msg(1)).unwrap();
+    let t = j.commit();
+    wait(&j, &rx, t);
+    // No more zeros can be written; records fit until they would reach
+    // into the kept room.
+    room.store(4096, Ordering::Release);
+    let mut seq = 2;
+    let failed = loop {
+        j.append(msg(seq)).unwrap();
+        let t = j.commit();
+        match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+            CommitEvent::Durable(d) if d >= t => seq += 1,
+            CommitEvent::Durable(_) => {}
+            CommitEvent::Failed { .. } => break seq,
+        }
+        assert!(seq < 10_000, "the disk never filled");
+    };
+    assert!(
+        failed > 100,
+        "only {failed} messages before the disk was full"
+    );
+    for s in 1..failed {
+        assert!(j.remove(s));
+    }
+    j.commit();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(j);
+    let (_j, r, _rx) = open(dir, small(1 << 20));
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    assert!(
+        got.is_empty(),
+        "removed messages came back: {} of them",
+        got.len()
+    );
+}
+
+#[test]
 fn closing_while_writes_fail_keeps_what_was_confirmed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
