@@ -397,7 +397,7 @@ impl Writer {
             }
             let f = new_file.as_ref().unwrap_or(&self.file);
             let end = len + buf.len() as u64;
-            if batches.iter().any(|b| b.appends > 0) {
+            if self.opts.preallocate > 0 && batches.iter().any(|b| b.appends > 0) {
                 // Messages leave a quarter of `preallocate` of zeros ahead
                 // (within the segment) to removals: on a full disk, they
                 // are the records that give space back (`write_ahead`).

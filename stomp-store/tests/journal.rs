@@ -416,6 +416,24 @@ fn messages_leave_room_for_the_removals_that_free_space() {
 }
 
 #[test]
+fn without_zeros_written_ahead_messages_are_written_as_they_come() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = JournalOptions {
+        preallocate: 0,
+        ..small(4096)
+    };
+    let (mut j, _, rx) = open(tmp.path(), opts.clone());
+    for seq in 1..=40 {
+        j.append(msg(seq)).unwrap();
+        let t = j.commit();
+        wait(&j, &rx, t);
+    }
+    drop(j);
+    let (_j, r, _rx) = open(tmp.path(), opts);
+    assert_eq!(r.messages.len(), 40);
+}
+
+#[test]
 fn closing_while_writes_fail_keeps_what_was_confirmed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
