@@ -801,8 +801,9 @@ mod tests {
         );
         let ev = events(&mut core);
         match &ev[..] {
-            [Event::Closed(Err(Error::NoCommonVersion { said, .. }))] => {
-                assert_eq!(said.as_deref(), Some("2.0"))
+            [Event::Closed(Err(e @ Error::NoCommonVersion { said, .. }))] => {
+                assert_eq!(said.as_deref(), Some("2.0"));
+                assert!(e.to_string().ends_with("it answered version 2.0"), "{e}");
             }
             other => panic!("{other:?}"),
         }

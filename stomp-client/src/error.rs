@@ -42,7 +42,10 @@ pub enum Error {
         receipt_id: Option<String>,
     },
     /// The broker and the client share no protocol version.
-    #[error("the broker supports none of the versions offered ({offered}); it said {said:?}")]
+    #[error(
+        "the broker supports none of the versions offered ({offered}); it answered {}",
+        said.as_deref().map_or("without a version header".to_owned(), |v| format!("version {v}"))
+    )]
     NoCommonVersion {
         /// The versions the client offered, as in `accept-version`.
         offered: String,
