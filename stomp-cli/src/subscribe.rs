@@ -134,7 +134,9 @@ pub fn pump(
     out: &mut impl Write,
 ) -> anyhow::Result<u64> {
     let mut printed = 0u64;
-    let mut batch: Vec<Message> = Vec::with_capacity(BATCH);
+    // Each message with the index of its subscription (subscription ids
+    // repeat across connections).
+    let mut batch: Vec<(usize, Message)> = Vec::with_capacity(BATCH);
     let mut sel = Select::new();
     let receivers: Vec<_> = subs.iter().map(Subscription::receiver).collect();
     for r in &receivers {
@@ -163,7 +165,7 @@ pub fn pump(
         for i in (first..subs.len()).chain(0..first) {
             while batch.len() < limit {
                 match subs[i].try_recv() {
-                    Ok(Some(m)) => batch.push(m),
+                    Ok(Some(m)) => batch.push((i, m)),
                     Ok(None) => break,
                     Err(e) => {
                         failed.get_or_insert(e);
@@ -172,7 +174,7 @@ pub fn pump(
                 }
             }
         }
-        for m in &batch {
+        for (_, m) in &batch {
             if let Err(e) = write_message(out, m.frame(), format) {
                 return closed_output(e, printed);
             }
@@ -198,24 +200,22 @@ fn closed_output(e: io::Error, printed: u64) -> anyhow::Result<u64> {
     }
 }
 
-/// ACKs a printed batch: each message in client-individual mode, the last
-/// one of each subscription in client mode (cumulative), nothing in auto.
-fn acknowledge(batch: &[Message], ack: AckMode) -> stomp_client::Result<()> {
+/// ACKs a printed batch (each message with the index of its subscription):
+/// each message in client-individual mode, the last one of each
+/// subscription in client mode (cumulative), nothing in auto.
+fn acknowledge(batch: &[(usize, Message)], ack: AckMode) -> stomp_client::Result<()> {
     match ack {
         AckMode::Auto => Ok(()),
-        AckMode::ClientIndividual => batch.iter().try_for_each(Message::ack),
+        AckMode::ClientIndividual => batch.iter().try_for_each(|(_, m)| m.ack()),
         AckMode::Client => {
-            let mut last_of_sub: Vec<&Message> = Vec::new();
+            let mut last_of_sub: Vec<&(usize, Message)> = Vec::new();
             for m in batch {
-                match last_of_sub
-                    .iter_mut()
-                    .find(|x| x.subscription() == m.subscription())
-                {
+                match last_of_sub.iter_mut().find(|x| x.0 == m.0) {
                     Some(slot) => *slot = m,
                     None => last_of_sub.push(m),
                 }
             }
-            last_of_sub.into_iter().try_for_each(Message::ack)
+            last_of_sub.into_iter().try_for_each(|(_, m)| m.ack())
         }
     }
 }

@@ -342,6 +342,58 @@ fn lines_go_out_as_they_come_not_when_the_next_one_does() {
 }
 
 #[test]
+fn several_destinations_ack_what_was_printed_once() {
+    // One connection per destination in client mode: the last printed
+    // message of each is acked on its own connection (their subscription
+    // ids are alike), so nothing printed comes back and nothing else goes.
+    let b = Broker::start();
+    let u = b.url.as_str();
+    for round in 0..4 {
+        let (qa, qb) = (format!("/queue/ma{round}"), format!("/queue/mb{round}"));
+        ok(&run(
+            &["send", "--url", u, "--lines", &qa],
+            Some(b"1\n2\n3\n4\n5\n".to_vec()),
+        ));
+        ok(&run(
+            &["send", "--url", u, "--lines", &qb],
+            Some(b"11\n12\n13\n14\n15\n".to_vec()),
+        ));
+        let o = run(&["subscribe", "--url", u, "--count", "7", &qa, &qb], None);
+        ok(&o);
+        let printed = String::from_utf8(o.stdout).unwrap();
+        let mut all: Vec<u32> = printed.lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(all.len(), 7, "{printed}");
+        for q in [&qa, &qb] {
+            let o = run(
+                &[
+                    "subscribe",
+                    "--url",
+                    u,
+                    "--ack",
+                    "client-individual",
+                    "--timeout",
+                    "0.5",
+                    q,
+                ],
+                None,
+            );
+            all.extend(
+                String::from_utf8(o.stdout)
+                    .unwrap()
+                    .lines()
+                    .map(|l| l.parse::<u32>().unwrap()),
+            );
+        }
+        all.sort();
+        assert_eq!(
+            all,
+            [1, 2, 3, 4, 5, 11, 12, 13, 14, 15],
+            "printed {printed:?}"
+        );
+    }
+}
+
+#[test]
 fn only_printed_messages_are_acked() {
     let b = Broker::start();
     let u = b.url.as_str();
