@@ -216,6 +216,27 @@ pub(crate) fn scan(dir: &Path, sync: bool) -> io::Result<Scan> {
         let is_last = id == last;
         // Its `bytes` are set once the records are read.
         scan.books.segs.insert(id, Seg::default());
+        // The newest segment as a crash while it was being created leaves
+        // it: empty, zeros, or part of its header. Nothing was written to
+        // it, so nothing is cut: it is started again.
+        let unborn = is_last
+            && (buf.iter().all(|&b| b == 0)
+                || (buf.len() < MAGIC.len() && MAGIC.starts_with(&buf)));
+        if unborn {
+            tracing::info!(
+                "journal: {} was created but not written before the broker stopped; started again",
+                path.display()
+            );
+            create_segment(dir, id, sync)?;
+            scan.books.segs.insert(
+                id,
+                Seg {
+                    bytes: MAGIC.len() as u64,
+                    ..Seg::default()
+                },
+            );
+            continue;
+        }
         let (mut valid, mut damage, open_group) =
             if buf.len() < MAGIC.len() || &buf[..MAGIC.len()] != MAGIC {
                 (0, Some("bad segment header"), None)

@@ -434,6 +434,37 @@ fn without_zeros_written_ahead_messages_are_written_as_they_come() {
 }
 
 #[test]
+fn a_newest_segment_that_a_crash_left_unwritten_is_not_damage() {
+    // kill -9 while a segment file is being created leaves it empty, or
+    // with part of its header: nothing was in it, nothing is cut.
+    for partial in [0usize, 3] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let (mut j, _, rx) = open(dir, small(4096));
+        for seq in 1..=10 {
+            j.append(msg(seq)).unwrap();
+        }
+        let t = j.commit();
+        wait(&j, &rx, t);
+        drop(j);
+        let segs = segments(dir);
+        let header = std::fs::read(&segs[0]).unwrap();
+        let next = dir.join(format!("{:020}.seg", segs.len() + 1));
+        std::fs::write(&next, &header[..partial]).unwrap();
+        let (mut j, r, rx) = open(dir, small(4096));
+        assert!(r.cuts.is_empty(), "{:?}", r.cuts);
+        assert_eq!(r.messages.len(), 10);
+        j.append(msg(11)).unwrap();
+        let t = j.commit();
+        wait(&j, &rx, t);
+        drop(j);
+        let (_j, r, _rx) = open(dir, small(4096));
+        assert!(r.cuts.is_empty(), "{:?}", r.cuts);
+        assert_eq!(r.messages.len(), 11);
+    }
+}
+
+#[test]
 fn closing_while_writes_fail_keeps_what_was_confirmed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
