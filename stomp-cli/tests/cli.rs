@@ -363,22 +363,41 @@ fn several_destinations_ack_what_was_printed_once() {
         let printed = String::from_utf8(o.stdout).unwrap();
         let mut all: Vec<u32> = printed.lines().map(|l| l.parse().unwrap()).collect();
         assert_eq!(all.len(), 7, "{printed}");
-        for q in [&qa, &qb] {
-            let o = run(
-                &[
-                    "subscribe",
-                    "--url",
-                    u,
-                    "--ack",
-                    "client-individual",
-                    "--timeout",
-                    "0.5",
-                    q,
-                ],
+        let from_a = all.iter().filter(|&&v| v <= 5).count();
+        for (q, left) in [(&qa, 5 - from_a), (&qb, 5 - (7 - from_a))] {
+            if left > 0 {
+                let o = run(
+                    &[
+                        "subscribe",
+                        "--url",
+                        u,
+                        "--ack",
+                        "client-individual",
+                        "--count",
+                        &left.to_string(),
+                        "--timeout",
+                        "15",
+                        q,
+                    ],
+                    None,
+                );
+                ok(&o);
+                all.extend(
+                    String::from_utf8(o.stdout)
+                        .unwrap()
+                        .lines()
+                        .map(|l| l.parse::<u32>().unwrap()),
+                );
+            }
+            // Then nothing more: a printed message that came back would be
+            // there at once.
+            let more = run(
+                &["subscribe", "--url", u, "--count", "1", "--timeout", "1", q],
                 None,
             );
+            assert_eq!(more.status.code(), Some(3), "{:?}", more.stdout);
             all.extend(
-                String::from_utf8(o.stdout)
+                String::from_utf8(more.stdout)
                     .unwrap()
                     .lines()
                     .map(|l| l.parse::<u32>().unwrap()),
