@@ -710,6 +710,19 @@ fn help_names_the_default_data_dir() {
     assert!(help.contains("--persist"), "{help}");
 }
 
+/// A broker in this process on `store` (whose test hooks the test holds).
+fn in_process(dir: &Path, store: stomp_broker::store::DurableStore) -> stomp_broker::RunningBroker {
+    let cfg = stomp_broker::Config {
+        listen: vec!["127.0.0.1:0".into()],
+        data_dir: Some(dir.to_path_buf()),
+        ..stomp_broker::Config::default()
+    };
+    stomp_broker::Broker::bind_with(cfg, Box::new(store), Box::new(stomp_broker::auth::AllowAll))
+        .unwrap()
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_failing_disk_turns_receipts_into_errors_keeps_consumers_served_and_loses_nothing_confirmed() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -726,19 +739,7 @@ fn a_failing_disk_turns_receipts_into_errors_keeps_consumers_served_and_loses_no
         },
     )
     .unwrap();
-    let cfg = stomp_broker::Config {
-        listen: vec!["127.0.0.1:0".into()],
-        data_dir: Some(dir.clone()),
-        ..stomp_broker::Config::default()
-    };
-    let b = stomp_broker::Broker::bind_with(
-        cfg,
-        Box::new(store),
-        Box::new(stomp_broker::auth::AllowAll),
-    )
-    .unwrap()
-    .spawn()
-    .unwrap();
+    let b = in_process(&dir, store);
     let mut p = Client::connect(b.addr());
     p.send_all("/queue/keep", &["a".into()], "");
     p.send_all("/queue/live", &["d".into()], "");
@@ -791,6 +792,64 @@ fn a_failing_disk_turns_receipts_into_errors_keeps_consumers_served_and_loses_no
         bodies(&l.drain(Duration::from_millis(300))),
         Vec::<String>::new()
     );
+    b.stop();
+}
+
+#[test]
+fn a_small_full_disk_gets_its_room_back_once_a_consumer_takes_everything() {
+    use stomp_broker::store::{DurableOptions, DurableStore};
+
+    // A disk of 3 MiB, smaller than one segment (64 MiB): SENDs fill it
+    // until one gets an ERROR. A consumer takes and acknowledges all of
+    // them, the one that failed too (it is in memory); then SENDs are
+    // confirmed again (the emptied segment is deleted and a new one
+    // started), and a restart gives back exactly those.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let store = DurableStore::open(
+        &dir,
+        DurableOptions {
+            inject_disk_bytes: Some(3 << 20),
+            ..DurableOptions::default()
+        },
+    )
+    .unwrap();
+    let b = in_process(&dir, store);
+    let mut p = Client::connect(b.addr());
+    let big = "x".repeat(32 * 1024);
+    let mut sent = 0;
+    loop {
+        p.send("/queue/full", &big, "", &format!("r{sent}"));
+        let f = p.read_frame().expect("an answer");
+        sent += 1;
+        if f.command == Command::Error {
+            assert_eq!(f.headers.get("message"), Some("store write failed"));
+            break;
+        }
+        assert_eq!(f.command, Command::Receipt, "{f:?}");
+        assert!(sent < 100, "the disk never filled");
+    }
+    assert!(sent > 10, "only {sent} messages fit");
+    let mut c = Client::connect(b.addr());
+    c.subscribe("/queue/full", "client-individual", "");
+    for _ in 0..sent {
+        let m = c.expect(Command::Message);
+        c.ack(&m, false);
+    }
+    // Room again, for as much as before.
+    let after: Vec<String> = (0..sent - 1).map(|i| format!("{i}:{big}")).collect();
+    let mut q = Client::connect(b.addr());
+    q.send_all("/queue/after", &after, "");
+    drop((p, q, c));
+    b.shutdown().unwrap();
+
+    let b = Broker::start(&dir, &[]);
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/full", "auto", "");
+    assert_eq!(bodies(&c.drain(Duration::from_millis(300))).len(), 0);
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/after", "auto", "");
+    assert_eq!(bodies(&c.drain(Duration::from_millis(300))), after);
     b.stop();
 }
 

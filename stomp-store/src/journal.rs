@@ -28,6 +28,9 @@ pub struct Journal {
     /// Set while a group is placed: its records stay in one segment, however
     /// big it grows.
     unbounded: bool,
+    /// The active segment, if it held nothing that recovery needs when the
+    /// last commit was handed over (see `restart_if_dead`).
+    dead_at_commit: Option<u64>,
     ticket: u64,
     shared: Arc<Shared>,
     notify: Arc<dyn Fn(CommitEvent) + Send + Sync>,
@@ -108,6 +111,7 @@ impl Journal {
             ops: Vec::new(),
             op_bytes: 0,
             unbounded: false,
+            dead_at_commit: None,
             ticket: 0,
             shared,
             notify,
@@ -176,6 +180,7 @@ impl Journal {
         let bytes = GROUP_RECORD + taken.iter().map(Record::encoded_len).sum::<u64>();
         let group = taken.len() > 1 && u32::try_from(taken.len()).is_ok();
         if group {
+            self.restart_if_dead();
             let used = self.books.segs.get(&self.active).map_or(0, |s| s.bytes);
             if used + bytes > self.opts.segment_size && used > MAGIC.len() as u64 {
                 self.roll();
@@ -212,10 +217,38 @@ impl Journal {
 
     /// Places and schedules an admitted record.
     fn put(&mut self, record: Record) {
+        if !self.unbounded {
+            self.restart_if_dead();
+        }
         let size = record.encoded_len();
         let at = self.place(size);
-        self.ops.push(Op::Append(record.clone()));
-        self.books.put(at, record, size);
+        let rec = record.clone();
+        let replaces = self.books.put(at, record, size);
+        self.ops.push(Op::Append { rec, replaces });
+    }
+
+    /// After a failed write, before a message goes into an active segment
+    /// that holds nothing recovery needs (no live message, no kill of an
+    /// older segment's message: everything in it was consumed), starts a
+    /// new segment in its place, the old file deleted first
+    /// ([`Op::Restart`]). The active segment is never deleted otherwise, so
+    /// on a disk smaller than a segment, or filled up to the active one,
+    /// the room that consumers freed would never come back.
+    ///
+    /// The segment must have been dead already when the last commit was
+    /// handed over: a message removed in this commit may be appended again
+    /// in it (moved to another queue), and its old copy must stay until the
+    /// new one is written. Removals handed over before need no such care:
+    /// what they removed is gone either way.
+    fn restart_if_dead(&mut self) {
+        let dead = self.dead_at_commit == Some(self.active) && self.active_is_dead();
+        if !dead || !self.shared.short_of_space.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let old = self.active;
+        self.books.segs.remove(&old);
+        let new = self.start_segment();
+        self.ops.push(Op::Restart { old, new });
     }
 
     /// Removes message `seq` for good (it was acknowledged), with the next
@@ -281,7 +314,17 @@ impl Journal {
             return self.ticket;
         }
         self.maintain();
+        self.dead_at_commit = self.active_is_dead().then_some(self.active);
         self.send()
+    }
+
+    /// Whether the active segment holds nothing that recovery needs: no
+    /// live message, no kill of a message in an older segment.
+    fn active_is_dead(&self) -> bool {
+        self.books
+            .segs
+            .get(&self.active)
+            .is_some_and(|s| s.seqs.is_empty() && s.waits_on == 0 && s.bytes > MAGIC.len() as u64)
     }
 
     /// The highest ticket known to be on disk.
@@ -316,7 +359,7 @@ impl Journal {
             appends: self
                 .ops
                 .iter()
-                .filter(|op| matches!(op, Op::Append(_)))
+                .filter(|op| matches!(op, Op::Append { .. }))
                 .count(),
             sent: std::time::Instant::now(),
             ops: std::mem::take(&mut self.ops),
@@ -352,6 +395,12 @@ impl Journal {
 
     /// Starts a new active segment.
     fn roll(&mut self) {
+        let id = self.start_segment();
+        self.ops.push(Op::Roll(id));
+    }
+
+    /// Makes the next segment the active one in the books; returns its id.
+    fn start_segment(&mut self) -> u64 {
         self.active += 1;
         self.books.segs.insert(
             self.active,
@@ -360,7 +409,7 @@ impl Journal {
                 ..Seg::default()
             },
         );
-        self.ops.push(Op::Roll(self.active));
+        self.active
     }
 
     /// Compaction and deletion, appended to the pending batch: copies live
@@ -394,7 +443,10 @@ impl Journal {
                     (live.rec.clone(), live.size)
                 };
                 let at = self.place(size);
-                self.ops.push(Op::Append(rec.clone()));
+                self.ops.push(Op::Append {
+                    rec: rec.clone(),
+                    replaces: Some(victim),
+                });
                 self.books.put(at, rec, size);
                 budget = budget.saturating_sub(size);
             }

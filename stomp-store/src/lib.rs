@@ -209,6 +209,12 @@ pub struct JournalOptions {
     /// for production.
     #[doc(hidden)]
     pub inject_write_room: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Test hook: a disk of this many bytes, which the segment files share
+    /// (deleting one gives its bytes back): a write that would grow them
+    /// past it fails with `ENOSPC` after writing what fits, and zeros are
+    /// written ahead only as far as they fit. Not for production.
+    #[doc(hidden)]
+    pub inject_disk_bytes: Option<u64>,
 }
 
 impl Default for JournalOptions {
@@ -226,6 +232,7 @@ impl Default for JournalOptions {
             extra_sync_latency: std::time::Duration::ZERO,
             inject_write_error: None,
             inject_write_room: None,
+            inject_disk_bytes: None,
         }
     }
 }

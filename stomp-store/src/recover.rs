@@ -54,17 +54,20 @@ pub(crate) struct Books {
 }
 
 impl Books {
-    /// An APPEND (or compaction copy) of `rec` written to segment `at`.
-    pub(crate) fn put(&mut self, at: u64, rec: Record, size: u64) {
+    /// An APPEND (or compaction copy) of `rec` written to segment `at`;
+    /// returns the segment of the version it replaces, if any.
+    pub(crate) fn put(&mut self, at: u64, rec: Record, size: u64) -> Option<u64> {
         let seq = rec.seq;
-        if let Some(old) = self.index.remove(&seq) {
+        let replaced = self.index.remove(&seq).map(|old| {
             self.unlive(&old, seq);
             self.kill(old.seg, at);
-        }
+            old.seg
+        });
         let seg = self.segs.get_mut(&at).expect("segment of a put exists");
         seg.seqs.insert(seq);
         seg.live_bytes += size;
         self.index.insert(seq, Live { seg: at, size, rec });
+        replaced
     }
 
     /// A REMOVE of `seq` written to segment `at`; false if `seq` was not live.

@@ -19,7 +19,22 @@ use crate::{CommitEvent, JournalOptions, Record};
 pub(crate) enum Op {
     /// Start segment `id` and write the following records there.
     Roll(u64),
-    Append(Record),
+    /// Delete segment `old`, the active one, which holds nothing that
+    /// recovery needs (no live message, no kill of an older segment's), and
+    /// start segment `new` in its place. Unlike a [`Roll`](Op::Roll) then a
+    /// [`Delete`](Op::Delete), the old file goes first, so that a disk that
+    /// it filled has room for the new one (see `Journal::restart_if_dead`);
+    /// the records placed in it before are not written at all.
+    Restart {
+        old: u64,
+        new: u64,
+    },
+    /// A message; `replaces`: the segment holding the version it replaces
+    /// (a move to another queue, a compaction copy), if any.
+    Append {
+        rec: Record,
+        replaces: Option<u64>,
+    },
     Remove(u64),
     Deliver(u64),
     /// The next `n` appends are one group (see `Journal::append_group`).
@@ -50,13 +65,22 @@ pub(crate) struct Shared {
     /// needs the room that is missing, and would hold back the removals
     /// that free some, see `Writer::write_ahead`).
     pub(crate) failing: std::sync::atomic::AtomicBool,
+    /// A write failed since the journal last restarted a dead active
+    /// segment: the next message that would go into an active segment
+    /// holding nothing live starts a new one in its place
+    /// (`Journal::restart_if_dead`), so a disk smaller than a segment, or
+    /// filled by the active one, gets its space back once consumers have
+    /// emptied it.
+    pub(crate) short_of_space: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct Writer {
     dir: PathBuf,
     /// The segment being appended to, and how much of it is durable.
     seg: u64,
-    file: File,
+    /// `None` only while a restart (`Op::Restart`) is between deleting
+    /// the old file and creating the new one.
+    file: Option<File>,
     len: u64,
     /// The active segment's file length: bytes from `len` to here are
     /// zeros written ahead (`JournalOptions::preallocate`).
@@ -90,7 +114,7 @@ impl Writer {
         Ok(Writer {
             dir,
             seg,
-            file,
+            file: Some(file),
             len,
             zeroed,
             opts,
@@ -114,6 +138,7 @@ impl Writer {
         // The highest ticket written ahead of failed batches, reported
         // durable once they are written too.
         let mut ahead_top = 0;
+        let mut failures = FailureLog::default();
         loop {
             let mut batches = std::mem::take(&mut retry);
             let failed = batches.len();
@@ -147,7 +172,15 @@ impl Writer {
                 }
             }
             if failed > 0 && self.poisoned.is_none() {
-                ahead_top = ahead_top.max(self.write_ahead(&mut batches, failed));
+                ahead_top = ahead_top.max(self.write_ahead(&mut batches));
+                if batches.is_empty() && ahead_top > 0 {
+                    // All that waited was written ahead or cancelled.
+                    failures.over();
+                    self.shared.failing.store(false, Ordering::Relaxed);
+                    self.shared.durable.store(ahead_top, Ordering::Release);
+                    (self.notify)(CommitEvent::Durable(ahead_top));
+                    ahead_top = 0;
+                }
             }
             if !closed && failed == 0 && !batches.is_empty() {
                 let window = self.opts.group_window.min(last_took);
@@ -182,6 +215,7 @@ impl Writer {
             match self.write(&batches.iter().collect::<Vec<_>>()) {
                 Ok(deletes) => {
                     ahead_top = 0;
+                    failures.over();
                     self.shared.failing.store(false, Ordering::Relaxed);
                     last_end = Instant::now();
                     last_took = last_end - started;
@@ -192,10 +226,9 @@ impl Writer {
                 }
                 Err(e) => {
                     self.shared.failing.store(true, Ordering::Relaxed);
+                    self.shared.short_of_space.store(true, Ordering::Relaxed);
                     let e = Arc::new(e);
-                    tracing::error!(
-                        "journal: write failed: {e}; nothing new is confirmed until a retry succeeds"
-                    );
+                    failures.failed(&e);
                     self.report_failure(top, e);
                     if closed {
                         tracing::error!(
@@ -209,78 +242,128 @@ impl Writer {
         }
     }
 
-    /// After a failed write, writes the batches that came since and only
-    /// remove or mark messages (ACKs) ahead of the failed ones (the first
-    /// `failed` of `batches`), and takes them out of `batches`: on a disk
-    /// full to its last block, the removals that empty segments, and so
-    /// free space, must not wait behind a message that needs that space.
-    /// Returns the highest ticket written (0: none); it is reported durable
-    /// only once the failed batches are written too, as a ticket covers
-    /// every ticket below it.
+    /// After a failed write, writes the removals and marks (consumers'
+    /// ACKs) that wait behind it ahead of it, with the segment deletions
+    /// they allow, and takes them out of `batches`: on a disk full to its
+    /// last block, the removals that empty segments, and so free space,
+    /// must not wait behind a message that needs that space. Returns the
+    /// highest ticket of the batches this emptied (0: none); it is reported
+    /// durable only once the rest is written too, as a ticket covers every
+    /// ticket below it.
     ///
-    /// A batch goes ahead only if writing it first changes nothing that
-    /// recovery reads from what goes behind: it appends and starts no
-    /// segment (nor does any batch it passes, so all its records land in
-    /// the segment the journal placed them in), it removes or marks no
-    /// message that a batch it passes appends, and it deletes no segment
-    /// while a batch it passes deletes one (a segment's tombstones may
-    /// only go once the segments they kill are gone).
-    fn write_ahead(&mut self, batches: &mut Vec<Batch>, failed: usize) -> u64 {
-        let mut passed_appends = std::collections::HashSet::new();
-        let mut passed_delete = false;
-        let mut ahead = Vec::new();
-        'scan: for (i, b) in batches.iter().enumerate() {
-            let mut eligible = i >= failed;
-            let mut deletes = false;
-            for op in &b.ops {
-                match op {
-                    Op::Remove(s) | Op::Deliver(s) => {
-                        eligible &= !passed_appends.contains(s);
-                    }
-                    Op::Delete(_) => deletes = true,
-                    Op::Append(_) | Op::Roll(_) | Op::Group(_) => eligible = false,
-                }
-            }
-            eligible &= !(deletes && passed_delete);
-            if eligible {
-                ahead.push(i);
-                continue;
-            }
-            for op in &b.ops {
-                match op {
-                    Op::Append(r) => {
-                        passed_appends.insert(r.seq);
-                    }
-                    // Records behind a new segment: nothing may pass them.
-                    Op::Roll(_) => break 'scan,
-                    Op::Delete(_) => passed_delete = true,
-                    _ => {}
+    /// First, a message removed before it was ever written is not written
+    /// at all (`cancel_removed_appends`): a consumer that took the message
+    /// that did not fit frees the room it needed. Then, in log order, what
+    /// can be written first without changing what recovery reads from the
+    /// records that stay behind goes ahead:
+    /// - a REMOVE or DELIVER, unless a record staying behind starts a
+    ///   segment before it (it must land in the segment the journal placed
+    ///   it in, which segment deletion relies on), appends the message it
+    ///   removes or marks (a tombstone before its message would let the
+    ///   message come back), or appends it again after it (a move to another
+    ///   queue as a removal then an append: the old copy stays until the new
+    ///   one is written);
+    /// - a DELETE, unless a DELETE stays behind (a segment's tombstones may
+    ///   only go once the segments they kill are gone), or an APPEND staying
+    ///   behind replaces a version in the segment it deletes, or a REMOVE of
+    ///   a moved message stays behind (its old copy may be there), or the
+    ///   segment is started by a record staying behind (deleted before it
+    ///   exists, it would then stay). A new segment staying behind does not
+    ///   otherwise hold a DELETE back: the segment deleted holds nothing
+    ///   live, and the removals that emptied it are acknowledgements, whose
+    ///   loss loses nothing (so a disk that filled just as a new segment was
+    ///   needed gets room for it).
+    fn write_ahead(&mut self, batches: &mut Vec<Batch>) -> u64 {
+        cancel_removed_appends(batches);
+        let mut last_append = std::collections::HashMap::new();
+        for (bi, b) in batches.iter().enumerate() {
+            for (oi, op) in b.ops.iter().enumerate() {
+                if let Op::Append { rec, .. } = op {
+                    last_append.insert(rec.seq, (bi, oi));
                 }
             }
         }
-        if ahead.is_empty() {
-            return 0;
-        }
-        let refs: Vec<&Batch> = ahead.iter().map(|&i| &batches[i]).collect();
-        let top = refs.iter().map(|b| b.ticket).max().unwrap_or(0);
-        match self.write(&refs) {
-            Ok(deletes) => {
-                self.shared.writes.fetch_add(1, Ordering::Relaxed);
-                self.delete(&deletes);
-                let mut i = 0;
-                batches.retain(|_| {
-                    i += 1;
-                    ahead.binary_search(&(i - 1)).is_err()
-                });
-                tracing::info!(
-                    "journal: wrote {} batch(es) of removals ahead of the failed write",
-                    ahead.len()
-                );
-                top
+        let mut staying_appends = std::collections::HashSet::new();
+        let mut replaced = std::collections::HashSet::new();
+        let mut staying_delete = false;
+        let mut staying_move = false;
+        // The first segment that a record staying behind starts.
+        let mut first_new: Option<u64> = None;
+        let mut ahead: Vec<(usize, usize)> = Vec::new();
+        let mut ops = Vec::new();
+        for (bi, b) in batches.iter().enumerate() {
+            for (oi, op) in b.ops.iter().enumerate() {
+                let goes = match op {
+                    Op::Remove(s) => {
+                        let moved = last_append.get(s).is_some_and(|&p| p > (bi, oi));
+                        let goes = first_new.is_none() && !moved && !staying_appends.contains(s);
+                        staying_move |= moved && !goes;
+                        goes
+                    }
+                    Op::Deliver(s) => first_new.is_none() && !staying_appends.contains(s),
+                    Op::Delete(id) => {
+                        !staying_delete
+                            && !staying_move
+                            && !replaced.contains(id)
+                            && first_new.is_none_or(|n| *id < n)
+                    }
+                    Op::Append { rec, replaces } => {
+                        staying_appends.insert(rec.seq);
+                        replaced.extend(*replaces);
+                        false
+                    }
+                    Op::Group(_) => false,
+                    Op::Roll(id) | Op::Restart { new: id, .. } => {
+                        first_new = first_new.or(Some(*id));
+                        false
+                    }
+                };
+                if goes {
+                    ahead.push((bi, oi));
+                    ops.push(match op {
+                        Op::Remove(s) => Op::Remove(*s),
+                        Op::Deliver(s) => Op::Deliver(*s),
+                        Op::Delete(id) => Op::Delete(*id),
+                        _ => unreachable!("only these go ahead"),
+                    });
+                } else if matches!(op, Op::Delete(_)) {
+                    staying_delete = true;
+                }
             }
-            // They stay in order with the rest.
-            Err(_) => 0,
         }
+        let mut top = 0;
+        if !ahead.is_empty() {
+            let bytes = ops.iter().map(op_bytes).sum();
+            let early = Batch {
+                ops,
+                appends: 0,
+                sent: Instant::now(),
+                bytes,
+                ticket: 0,
+            };
+            match self.write(&[&early]) {
+                Ok(deletes) => {
+                    self.shared.writes.fetch_add(1, Ordering::Relaxed);
+                    self.delete(&deletes);
+                    drop_ops(batches, &ahead);
+                    tracing::info!(
+                        "journal: wrote {} removal(s) ahead of the failed write",
+                        ahead.len()
+                    );
+                }
+                // They stay in order with the rest.
+                Err(_) => self.shared.short_of_space.store(true, Ordering::Relaxed),
+            }
+        }
+        // Batches with nothing left to write are done once the rest is.
+        batches.retain(|b| {
+            let done = b.ops.is_empty();
+            if done {
+                top = top.max(b.ticket);
+            }
+            !done
+        });
+        top
     }
 
     /// The group window: waits a little for more batches before writing, so
@@ -369,23 +452,57 @@ impl Writer {
         let mut zeroed = self.zeroed;
         let mut new_file: Option<File> = None;
         let mut created: Vec<u64> = Vec::new();
+        let mut restarted = false;
         let mut deletes = Vec::new();
         let mut buf = Vec::with_capacity(batches.iter().map(|b| b.bytes).sum());
         let result = (|| -> io::Result<()> {
             for op in batches.iter().flat_map(|b| &b.ops) {
                 match op {
-                    Op::Append(r) => format::put_append(&mut buf, r),
+                    Op::Append { rec, .. } => format::put_append(&mut buf, rec),
                     Op::Remove(s) => format::put_seq(&mut buf, KIND_REMOVE, *s),
                     Op::Deliver(s) => format::put_seq(&mut buf, KIND_DELIVER, *s),
                     Op::Group(n) => format::put_group(&mut buf, *n),
                     Op::Delete(id) => deletes.push(*id),
-                    Op::Roll(id) => {
-                        let f = new_file.as_ref().unwrap_or(&self.file);
-                        self.put(f, &buf, len, zeroed)?;
-                        if self.opts.fsync {
-                            f.sync_data()?;
-                        }
+                    Op::Restart { old, new } => {
+                        // What was placed in `old` is not needed: not
+                        // written, and the file goes (closed too, or its
+                        // blocks stay taken) before the new one takes its
+                        // room, but after the segments whose messages its
+                        // records killed. The new one is the active segment from now
+                        // on, whatever happens to the rest of the write: a
+                        // retry deletes nothing more and starts it again.
                         buf.clear();
+                        new_file = None;
+                        self.file = None;
+                        // The deletions scheduled before go first: `old`
+                        // may hold the tombstones of their messages.
+                        self.delete(&std::mem::take(&mut deletes));
+                        if self.no_deletes {
+                            return Err(io::Error::other(
+                                "a segment could not be deleted before a restart",
+                            ));
+                        }
+                        match fs::remove_file(seg_path(&self.dir, *old)) {
+                            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                            _ => {}
+                        }
+                        self.file = Some(create_segment(&self.dir, *new, false)?);
+                        restarted = true;
+                        seg = *new;
+                        len = MAGIC.len() as u64;
+                        zeroed = len;
+                        (self.seg, self.len, self.zeroed) = (seg, len, zeroed);
+                        continue;
+                    }
+                    Op::Roll(id) => {
+                        if !buf.is_empty() {
+                            let f = active_file(&new_file, &self.file)?;
+                            self.put(f, &buf, len, zeroed)?;
+                            if self.opts.fsync {
+                                f.sync_data()?;
+                            }
+                            buf.clear();
+                        }
                         created.push(*id);
                         new_file = Some(create_segment(&self.dir, *id, false)?);
                         seg = *id;
@@ -395,7 +512,10 @@ impl Writer {
                     }
                 }
             }
-            let f = new_file.as_ref().unwrap_or(&self.file);
+            if buf.is_empty() && new_file.is_none() && !restarted {
+                return Ok(()); // deletions only
+            }
+            let f = active_file(&new_file, &self.file)?;
             let end = len + buf.len() as u64;
             if self.opts.preallocate > 0 && batches.iter().any(|b| b.appends > 0) {
                 // Messages leave a quarter of `preallocate` of zeros ahead
@@ -417,7 +537,7 @@ impl Writer {
                 if !self.opts.extra_sync_latency.is_zero() {
                     std::thread::sleep(self.opts.extra_sync_latency);
                 }
-                if !created.is_empty() {
+                if !created.is_empty() || restarted {
                     sync_dir(&self.dir)?;
                 }
             }
@@ -427,7 +547,7 @@ impl Writer {
         match result {
             Ok(()) => {
                 if let Some(f) = new_file {
-                    self.file = f;
+                    self.file = Some(f);
                 }
                 self.seg = seg;
                 self.len = len;
@@ -469,6 +589,10 @@ impl Writer {
         if target <= *zeroed {
             return;
         }
+        let target = target.min(zeroed.saturating_add(self.disk_room()));
+        if target <= *zeroed {
+            return;
+        }
         let zeros = vec![0u8; (target - *zeroed).min(1 << 20) as usize];
         while *zeroed < target {
             let n = (target - *zeroed).min(zeros.len() as u64) as usize;
@@ -506,11 +630,35 @@ impl Writer {
                 room = room.min(usize::try_from(fits).unwrap_or(usize::MAX));
             }
         }
+        if self.opts.inject_disk_bytes.is_some() {
+            // The file grows past `zeroed` only as far as the disk has room.
+            let fits = zeroed.saturating_add(self.disk_room()).saturating_sub(at);
+            room = room.min(usize::try_from(fits).unwrap_or(usize::MAX));
+        }
         if room < buf.len() {
             f.write_all_at(&buf[..room], at)?;
             return Err(io::Error::from_raw_os_error(28)); // ENOSPC
         }
         f.write_all_at(buf, at)
+    }
+
+    /// Bytes left on the test's disk (`JournalOptions::inject_disk_bytes`):
+    /// its size less the segment files' lengths; unbounded without it.
+    fn disk_room(&self) -> u64 {
+        let Some(size) = self.opts.inject_disk_bytes else {
+            return u64::MAX;
+        };
+        let used: u64 = fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        size.saturating_sub(used)
     }
 
     /// Puts the active segment back as it was before a failed write: zeros
@@ -519,21 +667,7 @@ impl Writer {
     /// removes the segments a failed batch created (the retry writes them
     /// again).
     fn restore(&mut self, created: &[u64]) -> io::Result<()> {
-        let zeros = vec![0u8; (self.zeroed - self.len).min(1 << 20) as usize];
-        let mut at = self.len;
-        while at < self.zeroed {
-            let n = (self.zeroed - at).min(zeros.len() as u64) as usize;
-            if self.file.write_all_at(&zeros[..n], at).is_err() {
-                // Cannot overwrite: cut instead.
-                self.zeroed = self.len;
-                break;
-            }
-            at += n as u64;
-        }
-        self.file.set_len(self.zeroed)?;
-        if self.opts.fsync {
-            self.file.sync_data()?;
-        }
+        self.restore_tail()?;
         for id in created {
             match fs::remove_file(seg_path(&self.dir, *id)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -543,11 +677,41 @@ impl Writer {
         Ok(())
     }
 
+    /// The active segment's part of [`restore`](Writer::restore).
+    fn restore_tail(&mut self) -> io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(()); // a restart's new segment is not created yet
+        };
+        let zeros = vec![0u8; (self.zeroed - self.len).min(1 << 20) as usize];
+        let mut at = self.len;
+        while at < self.zeroed {
+            let n = (self.zeroed - at).min(zeros.len() as u64) as usize;
+            if file.write_all_at(&zeros[..n], at).is_err() {
+                // Cannot overwrite: cut instead.
+                self.zeroed = self.len;
+                break;
+            }
+            at += n as u64;
+        }
+        file.set_len(self.zeroed)?;
+        if self.opts.fsync {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
     /// Deletes segments in order, making each deletion durable before the next.
+    /// The segment being appended to goes too when a deletion written ahead
+    /// of a failed new segment says so (see `write_ahead`): its file is
+    /// closed, or its blocks would stay taken, and the new segment's write
+    /// opens the next one.
     fn delete(&mut self, ids: &[u64]) {
         for id in ids {
             if self.no_deletes {
                 return;
+            }
+            if *id == self.seg {
+                self.file = None;
             }
             let res = match fs::remove_file(seg_path(&self.dir, *id)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -561,5 +725,112 @@ impl Writer {
                 self.no_deletes = true;
             }
         }
+    }
+}
+
+/// Drops the APPEND of every new message that a later pending REMOVE
+/// removes: it was never written, and writing it now would only make it
+/// dead. The REMOVE stays (a REMOVE of nothing on disk is no damage at
+/// recovery); the bookkeeping is unchanged: for it, the APPEND then the
+/// REMOVE happened. Not dropped: an APPEND in a group (the group's count
+/// is written ahead of it), and one that replaces a version (a move, a
+/// compaction copy), as a deletion already scheduled may count on it to
+/// have replaced the version in the segment it deletes.
+fn cancel_removed_appends(batches: &mut [Batch]) {
+    let mut pending: std::collections::HashMap<u64, (usize, usize)> = Default::default();
+    let mut dropped = Vec::new();
+    for (bi, b) in batches.iter().enumerate() {
+        let mut grouped = 0;
+        for (oi, op) in b.ops.iter().enumerate() {
+            match op {
+                Op::Group(n) => grouped = *n,
+                Op::Append { rec, replaces } => {
+                    if grouped > 0 || replaces.is_some() {
+                        pending.remove(&rec.seq);
+                    } else {
+                        pending.insert(rec.seq, (bi, oi));
+                    }
+                    grouped = grouped.saturating_sub(1);
+                }
+                Op::Remove(s) => dropped.extend(pending.remove(s)),
+                _ => {}
+            }
+        }
+    }
+    if dropped.is_empty() {
+        return;
+    }
+    dropped.sort_unstable();
+    drop_ops(batches, &dropped);
+}
+
+/// Takes the ops at `at` (batch, op index; sorted) out of `batches`.
+fn drop_ops(batches: &mut [Batch], at: &[(usize, usize)]) {
+    let mut next = at.iter().peekable();
+    for (bi, b) in batches.iter_mut().enumerate() {
+        let mut oi = 0;
+        b.ops.retain(|_| {
+            oi += 1;
+            next.next_if(|&&p| p == (bi, oi - 1)).is_none()
+        });
+        b.appends = b
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Append { .. }))
+            .count();
+        b.bytes = b.ops.iter().map(op_bytes).sum();
+    }
+}
+
+/// The bytes `op` takes in a segment.
+fn op_bytes(op: &Op) -> usize {
+    (match op {
+        Op::Append { rec, .. } => rec.encoded_len(),
+        Op::Remove(_) | Op::Deliver(_) => format::SEQ_RECORD,
+        Op::Group(_) => format::GROUP_RECORD,
+        Op::Roll(_) | Op::Restart { .. } | Op::Delete(_) => 0,
+    }) as usize
+}
+
+/// The file records go to: the segment this write started, else the
+/// active one.
+fn active_file<'a>(new_file: &'a Option<File>, file: &'a Option<File>) -> io::Result<&'a File> {
+    new_file
+        .as_ref()
+        .or(file.as_ref())
+        .ok_or_else(|| io::Error::other("the journal's active segment is missing"))
+}
+
+/// Logs failed writes without flooding the log while they are retried:
+/// the first one, then one line every 30 s, then when writing works again.
+#[derive(Default)]
+struct FailureLog {
+    count: u64,
+    logged: Option<Instant>,
+}
+
+impl FailureLog {
+    fn failed(&mut self, e: &io::Error) {
+        self.count += 1;
+        if self
+            .logged
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(30))
+        {
+            self.logged = Some(Instant::now());
+            tracing::error!(
+                "journal: write failed ({} attempt(s) so far): {e}; nothing new is confirmed until a retry succeeds",
+                self.count
+            );
+        }
+    }
+
+    fn over(&mut self) {
+        if self.count > 0 {
+            tracing::info!(
+                "journal: writing again after {} failed attempt(s)",
+                self.count
+            );
+        }
+        *self = FailureLog::default();
     }
 }

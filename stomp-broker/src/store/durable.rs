@@ -50,6 +50,10 @@ pub struct DurableOptions {
     /// writing half its bytes (a torn write on a full disk).
     #[doc(hidden)]
     pub inject_write_error: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Test hook: the journal's segment files share a disk of this many
+    /// bytes (see `JournalOptions::inject_disk_bytes`).
+    #[doc(hidden)]
+    pub inject_disk_bytes: Option<u64>,
 }
 
 impl Default for DurableOptions {
@@ -60,6 +64,7 @@ impl Default for DurableOptions {
             fsync: true,
             group_window: JournalOptions::default().group_window,
             inject_write_error: None,
+            inject_disk_bytes: None,
         }
     }
 }
@@ -76,7 +81,8 @@ struct Events {
 impl Events {
     fn on_commit(&self, ev: CommitEvent) {
         if let CommitEvent::Failed { ticket, error } = ev {
-            tracing::error!("journal write failed (commits up to {ticket}): {error}");
+            // The journal logs the failure itself (not once per retry).
+            tracing::debug!("journal write failed (commits up to {ticket}): {error}");
             let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
             if f.as_ref().is_none_or(|(t, _)| *t < ticket) {
                 *f = Some((ticket, error.to_string()));
@@ -192,6 +198,12 @@ impl DurableStore {
             fsync: options.fsync,
             group_window: options.group_window,
             inject_write_error: options.inject_write_error.clone(),
+            inject_disk_bytes: options.inject_disk_bytes,
+            retry_interval: if options.inject_disk_bytes.is_some() {
+                std::time::Duration::from_millis(20)
+            } else {
+                JournalOptions::default().retry_interval
+            },
             ..JournalOptions::default()
         };
         let (journal, recovered) = Journal::open(&dir, opts, Box::new(move |e| ev.on_commit(e)))
@@ -516,7 +528,7 @@ mod tests {
             segment_size: 1 << 20,
             fsync: false,
             group_window: std::time::Duration::ZERO,
-            inject_write_error: None,
+            ..DurableOptions::default()
         };
         let mut s = DurableStore::open(tmp.path(), opts()).unwrap();
         s.recover().unwrap();

@@ -125,7 +125,7 @@ pub fn open(config: &crate::Config) -> io::Result<Box<dyn Store>> {
                 segment_size: config.segment_size,
                 fsync: config.fsync,
                 group_window: std::time::Duration::from_micros(config.group_window_us),
-                inject_write_error: None,
+                ..DurableOptions::default()
             };
             Ok(Box::new(DurableStore::open(&dir, options)?))
         }
