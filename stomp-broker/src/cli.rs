@@ -98,6 +98,11 @@ pub struct BrokerArgs {
     /// Message bytes in the broker before producers are paused [default: 40% of the machine's memory, or of its cgroup limit].
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<usize>,
+    /// Bytes of frames begun and not yet finished, in all connections; past
+    /// it, connections in the middle of a frame are read one at a time
+    /// [default: a quarter of --max-memory].
+    #[arg(long, value_name = "BYTES")]
+    pub max_input_memory: Option<usize>,
     /// Connections at once; more get an ERROR and are closed [default: 100000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -111,6 +116,10 @@ pub struct BrokerArgs {
     /// Milliseconds a new connection has to send CONNECT [default: 10000].
     #[arg(long, value_name = "MS")]
     pub connect_timeout: Option<u64>,
+    /// Milliseconds a connection may fall silent in the middle of a frame
+    /// before it gets an ERROR and is closed; 0 is never [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub frame_timeout: Option<u64>,
     /// Subscriptions per connection [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_subscriptions: Option<usize>,
@@ -179,6 +188,9 @@ impl BrokerArgs {
             max_memory,
             max_connections
         );
+        if self.max_input_memory.is_some() {
+            c.max_input_memory = self.max_input_memory;
+        }
         if self.max_queue_memory.is_some() {
             c.max_queue_memory = self.max_queue_memory;
         }
@@ -197,6 +209,7 @@ impl BrokerArgs {
         set!(
             max_connections_per_ip,
             connect_timeout,
+            frame_timeout,
             max_subscriptions,
             max_transactions,
             max_frame_rate
@@ -227,9 +240,10 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         );
     }
     tracing::info!(
-        "memory for messages: {} MiB in all, {} MiB per queue (--max-memory, --max-queue-memory); producers pause beyond",
+        "memory for messages: {} MiB in all, {} MiB per queue (--max-memory, --max-queue-memory); producers pause beyond; {} MiB for frames being received (--max-input-memory)",
         config.max_memory >> 20,
-        config.queue_memory() >> 20
+        config.queue_memory() >> 20,
+        config.input_memory() >> 20
     );
     let mut config = config;
     fit_fd_limit(&mut config);

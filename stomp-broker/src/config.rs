@@ -145,6 +145,10 @@ pub struct Config {
     /// Message bytes the broker may hold before producers are paused
     /// (default: [`default_max_memory`], 40% of the machine's memory).
     pub max_memory: usize,
+    /// Bytes of frames begun and not finished (in all connections' read
+    /// buffers) before connections in the middle of a frame are read one
+    /// at a time; `None`: a quarter of `max_memory`.
+    pub max_input_memory: Option<usize>,
     /// Connections accepted at once; more are answered with an ERROR and closed.
     pub max_connections: usize,
     /// Users file (argon2 password hashes, groups, ACL); `None` lets
@@ -156,6 +160,10 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Milliseconds a new connection has to send CONNECT; then ERROR + close.
     pub connect_timeout: u64,
+    /// Milliseconds a connection may stay silent in the middle of a frame
+    /// (some of it received, not the end); then ERROR `incomplete frame` +
+    /// close. 0: never.
+    pub frame_timeout: u64,
     /// Subscriptions one connection may hold; one more is an ERROR.
     pub max_subscriptions: usize,
     /// Transactions one connection may have open; one more BEGIN is an ERROR.
@@ -201,10 +209,12 @@ impl Default for Config {
             slow_consumer_timeout: 5000,
             max_queue_memory: None,
             max_memory: default_max_memory(),
+            max_input_memory: None,
             max_connections: 100_000,
             users: None,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             connect_timeout: 10_000,
+            frame_timeout: 30_000,
             max_subscriptions: 1000,
             max_transactions: 100,
             max_frame_rate: 0,
@@ -417,6 +427,12 @@ impl Config {
     /// `max_memory` when that is not set.
     pub fn queue_memory(&self) -> usize {
         self.max_queue_memory.unwrap_or(self.max_memory)
+    }
+
+    /// Bytes of unfinished frames the broker may hold (see
+    /// [`max_input_memory`](Config::max_input_memory)).
+    pub fn input_memory(&self) -> usize {
+        self.max_input_memory.unwrap_or(self.max_memory / 4)
     }
 
     /// The data directory of the durable store, or `None` with `memory`.

@@ -386,6 +386,15 @@ impl Engine {
             .is_some_and(|s| s.paused || s.out_paused || s.authenticating.is_some())
     }
 
+    /// The driver stops (`true`) or resumes reading `conn` because of its
+    /// limit on unfinished frames in memory: no timeout for silence holds
+    /// meanwhile.
+    pub fn hold_input(&mut self, conn: ConnId, held: bool) {
+        if let Some(s) = self.sessions.get_mut(conn) {
+            s.input_held = held;
+        }
+    }
+
     /// Whether reading is stopped for back-pressure (memory full, or the
     /// peer does not read what it is owed), not for a password check.
     pub fn is_held_back(&self, conn: ConnId) -> bool {
@@ -474,7 +483,20 @@ impl Engine {
             match s.decoder.decode(buf) {
                 Ok(Some(Item::Frame(frame))) => self.handle_frame(conn, frame, now),
                 Ok(Some(Item::Heartbeat)) => {}
-                Ok(None) => return,
+                Ok(None) => {
+                    // Left: nothing, a CR of a CRLF heart-beat, or part
+                    // of a frame, which must not stall.
+                    s.partial = buf.len() > 1 || buf.first().is_some_and(|&b| b != b'\r');
+                    let timeout = self.cfg.frame_timeout;
+                    if s.partial && timeout > 0 {
+                        self.arm(
+                            conn,
+                            TimerKind::Incomplete,
+                            now + Duration::from_millis(timeout),
+                        );
+                    }
+                    return;
+                }
                 Err(e) => {
                     let message = match &e {
                         stomp_frame::DecodeError::LimitExceeded { limit, .. } => {
@@ -663,26 +685,30 @@ impl Engine {
                     if s.phase != Phase::Open {
                         continue;
                     }
-                    let limit = self.cfg.grace(within);
-                    if s.paused || s.out_paused {
-                        s.last_read = now;
+                    let grace = self.cfg.heartbeat_grace;
+                    self.check_silence(conn, kind, self.cfg.grace(within), now, |silent| Fail {
+                        message: "heart-beat timeout".into(),
+                        detail: format!(
+                            "nothing received for {} ms; the negotiated interval is {} ms, with a grace of x{grace}",
+                            silent.as_millis(),
+                            within.as_millis(),
+                        ),
+                        version: false,
+                    });
+                }
+                TimerKind::Incomplete => {
+                    if !s.partial || s.phase == Phase::Closing {
+                        continue;
                     }
-                    let due = s.last_read + limit;
-                    if due <= now {
-                        let f = Fail {
-                            message: "heart-beat timeout".into(),
-                            detail: format!(
-                                "nothing received for {} ms; the negotiated interval is {} ms, with a grace of x{}",
-                                (now - s.last_read).as_millis(),
-                                within.as_millis(),
-                                self.cfg.heartbeat_grace
-                            ),
-                            version: false,
-                        };
-                        self.fail(conn, f, None, now);
-                    } else {
-                        self.arm(conn, TimerKind::ReceiveCheck, due);
-                    }
+                    let limit = Duration::from_millis(self.cfg.frame_timeout);
+                    self.check_silence(conn, kind, limit, now, |silent| Fail {
+                        message: "incomplete frame".into(),
+                        detail: format!(
+                            "a frame was begun and nothing more of it came for {} ms (--frame-timeout); the connection is closed",
+                            silent.as_millis()
+                        ),
+                        version: false,
+                    });
                 }
                 TimerKind::Slow => {
                     if s.slow && s.fan_backlog() >= self.cfg.max_write_backlog / 2 {
@@ -1961,6 +1987,31 @@ impl Engine {
         {
             s.dirty = true;
             self.dirty.push(conn);
+        }
+    }
+
+    /// Timer `kind` of `conn`, which must be heard from within `limit`:
+    /// the ERROR `fail` makes of how long it was silent, or the timer again.
+    /// Silence while it is not read (paused, its password being checked,
+    /// held back by the driver) is not its own and does not count.
+    fn check_silence(
+        &mut self,
+        conn: ConnId,
+        kind: TimerKind,
+        limit: Duration,
+        now: Instant,
+        fail: impl FnOnce(Duration) -> Fail,
+    ) {
+        let s = &mut self.sessions[conn];
+        if s.paused || s.out_paused || s.authenticating.is_some() || s.input_held {
+            s.last_read = now;
+        }
+        let due = s.last_read + limit;
+        if due <= now {
+            let silent = now - s.last_read;
+            self.fail(conn, fail(silent), None, now);
+        } else {
+            self.arm(conn, kind, due);
         }
     }
 

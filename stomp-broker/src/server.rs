@@ -130,6 +130,55 @@ pub struct Broker {
     refusals: Refusals,
     /// Open connections per peer address (`max_connections_per_ip`).
     per_ip: HashMap<IpAddr, usize>,
+    /// The input limit (see [`Input`]).
+    input: Input,
+}
+
+/// Bytes of frames begun and not finished, in all read buffers, against
+/// `Config::input_memory`. Over it, a connection in the middle of a frame
+/// is not read (its peer waits, as TCP makes it), except one, `favored`,
+/// read until its frame is complete, so that some frame always gets
+/// through and frees its bytes; the others are read again when it is done
+/// or when the total is back under the limit. Connections between frames
+/// are read as usual: their frames (ACKs, small SENDs) are what frees
+/// memory. So a crowd of half-sent big frames cannot take the machine's
+/// memory: the total stays under the limit plus one read per connection.
+#[derive(Debug, Default)]
+struct Input {
+    limit: usize,
+    bytes: usize,
+    favored: Option<ConnId>,
+    waiting: Vec<ConnId>,
+}
+
+impl Input {
+    /// Whether `c`, holding part of a frame, may read more now.
+    fn may_read(&mut self, c: ConnId, held_now: usize, held_before: usize) -> bool {
+        if held_now == 0 || self.bytes - held_before + held_now <= self.limit {
+            return true;
+        }
+        match self.favored {
+            Some(f) => f == c,
+            None => {
+                self.favored = Some(c);
+                true
+            }
+        }
+    }
+
+    /// `c` now holds `after` bytes instead of `before` (0: done, or gone);
+    /// returns the connections to read again, if that freed the way.
+    fn settle(&mut self, c: ConnId, before: usize, after: usize) -> Vec<ConnId> {
+        self.bytes = self.bytes - before + after;
+        if after == 0 && self.favored == Some(c) {
+            self.favored = None;
+        }
+        if self.favored.is_none() || self.bytes <= self.limit {
+            std::mem::take(&mut self.waiting)
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -297,6 +346,10 @@ impl Broker {
             let _ = wake.wake();
         }));
         let (auth_tx, auth_rx) = auth_thread(waker.clone())?;
+        let input = Input {
+            limit: config.input_memory(),
+            ..Input::default()
+        };
         let mut engine = Engine::with_parts(config, store, auth);
         engine.set_auth_offload(true);
         // Message ids must not repeat across runs, even when the store kept
@@ -324,6 +377,7 @@ impl Broker {
             again: Vec::new(),
             refusals: Refusals::default(),
             per_ip: HashMap::new(),
+            input,
         })
     }
 
@@ -627,6 +681,8 @@ impl Broker {
             }
             return;
         }
+        let held = conn.rbuf.len();
+        self.engine.hold_input(c, false);
         // Frames left over from before a pause come first.
         if !conn.rbuf.is_empty() {
             self.engine.handle_input(c, &mut conn.rbuf, now);
@@ -639,6 +695,11 @@ impl Broker {
             }
             if budget == 0 {
                 self.again.push(c);
+                break;
+            }
+            if !self.input.may_read(c, conn.rbuf.len(), held) {
+                self.input.waiting.push(c);
+                self.engine.hold_input(c, true);
                 break;
             }
             match conn.read(scratch) {
@@ -679,6 +740,8 @@ impl Broker {
         if conn.rbuf.is_empty() && conn.rbuf.capacity() > 0 {
             conn.rbuf = BytesMut::new();
         }
+        let freed = self.input.settle(c, held, conn.rbuf.len());
+        self.again.extend(freed);
         if !eof && !conn.writing && conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
             // Handshake records the socket did not take yet.
             self.flush(c, now);
@@ -757,6 +820,8 @@ impl Broker {
             self.close(c, now);
         } else if self.engine.should_close(c, pending + usize::from(tls_owed)) && !conn.draining {
             conn.draining = true;
+            let freed = self.input.settle(c, conn.rbuf.len(), 0);
+            self.again.extend(freed);
             conn.rbuf = BytesMut::new();
             if conn.shutdown_write().is_err() {
                 self.close(c, now);
@@ -770,6 +835,8 @@ impl Broker {
         {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            let freed = self.input.settle(c, conn.rbuf.len(), 0);
+            self.again.extend(freed);
             if let Some(n) = self.per_ip.get_mut(&conn.ip) {
                 *n -= 1;
                 if *n == 0 {

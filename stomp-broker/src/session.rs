@@ -100,6 +100,9 @@ pub(crate) enum TimerKind {
     Linger = 2,
     /// A topic subscriber over half its backlog stops holding producers back.
     Slow = 3,
+    /// A frame begun and not finished: its connection must not fall silent
+    /// for longer than `Config::frame_timeout`.
+    Incomplete = 4,
 }
 
 /// One connection's protocol state.
@@ -137,8 +140,13 @@ pub(crate) struct Session {
     pub(crate) slow: bool,
     /// It stayed slow past `slow_consumer_timeout`: producers no longer wait.
     pub(crate) slow_expired: bool,
+    /// The read buffer holds part of a frame (see `TimerKind::Incomplete`).
+    pub(crate) partial: bool,
+    /// The driver does not read it for now (too many unfinished frames in
+    /// memory): its silence meanwhile is not its own.
+    pub(crate) input_held: bool,
     /// Pending timer entries, for lazy invalidation.
-    pub(crate) armed: [Option<Instant>; 4],
+    pub(crate) armed: [Option<Instant>; 5],
     /// The linger timer ran out: close without flushing.
     pub(crate) cut: bool,
     /// Subscriptions and transactions were released.
@@ -193,7 +201,9 @@ impl Session {
             out_paused: false,
             slow: false,
             slow_expired: false,
-            armed: [None; 4],
+            partial: false,
+            input_held: false,
+            armed: [None; 5],
             cut: false,
             torn_down: false,
             held: 0,

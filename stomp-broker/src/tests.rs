@@ -1690,3 +1690,42 @@ fn a_transactional_worker_is_not_paused_at_the_limit() {
         );
     }
 }
+
+#[test]
+fn a_frame_that_stalls_half_way_is_an_error_after_the_frame_timeout() {
+    let mut h = H::with(Config {
+        frame_timeout: 1000,
+        ..Config::default()
+    });
+    let c = h.connect("1.2");
+    let mut buf = BytesMut::from(&b"SEND\ndestination:/queue/a\ncontent-length:10\n\nabc"[..]);
+    h.e.handle_input(c, &mut buf, h.now);
+    h.advance(600);
+    // Every byte that comes restarts the clock.
+    buf.extend_from_slice(b"de");
+    h.e.handle_input(c, &mut buf, h.now);
+    h.advance(600);
+    assert!(h.frames(c).is_empty());
+    assert!(!h.e.is_closing(c));
+    h.advance(500);
+    let err = h.error_of(c);
+    assert_eq!(err.headers.get("message"), Some("incomplete frame"));
+    let body = String::from_utf8_lossy(&err.body).into_owned();
+    assert!(body.contains("--frame-timeout"), "{body}");
+
+    // Between frames (heart-beats and all), silence is no error.
+    let idle = h.connect("1.2");
+    let mut buf = BytesMut::from(&b"SEND\ndestination:/queue/a\n\nx\0\r\n\r"[..]);
+    h.e.handle_input(idle, &mut buf, h.now);
+    h.advance(5000);
+    assert!(!h.e.is_closing(idle));
+    // Nor with the timeout off.
+    let mut h = H::with(Config {
+        frame_timeout: 0,
+        ..Config::default()
+    });
+    let c = h.connect("1.2");
+    h.raw(c, b"SEND\ndestination:/queue/a\n\nabc");
+    h.advance(3_600_000);
+    assert!(!h.e.is_closing(c));
+}

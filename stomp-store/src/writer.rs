@@ -464,18 +464,18 @@ impl Writer {
                     Op::Group(n) => format::put_group(&mut buf, *n),
                     Op::Delete(id) => deletes.push(*id),
                     Op::Restart { old, new } => {
-                        // What was placed in `old` is not needed: not
-                        // written, and the file goes (closed too, or its
-                        // blocks stay taken) before the new one takes its
-                        // room, but after the segments whose messages its
-                        // records killed. The new one is the active segment from now
-                        // on, whatever happens to the rest of the write: a
-                        // retry deletes nothing more and starts it again.
+                        // What was placed in `old` is not needed: it is
+                        // not written, and the file goes (closed too, or
+                        // its blocks stay taken) before the new one takes
+                        // its room, but after the deletions scheduled
+                        // before it (`old` may hold the tombstones of
+                        // their messages). The new segment is the active
+                        // one from then on, whatever happens to the rest
+                        // of the write: a retry finds `old` gone and
+                        // starts the new one again.
                         buf.clear();
                         new_file = None;
                         self.file = None;
-                        // The deletions scheduled before go first: `old`
-                        // may hold the tombstones of their messages.
                         self.delete(&std::mem::take(&mut deletes));
                         if self.no_deletes {
                             return Err(io::Error::other(

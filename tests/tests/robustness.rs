@@ -109,6 +109,23 @@ fn partial_frame_then_silence_does_not_block_others() {
     still_delivered(&b);
 }
 
+/// Half a frame, then silence past `--frame-timeout`: the offender gets an
+/// ERROR and is closed (the default is 30 s), the others are served.
+#[test]
+fn partial_frame_then_silence_past_the_frame_timeout_is_cut_off() {
+    let b = Broker::start_with(&["--frame-timeout", "300"]);
+    queue_some(&b);
+    let mut c = b.connect(Version::V1_2);
+    c.send_raw(b"SEND\ndestination:/queue/x\ncontent-length:100\n\nabc");
+    let mut idle = b.connect(Version::V1_2);
+    served_within(&b, Duration::from_secs(1), "meanwhile");
+    let e = c.expect_error();
+    assert_eq!(e.headers.get("message"), Some("incomplete frame"), "{e:?}");
+    // A connection silent between frames is not cut off.
+    idle.expect_nothing(Duration::from_millis(100));
+    still_delivered(&b);
+}
+
 /// Half a frame, then the client shuts its side down: it is told, before
 /// the close, that its last frame never ended.
 #[test]
@@ -195,6 +212,62 @@ fn huge_declared_frame_is_refused_without_buffering_it() {
         "broker RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
     served_within(&b, Duration::from_secs(1), "huge");
+    still_delivered(&b);
+}
+
+/// Many connections each send half of a big frame and stop: past
+/// `--max-input-memory` the broker reads connections in the middle of a
+/// frame one at a time, so they cannot take its memory, while small frames
+/// flow; once they are gone, a big frame sent in full gets through.
+#[test]
+fn half_sent_big_frames_stay_within_the_input_memory() {
+    let _serial = serial();
+    let b = Broker::start_with(&["--max-input-memory", "4194304"]);
+    queue_some(&b);
+    let rss_before = b.rss_kib().expect("VmRSS");
+    let addr = b.addr();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stuck: Vec<_> = (0..40)
+        .map(|_| {
+            let done = done.clone();
+            thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+                let mut wire = b"CONNECT\naccept-version:1.2\nhost:x\n\n\0".to_vec();
+                wire.extend_from_slice(
+                    b"SEND\ndestination:/queue/half\ncontent-length:8388608\n\n",
+                );
+                wire.extend_from_slice(&[b'h'; 2 << 20]);
+                // The broker may stop reading: what the kernel took is sent.
+                let _ = s.write_all(&wire);
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(1500));
+    let rss = b.rss_kib().expect("VmRSS");
+    // 40 x 2 MiB would be 80 MiB.
+    assert!(
+        rss < rss_before + 40 * 1024,
+        "broker RSS grew from {rss_before} KiB to {rss} KiB"
+    );
+    served_within(&b, Duration::from_secs(1), "half-frames");
+    // They give up: their bytes are freed, and a whole big frame (which
+    // waited, as it was over the limit too) gets through.
+    let mut p = b.connect(Version::V1_2);
+    p.send(
+        &Frame::send("/queue/whole")
+            .header("receipt", "whole")
+            .body(vec![b'w'; 3 << 20]),
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in stuck {
+        t.join().unwrap();
+    }
+    let r = p.recv_frame(Duration::from_secs(10));
+    assert_eq!(r.headers.get("receipt-id"), Some("whole"), "{r:?}");
     still_delivered(&b);
 }
 
