@@ -1164,6 +1164,18 @@ impl Engine {
                 ),
             );
         }
+        if matches!(kind, Kind::Queue)
+            && let Some(why) = self.store.unavailable(&dest, &msg.headers)
+        {
+            // Refused whole too: the store retries a failed write, and what
+            // it was given meanwhile would wait behind it.
+            return fail(
+                "store write failed",
+                format!(
+                    "the message store cannot write now ({why}); the message was not accepted: send it again later"
+                ),
+            );
+        }
         if let Some(i) = tx {
             // What one transaction may hold until COMMIT. Pausing its
             // connection instead could never end: the memory it waits for

@@ -710,6 +710,33 @@ fn help_names_the_default_data_dir() {
     assert!(help.contains("--persist"), "{help}");
 }
 
+/// Sends `bodies` with receipts, on a new connection each time the store
+/// refuses them for a write it is still retrying (for at most 10 s).
+fn send_once_the_store_writes(addr: SocketAddr, dest: &str, bodies: &[String]) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = Client::connect(addr);
+        let mut out = String::new();
+        for (i, b) in bodies.iter().enumerate() {
+            out.push_str(&send_frame(dest, b, "", &format!("s{i}")));
+        }
+        c.write(&out);
+        let f = c.read_frame().expect("an answer");
+        if f.command == Command::Receipt {
+            for _ in 1..bodies.len() {
+                c.expect(Command::Receipt);
+            }
+            return;
+        }
+        assert!(body(&f).contains("cannot write now"), "{f:?}");
+        assert!(
+            std::time::Instant::now() < until,
+            "the store never wrote again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A broker in this process on `store` (whose test hooks the test holds).
 fn in_process(dir: &Path, store: stomp_broker::store::DurableStore) -> stomp_broker::RunningBroker {
     let cfg = stomp_broker::Config {
@@ -773,10 +800,16 @@ fn a_failing_disk_turns_receipts_into_errors_keeps_consumers_served_and_loses_no
     let r = c.expect(Command::Receipt);
     assert_eq!(r.headers.get("receipt-id"), Some("still-here"));
 
-    // Space comes back: writing goes on.
-    fail.store(false, Ordering::SeqCst);
+    // While the store cannot write, new messages are refused at once,
+    // nothing queued.
     let mut r = Client::connect(b.addr());
-    r.send_all("/queue/keep", &["c".into()], "");
+    r.send("/queue/refused", "x", "", "rx");
+    let e = r.expect(Command::Error);
+    assert!(body(&e).contains("cannot write now"), "{e:?}");
+    // Space comes back: writing goes on (once the store's retry, every
+    // 200 ms, succeeds).
+    fail.store(false, Ordering::SeqCst);
+    send_once_the_store_writes(b.addr(), "/queue/keep", &["c".into()]);
     drop((p, q, c, r));
     b.shutdown().unwrap();
 
@@ -838,9 +871,8 @@ fn a_small_full_disk_gets_its_room_back_once_a_consumer_takes_everything() {
     }
     // Room again, for as much as before.
     let after: Vec<String> = (0..sent - 1).map(|i| format!("{i}:{big}")).collect();
-    let mut q = Client::connect(b.addr());
-    q.send_all("/queue/after", &after, "");
-    drop((p, q, c));
+    send_once_the_store_writes(b.addr(), "/queue/after", &after);
+    drop((p, c));
     b.shutdown().unwrap();
 
     let b = Broker::start(&dir, &[]);

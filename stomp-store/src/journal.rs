@@ -123,7 +123,7 @@ impl Journal {
         let deleted_segments = journal
             .ops
             .iter()
-            .filter(|op| matches!(op, Op::Delete(_)))
+            .filter(|op| matches!(op, Op::Delete { .. }))
             .count();
         if !journal.ops.is_empty() {
             journal.send();
@@ -332,6 +332,12 @@ impl Journal {
         self.shared.durable.load(Ordering::Acquire)
     }
 
+    /// Whether the last write failed (a full disk, say) and what waits
+    /// behind it is not written yet: new messages would only wait too.
+    pub fn is_failing(&self) -> bool {
+        self.shared.failing.load(Ordering::Relaxed)
+    }
+
     /// The last ticket [`commit`](Journal::commit) returned.
     pub fn last_ticket(&self) -> u64 {
         self.ticket
@@ -423,10 +429,23 @@ impl Journal {
         } else {
             self.opts.compact_bytes_per_commit
         };
+        let mut room = None;
         while budget > 0 {
             let Some(victim) = self.compaction_victim() else {
                 break;
             };
+            // A copy needs room, and one that cannot be written holds back
+            // the deletion of its segment (its original is the message until
+            // the copy is on disk) and of every segment waiting on that one:
+            // on a nearly full disk, compaction would take the room it means
+            // to free. So only with twice its size free, and the zeros ahead.
+            let live = self.books.segs.get(&victim).map_or(0, |s| s.live_bytes);
+            let free = room.get_or_insert_with(|| crate::recover::room(&self.dir, &self.opts));
+            let copy = live.min(budget);
+            if *free < 2 * copy + self.opts.preallocate {
+                break;
+            }
+            *free -= copy;
             let mut seqs: Vec<u64> = self
                 .books
                 .segs
@@ -451,8 +470,8 @@ impl Journal {
                 budget = budget.saturating_sub(size);
             }
         }
-        for id in self.books.collect_dead(self.active) {
-            self.ops.push(Op::Delete(id));
+        for (id, killers) in self.books.collect_dead(self.active) {
+            self.ops.push(Op::Delete { id, killers });
         }
     }
 

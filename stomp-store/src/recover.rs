@@ -116,8 +116,9 @@ impl Books {
     }
 
     /// Removes every segment that may go (cascading) and returns their ids in
-    /// the order they must be deleted.
-    pub(crate) fn collect_dead(&mut self, active: u64) -> Vec<u64> {
+    /// the order they must be deleted, each with the segments that held
+    /// kills of its messages (they must not be deleted before it).
+    pub(crate) fn collect_dead(&mut self, active: u64) -> Vec<(u64, Vec<u64>)> {
         let mut out = Vec::new();
         loop {
             let ready: Vec<u64> = self
@@ -131,12 +132,14 @@ impl Books {
             }
             for id in ready {
                 let seg = self.segs.remove(&id).expect("listed above");
+                let mut killers = Vec::with_capacity(seg.killers.len());
                 for (killer, n) in seg.killers {
                     if let Some(k) = self.segs.get_mut(&killer) {
                         k.waits_on -= n;
+                        killers.push(killer);
                     }
                 }
-                out.push(id);
+                out.push((id, killers));
             }
         }
     }
@@ -161,6 +164,29 @@ pub(crate) fn create_segment(dir: &Path, id: u64, sync: bool) -> io::Result<fs::
         sync_dir(dir)?;
     }
     Ok(f)
+}
+
+/// Bytes free for the journal in `dir` (as `statvfs` gives them to an
+/// unprivileged user; what the test disk of `inject_disk_bytes` has left).
+pub(crate) fn room(dir: &Path, opts: &crate::JournalOptions) -> u64 {
+    match opts.inject_disk_bytes {
+        Some(size) => size.saturating_sub(segment_bytes(dir)),
+        None => fs4::available_space(dir).unwrap_or(u64::MAX),
+    }
+}
+
+/// Bytes of the segment files in `dir`.
+pub(crate) fn segment_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Makes file creations and deletions in `dir` durable.
@@ -225,6 +251,21 @@ pub(crate) fn scan(dir: &Path, sync: bool) -> io::Result<Scan> {
         let unborn = is_last
             && (buf.iter().all(|&b| b == 0)
                 || (buf.len() < MAGIC.len() && MAGIC.starts_with(&buf)));
+        if unborn && scan.books.segs.len() > 1 {
+            // The one before goes on as the newest: deleting this file
+            // needs no room, where writing its header again may find none
+            // (a disk that was full when the process stopped).
+            tracing::info!(
+                "journal: {} was created but not written before the broker stopped; deleted",
+                path.display()
+            );
+            scan.books.segs.remove(&id);
+            fs::remove_file(&path)?;
+            if sync {
+                sync_dir(dir)?;
+            }
+            continue;
+        }
         if unborn {
             tracing::info!(
                 "journal: {} was created but not written before the broker stopped; started again",
@@ -305,7 +346,12 @@ pub(crate) fn scan(dir: &Path, sync: bool) -> io::Result<Scan> {
             return Ok(again);
         }
     }
-    scan.active = last;
+    scan.active = *scan
+        .books
+        .segs
+        .keys()
+        .next_back()
+        .expect("a segment was read");
     Ok(scan)
 }
 

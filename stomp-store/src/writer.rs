@@ -39,8 +39,12 @@ pub(crate) enum Op {
     Deliver(u64),
     /// The next `n` appends are one group (see `Journal::append_group`).
     Group(u32),
-    /// Delete segment `id` once the batch is on disk.
-    Delete(u64),
+    /// Delete segment `id` once the batch is on disk; `killers`: the
+    /// segments holding kills of its messages, which must outlive it.
+    Delete {
+        id: u64,
+        killers: Vec<u64>,
+    },
 }
 
 /// What one [`Journal::commit`](crate::Journal::commit) hands over.
@@ -139,6 +143,10 @@ impl Writer {
         // durable once they are written too.
         let mut ahead_top = 0;
         let mut failures = FailureLog::default();
+        // While batches wait after a failed write: when to try again, and
+        // why it failed.
+        let mut next_try = Instant::now();
+        let mut last_error: Option<Arc<io::Error>> = None;
         loop {
             let mut batches = std::mem::take(&mut retry);
             let failed = batches.len();
@@ -147,7 +155,7 @@ impl Writer {
                 let first = if batches.is_empty() {
                     rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
                 } else {
-                    rx.recv_timeout(self.opts.retry_interval)
+                    rx.recv_timeout(next_try.saturating_duration_since(Instant::now()))
                 };
                 match first {
                     Ok(b) => {
@@ -157,7 +165,7 @@ impl Writer {
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => closed = true,
                 }
-                while bytes < self.opts.max_batch_bytes {
+                while failed > 0 || bytes < self.opts.max_batch_bytes {
                     match rx.try_recv() {
                         Ok(b) => {
                             bytes += b.bytes;
@@ -176,10 +184,25 @@ impl Writer {
                 if batches.is_empty() && ahead_top > 0 {
                     // All that waited was written ahead or cancelled.
                     failures.over();
+                    last_error = None;
                     self.shared.failing.store(false, Ordering::Relaxed);
                     self.shared.durable.store(ahead_top, Ordering::Release);
                     (self.notify)(CommitEvent::Durable(ahead_top));
                     ahead_top = 0;
+                }
+                if !closed && !batches.is_empty() && Instant::now() < next_try {
+                    // Not yet time to try the failed write again: what comes
+                    // meanwhile waits with it (trying at every commit would
+                    // spin the disk and the CPU on a write that cannot fit),
+                    // and is reported failed at once, so that the frames
+                    // waiting on it are answered (an ACK's RECEIPT) without
+                    // waiting for the next try.
+                    if let Some(e) = &last_error {
+                        let top = batches.iter().map(|b| b.ticket).max().unwrap_or(0);
+                        self.report_failure(top.max(ahead_top), e.clone());
+                    }
+                    retry = batches;
+                    continue;
                 }
             }
             if !closed && failed == 0 && !batches.is_empty() {
@@ -211,24 +234,41 @@ impl Writer {
                 }
                 continue;
             }
+            // After a failure, the batches that waited are written one at a
+            // time, so that as many as the room allows get through (all at
+            // once, a backlog bigger than the free space would never fit).
+            let n = if failed > 0 { 1 } else { batches.len() };
             let started = Instant::now();
-            match self.write(&batches.iter().collect::<Vec<_>>()) {
+            match self.write(&batches[..n].iter().collect::<Vec<_>>()) {
                 Ok(deletes) => {
-                    ahead_top = 0;
-                    failures.over();
-                    self.shared.failing.store(false, Ordering::Relaxed);
+                    let rest = batches.split_off(n);
+                    // Every ticket below the first one still waiting is on
+                    // disk (written now, before, or ahead).
+                    let durable = match rest.first() {
+                        Some(b) => b.ticket - 1,
+                        None => std::mem::take(&mut ahead_top).max(top),
+                    };
+                    if rest.is_empty() {
+                        failures.over();
+                        last_error = None;
+                        self.shared.failing.store(false, Ordering::Relaxed);
+                    }
                     last_end = Instant::now();
                     last_took = last_end - started;
                     self.shared.writes.fetch_add(1, Ordering::Relaxed);
-                    self.shared.durable.store(top, Ordering::Release);
-                    (self.notify)(CommitEvent::Durable(top));
+                    self.shared.durable.store(durable, Ordering::Release);
+                    (self.notify)(CommitEvent::Durable(durable));
                     self.delete(&deletes);
+                    // The rest goes at once.
+                    next_try = Instant::now();
+                    retry = rest;
                 }
                 Err(e) => {
                     self.shared.failing.store(true, Ordering::Relaxed);
                     self.shared.short_of_space.store(true, Ordering::Relaxed);
                     let e = Arc::new(e);
                     failures.failed(&e);
+                    last_error = Some(e.clone());
                     self.report_failure(top, e);
                     if closed {
                         tracing::error!(
@@ -236,6 +276,7 @@ impl Writer {
                         );
                         return;
                     }
+                    next_try = Instant::now() + self.opts.retry_interval;
                     retry = batches;
                 }
             }
@@ -263,8 +304,9 @@ impl Writer {
     ///   message come back), or appends it again after it (a move to another
     ///   queue as a removal then an append: the old copy stays until the new
     ///   one is written);
-    /// - a DELETE, unless a DELETE stays behind (a segment's tombstones may
-    ///   only go once the segments they kill are gone), or an APPEND staying
+    /// - a DELETE, unless the DELETE of a segment it holds kills of stays
+    ///   behind (a segment's tombstones may only go once the segments they
+    ///   kill are gone: `Op::Delete::killers`), or an APPEND staying
     ///   behind replaces a version in the segment it deletes, or a REMOVE of
     ///   a moved message stays behind (its old copy may be there), or the
     ///   segment is started by a record staying behind (deleted before it
@@ -275,17 +317,11 @@ impl Writer {
     ///   needed gets room for it).
     fn write_ahead(&mut self, batches: &mut Vec<Batch>) -> u64 {
         cancel_removed_appends(batches);
-        let mut last_append = std::collections::HashMap::new();
-        for (bi, b) in batches.iter().enumerate() {
-            for (oi, op) in b.ops.iter().enumerate() {
-                if let Op::Append { rec, .. } = op {
-                    last_append.insert(rec.seq, (bi, oi));
-                }
-            }
-        }
+        let last_append = last_appends(batches);
         let mut staying_appends = std::collections::HashSet::new();
         let mut replaced = std::collections::HashSet::new();
-        let mut staying_delete = false;
+        // Segments whose deletion must wait for one that stays behind.
+        let mut held = std::collections::HashSet::new();
         let mut staying_move = false;
         // The first segment that a record staying behind starts.
         let mut first_new: Option<u64> = None;
@@ -301,8 +337,8 @@ impl Writer {
                         goes
                     }
                     Op::Deliver(s) => first_new.is_none() && !staying_appends.contains(s),
-                    Op::Delete(id) => {
-                        !staying_delete
+                    Op::Delete { id, .. } => {
+                        !held.contains(id)
                             && !staying_move
                             && !replaced.contains(id)
                             && first_new.is_none_or(|n| *id < n)
@@ -323,11 +359,14 @@ impl Writer {
                     ops.push(match op {
                         Op::Remove(s) => Op::Remove(*s),
                         Op::Deliver(s) => Op::Deliver(*s),
-                        Op::Delete(id) => Op::Delete(*id),
+                        Op::Delete { id, killers } => Op::Delete {
+                            id: *id,
+                            killers: killers.clone(),
+                        },
                         _ => unreachable!("only these go ahead"),
                     });
-                } else if matches!(op, Op::Delete(_)) {
-                    staying_delete = true;
+                } else if let Op::Delete { killers, .. } = op {
+                    held.extend(killers.iter().copied());
                 }
             }
         }
@@ -346,7 +385,7 @@ impl Writer {
                     self.shared.writes.fetch_add(1, Ordering::Relaxed);
                     self.delete(&deletes);
                     drop_ops(batches, &ahead);
-                    tracing::info!(
+                    tracing::debug!(
                         "journal: wrote {} removal(s) ahead of the failed write",
                         ahead.len()
                     );
@@ -462,7 +501,7 @@ impl Writer {
                     Op::Remove(s) => format::put_seq(&mut buf, KIND_REMOVE, *s),
                     Op::Deliver(s) => format::put_seq(&mut buf, KIND_DELIVER, *s),
                     Op::Group(n) => format::put_group(&mut buf, *n),
-                    Op::Delete(id) => deletes.push(*id),
+                    Op::Delete { id, .. } => deletes.push(*id),
                     Op::Restart { old, new } => {
                         // What was placed in `old` is not needed: it is
                         // not written, and the file goes (closed too, or
@@ -645,20 +684,10 @@ impl Writer {
     /// Bytes left on the test's disk (`JournalOptions::inject_disk_bytes`):
     /// its size less the segment files' lengths; unbounded without it.
     fn disk_room(&self) -> u64 {
-        let Some(size) = self.opts.inject_disk_bytes else {
-            return u64::MAX;
-        };
-        let used: u64 = fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        size.saturating_sub(used)
+        match self.opts.inject_disk_bytes {
+            Some(_) => crate::recover::room(&self.dir, &self.opts),
+            None => u64::MAX,
+        }
     }
 
     /// Puts the active segment back as it was before a failed write: zeros
@@ -729,20 +758,27 @@ impl Writer {
 }
 
 /// Drops the APPEND of every new message that a later pending REMOVE
-/// removes: it was never written, and writing it now would only make it
-/// dead. The REMOVE stays (a REMOVE of nothing on disk is no damage at
+/// removes (not one that is appended again after it: a move): it was
+/// never written, and writing it now would only make it dead. The REMOVE stays (a REMOVE of nothing on disk is no damage at
 /// recovery); the bookkeeping is unchanged: for it, the APPEND then the
 /// REMOVE happened. Not dropped: an APPEND in a group (the group's count
 /// is written ahead of it), and one that replaces a version (a move, a
 /// compaction copy), as a deletion already scheduled may count on it to
 /// have replaced the version in the segment it deletes.
 fn cancel_removed_appends(batches: &mut [Batch]) {
+    let last_append = last_appends(batches);
     let mut pending: std::collections::HashMap<u64, (usize, usize)> = Default::default();
     let mut dropped = Vec::new();
     for (bi, b) in batches.iter().enumerate() {
         let mut grouped = 0;
         for (oi, op) in b.ops.iter().enumerate() {
             match op {
+                // A move written as a removal then an append: the message
+                // lives on, and until its new copy is written its first one
+                // is all there is.
+                Op::Remove(s) if last_append.get(s).is_some_and(|&p| p > (bi, oi)) => {
+                    pending.remove(s);
+                }
                 Op::Group(n) => grouped = *n,
                 Op::Append { rec, replaces } => {
                     if grouped > 0 || replaces.is_some() {
@@ -762,6 +798,19 @@ fn cancel_removed_appends(batches: &mut [Batch]) {
     }
     dropped.sort_unstable();
     drop_ops(batches, &dropped);
+}
+
+/// Where each message's last pending APPEND is (batch, op index).
+fn last_appends(batches: &[Batch]) -> std::collections::HashMap<u64, (usize, usize)> {
+    let mut last = std::collections::HashMap::new();
+    for (bi, b) in batches.iter().enumerate() {
+        for (oi, op) in b.ops.iter().enumerate() {
+            if let Op::Append { rec, .. } = op {
+                last.insert(rec.seq, (bi, oi));
+            }
+        }
+    }
+    last
 }
 
 /// Takes the ops at `at` (batch, op index; sorted) out of `batches`.
@@ -788,7 +837,7 @@ fn op_bytes(op: &Op) -> usize {
         Op::Append { rec, .. } => rec.encoded_len(),
         Op::Remove(_) | Op::Deliver(_) => format::SEQ_RECORD,
         Op::Group(_) => format::GROUP_RECORD,
-        Op::Roll(_) | Op::Restart { .. } | Op::Delete(_) => 0,
+        Op::Roll(_) | Op::Restart { .. } | Op::Delete { .. } => 0,
     }) as usize
 }
 

@@ -293,11 +293,13 @@ fn a_failed_write_is_reported_then_retried_and_confirmed_data_stays() {
     assert_eq!(j.durable_ticket(), t1);
     assert_eq!(data_bytes(dir), good, "the half write was cut back");
 
-    // The disk has room again: the retry confirms everything, in order.
+    // The disk has room again: the retry confirms everything, in order
+    // (a commit that came before the retry may be reported failed first,
+    // as it waited behind the failed write).
     fail.store(false, Ordering::Release);
     j.append(msg(9)).unwrap();
     let t3 = j.commit();
-    wait(&j, &rx, t3);
+    wait_durable(&j, t3);
     drop(j);
     let (_j, r, _rx) = open(dir, opts);
     assert!(r.cuts.is_empty());
@@ -608,6 +610,10 @@ fn a_newest_segment_that_a_crash_left_unwritten_is_not_damage() {
         let (mut j, r, rx) = open(dir, small(4096));
         assert!(r.cuts.is_empty(), "{:?}", r.cuts);
         assert_eq!(r.messages.len(), 10);
+        // Deleted, not written again (on a disk that was full, writing its
+        // header again failed, and the broker could not start).
+        assert!(!next.exists());
+        assert_eq!(segments(dir), segs);
         j.append(msg(11)).unwrap();
         let t = j.commit();
         wait(&j, &rx, t);

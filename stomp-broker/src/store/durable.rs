@@ -74,6 +74,8 @@ impl Default for DurableOptions {
 struct Events {
     /// The highest failed ticket not yet reported to the engine, with why.
     failed: Mutex<Option<(u64, String)>>,
+    /// Why the last failed write failed.
+    last_error: Mutex<String>,
     /// The event loop's wake-up (set once, after the journal is open).
     wake: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -83,6 +85,7 @@ impl Events {
         if let CommitEvent::Failed { ticket, error } = ev {
             // The journal logs the failure itself (not once per retry).
             tracing::debug!("journal write failed (commits up to {ticket}): {error}");
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error.to_string();
             let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
             if f.as_ref().is_none_or(|(t, _)| *t < ticket) {
                 *f = Some((ticket, error.to_string()));
@@ -352,6 +355,21 @@ impl Store for DurableStore {
         self.pending_at.insert(m.seq, self.pending.len());
         self.pending.push(Some(m.clone()));
         Ok(())
+    }
+
+    fn unavailable(&self, _queue: &str, headers: &Headers) -> Option<String> {
+        if !self.journal.is_failing()
+            || (self.persist == Persist::Persistent && !is_persistent(headers))
+        {
+            return None;
+        }
+        Some(
+            self.events
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 
     fn too_large(&self, queue: &str, headers: &Headers, body_len: usize) -> Option<u64> {

@@ -71,6 +71,15 @@ pub trait Store: Send {
     fn too_large(&self, _queue: &str, _headers: &Headers, _body_len: usize) -> Option<u64> {
         None
     }
+    /// `Some(why)` when a message with these headers, sent to a queue, would
+    /// be stored but the store cannot write now (its last write failed, for
+    /// a full disk say, and is being retried): it is refused at SEND (an
+    /// ERROR, nothing queued), rather than queued behind a write that
+    /// cannot succeed, which would only make the backlog bigger than the
+    /// room that frees up.
+    fn unavailable(&self, _queue: &str, _headers: &Headers) -> Option<String> {
+        None
+    }
 
     /// The message with this sequence number left its queue for good.
     fn remove(&mut self, queue: &str, seq: u64) -> io::Result<()>;
