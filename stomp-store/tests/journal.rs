@@ -543,6 +543,59 @@ fn a_disk_that_fills_just_as_a_new_segment_is_needed_gets_room_from_the_consumed
 }
 
 #[test]
+fn no_compaction_on_a_nearly_full_disk_so_consumers_can_free_it() {
+    // Segments each with three messages left live: compaction would copy
+    // them out. On a nearly full disk the copies cannot be written, and they
+    // would hold back the deletion of their segments for good (each
+    // original is the message until its copy is on disk): the journal must
+    // not compact without room, so that consumers can free the disk.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let no_compaction = JournalOptions {
+        compact_below: 0.0,
+        slack_segments: 100,
+        ..small(16 * 1024)
+    };
+    let (mut j, _, rx) = open_raw(dir, no_compaction);
+    let mut live = Vec::new();
+    for seq in 1..=180 {
+        j.append(sized(seq, 1000)).unwrap();
+        if seq % 5 == 0 {
+            live.push(seq);
+        }
+    }
+    let t = j.commit();
+    wait(&j, &rx, t);
+    for seq in (1..=180).filter(|s| s % 5 != 0) {
+        assert!(j.remove(seq));
+    }
+    let t = j.commit();
+    wait(&j, &rx, t);
+    drop(j);
+    assert!(segments(dir).len() > 10);
+
+    // Reopened on a disk with 4 KiB left.
+    let opts = JournalOptions {
+        slack_segments: 1,
+        ..small_disk(dir_bytes(dir) + 4096, 2048, 16 * 1024)
+    };
+    let (mut j, r, _rx) = open_raw(dir, opts.clone());
+    assert_eq!(r.messages.len(), live.len());
+    for &seq in &live {
+        assert!(j.remove(seq));
+    }
+    let t = j.commit();
+    wait_durable(&j, t);
+    j.append(sized(1000, 6000)).unwrap();
+    let t = j.commit();
+    wait_durable(&j, t);
+    drop(j);
+    let (_j, r, _rx) = open_raw(dir, opts);
+    let got: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(got, [1000]);
+}
+
+#[test]
 fn marks_of_the_message_that_failed_do_not_hold_back_other_removals() {
     // On a full disk, the message that did not fit is delivered with the
     // others (its DELIVER record cannot be written before it), and the
