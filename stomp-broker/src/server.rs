@@ -154,7 +154,7 @@ struct Input {
 impl Input {
     /// Whether `c`, holding part of a frame, may read more now.
     fn may_read(&mut self, c: ConnId, held_now: usize, held_before: usize) -> bool {
-        if held_now == 0 || self.bytes - held_before + held_now <= self.limit {
+        if held_now == 0 || self.bytes.saturating_sub(held_before) + held_now <= self.limit {
             return true;
         }
         match self.favored {
@@ -169,7 +169,7 @@ impl Input {
     /// `c` now holds `after` bytes instead of `before` (0: done, or gone);
     /// returns the connections to read again, if that freed the way.
     fn settle(&mut self, c: ConnId, before: usize, after: usize) -> Vec<ConnId> {
-        self.bytes = self.bytes - before + after;
+        self.bytes = self.bytes.saturating_sub(before) + after;
         if after == 0 && self.favored == Some(c) {
             self.favored = None;
         }
