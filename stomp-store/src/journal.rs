@@ -88,6 +88,14 @@ impl Journal {
             .get(&scan.active)
             .map_or(MAGIC.len() as u64, |s| s.bytes);
         let shared = Arc::new(Shared::default());
+        // A disk with less than a segment free (or smaller than one) when
+        // the journal opens counts as short of space already: the active
+        // segment, once emptied, is restarted before the next message
+        // rather than after a write into it failed (the message that
+        // failed would keep it live until a consumer took it).
+        if crate::recover::room(dir, &options) < options.segment_size {
+            shared.short_of_space.store(true, Ordering::Relaxed);
+        }
         let notify = shareable(notify);
         let writer = Writer::new(
             dir.to_path_buf(),

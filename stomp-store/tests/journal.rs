@@ -514,6 +514,32 @@ fn a_disk_smaller_than_a_segment_gets_its_room_back_once_consumers_empty_it() {
 }
 
 #[test]
+fn a_disk_smaller_than_a_segment_gets_its_room_back_after_a_restart_too() {
+    // Filled, then reopened (a restart of the broker), then emptied: the
+    // first message after that must not be the one that fails (and stays
+    // live, pinning the full segment until someone consumes it).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let opts = small_disk(96 * 1024, 16 * 1024, 1 << 20);
+    let (mut j, _, rx) = open_raw(dir, opts.clone());
+    let (confirmed, _) = fill(&mut j, &rx, 1, 2000);
+    drop(j);
+    let (mut j, r, rx) = open_raw(dir, opts);
+    assert_eq!(r.messages.len(), confirmed.len());
+    for m in &r.messages {
+        assert!(j.remove(m.seq));
+    }
+    let t = j.commit();
+    wait_durable(&j, t);
+    let (again, _) = fill(&mut j, &rx, 1000, 2000);
+    assert!(
+        again.len() > 30,
+        "only {} messages after the drain",
+        again.len()
+    );
+}
+
+#[test]
 fn a_disk_that_fills_just_as_a_new_segment_is_needed_gets_room_from_the_consumed_one() {
     // The message that does not fit starts a new segment; the consumers'
     // removals go to that segment too, so they cannot be written ahead of
