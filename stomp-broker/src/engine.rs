@@ -137,6 +137,9 @@ impl AuthRequest {
     }
 }
 
+/// A session's `write_ticket` while the turn's commit has not given it one.
+const THIS_TURN: u64 = u64::MAX;
+
 /// A RECEIPT that waits for the store to write what its frame changed.
 #[derive(Debug)]
 struct StoreReceipt {
@@ -200,6 +203,12 @@ pub struct Engine {
     held: Vec<StoreReceipt>,
     /// RECEIPTs waiting for a ticket to be durable, in ticket order.
     waiting: VecDeque<(u64, StoreReceipt)>,
+    /// Connections that changed the store this turn (their
+    /// `write_ticket` is `THIS_TURN` until the commit).
+    writers: Vec<(ConnId, u64)>,
+    /// The last failed write the store reported (its top ticket, why),
+    /// until a retry writes past it.
+    failed: Option<(u64, String)>,
     auth: std::sync::Arc<dyn Authenticator>,
     auth_offload: bool,
     auth_requests: Vec<AuthRequest>,
@@ -253,6 +262,8 @@ impl Engine {
             store,
             durable,
             held: Vec::new(),
+            writers: Vec::new(),
+            failed: None,
             waiting: VecDeque::new(),
             auth: auth.into(),
             auth_offload: false,
@@ -605,6 +616,17 @@ impl Engine {
         };
         match result {
             Ok(()) => {
+                let stored = self.stats.accepted != accepted;
+                if self.durable && self.store.changes() != changes {
+                    let s = &mut self.sessions[conn];
+                    if s.write_ticket != THIS_TURN {
+                        self.writers.push((conn, s.serial));
+                    }
+                    s.write_ticket = THIS_TURN;
+                    if stored {
+                        s.store_ticket = THIS_TURN;
+                    }
+                }
                 if let Some(r) = receipt
                     && !matches!(command, Command::Connect | Command::Stomp)
                 {
@@ -612,18 +634,22 @@ impl Engine {
                     // The frame may have emptied its own outbox (a slow
                     // topic subscriber cut off while publishing to it).
                     let mark = mark.min(s.popped + s.outbox.len() as u64);
-                    // A frame that changed nothing on disk (SUBSCRIBE, BEGIN,
-                    // a SEND to a topic) is answered at once, unless RECEIPTs
-                    // before it still wait: they stay in order.
-                    let wrote = self.store.changes() != changes;
-                    if self.durable && (wrote || s.held > 0) {
+                    // A RECEIPT vouches for every frame before it (a
+                    // DISCONNECT's is how most clients end a run of SENDs
+                    // without receipts): it waits until this connection's
+                    // changes are on disk. A frame that changed nothing
+                    // (SUBSCRIBE, BEGIN, a SEND to a topic) on a connection
+                    // with nothing unwritten is answered at once, unless
+                    // RECEIPTs before it still wait: they stay in order.
+                    let durable = self.store.durable_ticket();
+                    if self.durable && (s.write_ticket > durable || s.held > 0) {
                         s.held += 1;
                         s.gates.push_back(mark);
                         self.held.push(StoreReceipt {
                             conn,
                             serial: s.serial,
                             receipt: r,
-                            stored: self.stats.accepted != accepted,
+                            stored: stored || s.store_ticket > durable,
                         });
                     } else {
                         s.gates.push_back(mark);
@@ -878,6 +904,18 @@ impl Engine {
         if !self.durable {
             return;
         }
+        // A failed commit is answered at once below: nothing to wait for.
+        let given = ticket.as_ref().map_or(0, |t| *t);
+        for (conn, serial) in self.writers.drain(..) {
+            if let Some(s) = self.sessions.get_mut(conn)
+                && s.serial == serial
+            {
+                s.write_ticket = given;
+                if s.store_ticket == THIS_TURN {
+                    s.store_ticket = given;
+                }
+            }
+        }
         match ticket {
             Ok(t) => {
                 for r in self.held.drain(..) {
@@ -891,16 +929,27 @@ impl Engine {
                 }
             }
         }
-        if let Some((t, why)) = self.store.failed_ticket() {
-            while self.waiting.front().is_some_and(|w| w.0 <= t) {
-                let (_, r) = self.waiting.pop_front().expect("front");
-                self.store_answer(r, Some(&why), now);
-            }
+        if let Some(f) = self.store.failed_ticket() {
+            self.failed = Some(f);
         }
         let durable = self.store.durable_ticket();
         while self.waiting.front().is_some_and(|w| w.0 <= durable) {
             let (_, r) = self.waiting.pop_front().expect("front");
             self.store_answer(r, None, now);
+        }
+        // The failure is kept until a retry writes past it: a RECEIPT held
+        // later for a connection's earlier changes may wait on a ticket
+        // already reported failed.
+        match self.failed.take() {
+            Some((t, _)) if t <= durable => {}
+            Some((t, why)) => {
+                while self.waiting.front().is_some_and(|w| w.0 <= t) {
+                    let (_, r) = self.waiting.pop_front().expect("front");
+                    self.store_answer(r, Some(&why), now);
+                }
+                self.failed = Some((t, why));
+            }
+            None => {}
         }
     }
 

@@ -153,6 +153,14 @@ pub(crate) struct Session {
     pub(crate) torn_down: bool,
     /// RECEIPTs waiting for the store.
     pub(crate) held: usize,
+    /// The store ticket that makes this connection's last change durable
+    /// (`THIS_TURN` until the turn's commit gives it one): a RECEIPT,
+    /// DISCONNECT's above all, waits for it, so that it vouches for every
+    /// frame before it, not only its own.
+    pub(crate) write_ticket: u64,
+    /// Likewise for the last message it stored: a RECEIPT that waited for
+    /// it gets an ERROR if that write fails.
+    pub(crate) store_ticket: u64,
     /// Entries taken from `outbox` so far (the position of its front).
     pub(crate) popped: u64,
     /// Where in the output stream each held RECEIPT goes, in order: right
@@ -207,6 +215,8 @@ impl Session {
             cut: false,
             torn_down: false,
             held: 0,
+            write_ticket: 0,
+            store_ticket: 0,
             popped: 0,
             gates: VecDeque::new(),
             principal: crate::auth::Principal::default(),

@@ -750,23 +750,33 @@ fn in_process(dir: &Path, store: stomp_broker::store::DurableStore) -> stomp_bro
         .unwrap()
 }
 
-#[test]
-fn a_failing_disk_turns_receipts_into_errors_keeps_consumers_served_and_loses_nothing_confirmed() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+/// A broker in this process whose journal writes fail while the flag is set.
+fn failing_broker(
+    dir: &Path,
+) -> (
+    stomp_broker::RunningBroker,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
     use stomp_broker::store::{DurableOptions, DurableStore};
-
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let fail = Arc::new(AtomicBool::new(false));
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let store = DurableStore::open(
-        &dir,
+        dir,
         DurableOptions {
             inject_write_error: Some(fail.clone()),
             ..DurableOptions::default()
         },
     )
     .unwrap();
-    let b = in_process(&dir, store);
+    (in_process(dir, store), fail)
+}
+
+#[test]
+fn a_failing_disk_turns_receipts_into_errors_keeps_consumers_served_and_loses_nothing_confirmed() {
+    use std::sync::atomic::Ordering;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let (b, fail) = failing_broker(&dir);
     let mut p = Client::connect(b.addr());
     p.send_all("/queue/keep", &["a".into()], "");
     p.send_all("/queue/live", &["d".into()], "");
@@ -826,6 +836,95 @@ fn a_failing_disk_turns_receipts_into_errors_keeps_consumers_served_and_loses_no
         Vec::<String>::new()
     );
     b.stop();
+}
+
+#[test]
+fn a_disconnect_receipt_comes_after_the_sends_before_it_are_on_disk() {
+    // stomp.py's `disconnect()` and `stomp send` end a run of SENDs that
+    // asked for no receipt with `DISCONNECT receipt:`: that RECEIPT says
+    // everything before it was done, so a kill -9 the moment it arrives
+    // loses nothing. (Answered at once, it lost every message here.)
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let bodies = numbered("m", 200);
+    for round in 1..=3 {
+        let b = Broker::start(&dir, &["--log-level", "warn"]);
+        let mut p = Client::connect(b.addr);
+        let mut out = String::new();
+        for m in &bodies {
+            out.push_str(&format!(
+                "SEND\ndestination:/queue/bye\ncontent-length:{}\n\n{m}\0",
+                m.len()
+            ));
+        }
+        out.push_str("DISCONNECT\nreceipt:bye\n\n\0");
+        p.write(&out);
+        let r = p.expect(Command::Receipt);
+        assert_eq!(r.headers.get("receipt-id"), Some("bye"));
+        b.kill9();
+
+        let b = Broker::start(&dir, &["--log-level", "warn"]);
+        let mut c = Client::connect(b.addr);
+        c.write("SUBSCRIBE\nid:0\ndestination:/queue/bye\nack:client\n\n\0");
+        let got = c.drain(Duration::from_millis(300));
+        assert_eq!(got.len(), 200 * round, "round {round}");
+        drop(c);
+        b.stop();
+    }
+}
+
+#[test]
+fn a_receipt_waits_for_the_connections_unwritten_sends_and_reports_their_failure() {
+    use std::sync::atomic::Ordering;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let (b, fail) = failing_broker(&dir);
+
+    // SENDs without receipts, then DISCONNECT with one, on a disk that
+    // fails: the DISCONNECT is not answered as if they were stored.
+    fail.store(true, Ordering::SeqCst);
+    let mut a = Client::connect(b.addr());
+    let mut out = String::new();
+    for m in ["x", "y", "z"] {
+        out.push_str(&format!(
+            "SEND\ndestination:/queue/u\ncontent-length:1\n\n{m}\0"
+        ));
+    }
+    out.push_str("DISCONNECT\nreceipt:bye\n\n\0");
+    a.write(&out);
+    let e = a.expect(Command::Error);
+    assert_eq!(
+        e.headers.get("message"),
+        Some("store write failed"),
+        "{e:?}"
+    );
+    assert_eq!(e.headers.get("receipt-id"), Some("bye"));
+    fail.store(false, Ordering::SeqCst);
+    send_once_the_store_writes(b.addr(), "/queue/ok", &["ok".into()]);
+
+    // A frame with a receipt that comes after the failure was reported
+    // (the store only retries now) gets the ERROR too, and at once, not
+    // whenever the disk has room again.
+    fail.store(true, Ordering::SeqCst);
+    let mut c = Client::connect(b.addr());
+    c.write("SEND\ndestination:/queue/u\ncontent-length:1\n\nw\0");
+    std::thread::sleep(Duration::from_millis(500));
+    c.write("SUBSCRIBE\nid:0\ndestination:/queue/none\nreceipt:sub\n\n\0");
+    let e = c
+        .frame_within(Duration::from_secs(5))
+        .expect("an answer while the disk is still full");
+    assert_eq!(e.command, Command::Error, "{e:?}");
+    assert_eq!(e.headers.get("receipt-id"), Some("sub"));
+
+    // A connection with nothing unwritten is answered at once meanwhile.
+    let mut d = Client::connect(b.addr());
+    d.write("SUBSCRIBE\nid:0\ndestination:/queue/none\nreceipt:sub\n\n\0");
+    let r = d.frame_within(Duration::from_secs(5)).expect("RECEIPT");
+    assert_eq!(r.command, Command::Receipt, "{r:?}");
+    fail.store(false, Ordering::SeqCst);
+    drop((a, c, d));
+    b.shutdown().unwrap();
 }
 
 #[test]
