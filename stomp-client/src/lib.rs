@@ -63,8 +63,9 @@
 //! - **Transactions are never left open**: a commit or abort that cannot be
 //!   sent, and a transaction dropped unfinished, send ABORT.
 //! - **Heart-beats** are sent by the I/O thread; a broker silent for the
-//!   negotiated interval times the grace factor (1.5) is declared lost (one
-//!   interval more before its first beat: ActiveMQ sends that one late).
+//!   negotiated interval times the grace factor (1.5) after a heart-beat is
+//!   declared lost (one interval more after a frame: ActiveMQ's next beat
+//!   after a frame can come two intervals later).
 //!   They are negotiated in STOMP 1.0 too when the broker answers them
 //!   (RabbitMQ and ActiveMQ do).
 //! - **Reconnect** (opt-in, [`ReconnectPolicy`]): failover list, exponential

@@ -254,9 +254,11 @@ impl ConnectOptions {
     }
 
     /// Sets the grace factor: the broker is declared lost when nothing has
-    /// arrived from it for `negotiated receive interval x factor` (default
-    /// 1.5, as ActiveMQ's `hbGracePeriodMultiplier`; values below 1 are taken as 1, above
-    /// 1000 as 1000).
+    /// arrived from it for `negotiated receive interval x factor` since its
+    /// last heart-beat, or `x (factor + 1)` since its last frame (ActiveMQ's
+    /// next beat after a frame can come two intervals later). Default 1.5,
+    /// as ActiveMQ's `hbGracePeriodMultiplier`; values below 1 are taken as
+    /// 1, above 1000 as 1000.
     pub fn heartbeat_grace(mut self, factor: f64) -> Self {
         self.heartbeat_grace = if factor.is_finite() {
             factor.clamp(1.0, 1000.0)
