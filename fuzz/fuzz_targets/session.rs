@@ -308,9 +308,15 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
                 };
                 let id = conns[i].id;
                 while let Some(out) = e.pop_output(id) {
-                    if let Output::Frame(f) = out
-                        && f.command == Command::Message
-                    {
+                    let f = match out {
+                        Output::Frame(f) => f,
+                        Output::Consumed { frame, queue, seq } => {
+                            e.auto_acked(&queue, seq);
+                            frame
+                        }
+                        Output::Heartbeat => continue,
+                    };
+                    if f.command == Command::Message {
                         conns[i].got.push(f);
                         if conns[i].got.len() > 16 {
                             conns[i].got.remove(0);

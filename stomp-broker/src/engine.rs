@@ -209,6 +209,8 @@ pub struct Engine {
     /// The last failed write the store reported (its top ticket, why),
     /// until a retry writes past it.
     failed: Option<(u64, String)>,
+    /// See [`stop`](Engine::stop).
+    stopping: bool,
     auth: std::sync::Arc<dyn Authenticator>,
     auth_offload: bool,
     auth_requests: Vec<AuthRequest>,
@@ -264,6 +266,7 @@ impl Engine {
             held: Vec::new(),
             writers: Vec::new(),
             failed: None,
+            stopping: false,
             waiting: VecDeque::new(),
             auth: auth.into(),
             auth_offload: false,
@@ -890,10 +893,39 @@ impl Engine {
         }
         self.teardown(conn, now);
         let s = self.sessions.remove(conn);
+        // Auto-ack MESSAGEs it never got are gone with it, as from
+        // RabbitMQ; unless the broker is stopping: then they come back
+        // after the restart.
+        for (out, _) in &s.outbox {
+            if let Output::Consumed { queue, seq, .. } = out
+                && !self.stopping
+            {
+                self.auto_acked(queue, *seq);
+            }
+        }
         if let Some(gone) = s.auth_gone {
             gone.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.blocked.retain(|b| b.0 != conn);
+    }
+
+    /// An [`Output::Consumed`] MESSAGE was written (or its connection
+    /// closed before it could be): its message leaves the store.
+    pub fn auto_acked(&mut self, queue: &str, seq: u64) {
+        if let Err(e) = self.store.remove(queue, seq) {
+            tracing::error!("store remove failed: {e}");
+        }
+    }
+
+    /// The broker is stopping: auto-ack MESSAGEs not written yet stay in
+    /// the store (see [`Output::Consumed`]).
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// Whether [`stop`](Engine::stop) was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
     }
 
     /// Ends the turn's group of store changes and releases the RECEIPTs
@@ -1741,14 +1773,24 @@ impl Engine {
             msg.deliveries += 1;
             let s = &mut self.sessions[r.conn];
             let sub = s.subs[r.slot].as_mut().expect("subscribed");
-            let frame = if sub.ack == AckMode::Auto {
+            let out = if sub.ack == AckMode::Auto {
                 q.bytes -= msg.size;
                 self.router.memory -= msg.size;
                 self.stats.consumed += 1;
-                if let Err(e) = self.store.remove(dest, msg.seq) {
-                    tracing::error!("store remove failed: {e}");
+                let frame = msg.to_frame(&sub.id, None);
+                if self.durable {
+                    // Removed from the store once written (`auto_acked`).
+                    Output::Consumed {
+                        frame,
+                        queue: dest.clone(),
+                        seq: msg.seq,
+                    }
+                } else {
+                    if let Err(e) = self.store.remove(dest, msg.seq) {
+                        tracing::error!("store remove failed: {e}");
+                    }
+                    Output::Frame(frame)
                 }
-                msg.to_frame(&sub.id, None)
             } else {
                 let n = s.next_ack;
                 s.next_ack += 1;
@@ -1759,9 +1801,9 @@ impl Engine {
                 }
                 sub.unacked.push_back(Unacked { ack: n, msg });
                 q.inflight += 1;
-                frame
+                Output::Frame(frame)
             };
-            push_to(&mut self.dirty, s, r.conn, Output::Frame(frame), now);
+            push_to(&mut self.dirty, s, r.conn, out, now);
         }
     }
 

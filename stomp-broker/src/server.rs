@@ -9,7 +9,7 @@
 //! arrive and are released when drained, so an idle connection costs a
 //! few hundred bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, BytesMut};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use stomp_frame::{EncodeError, Encoder, Frame, Version, names};
+use stomp_frame::{ByteString, EncodeError, Encoder, Frame, Version, names};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -63,6 +63,11 @@ struct Conn {
     ip: IpAddr,
     /// TLS state of a connection accepted on a `--tls-listen` address.
     tls: Option<Box<rustls::ServerConnection>>,
+    /// Bytes the socket took so far.
+    sent: u64,
+    /// Auto-ack MESSAGEs in `wbuf` ([`Output::Consumed`]): where each ends
+    /// in the stream (`sent` counts), its queue and store sequence number.
+    auto_acks: VecDeque<(u64, ByteString, u64)>,
 }
 
 impl Conn {
@@ -551,6 +556,13 @@ impl Broker {
         scratch: &mut [u8],
         now: Instant,
     ) {
+        // What is owed goes out before the turn's commit: an auto-ack
+        // MESSAGE written now leaves the store in the same group as its
+        // arrival, so it is never written to disk.
+        self.engine.take_dirty(dirty);
+        for c in dirty.drain(..) {
+            self.flush(c, now);
+        }
         self.engine.flush_store(now);
         for _ in 0..16 {
             self.engine.take_resumed(resumed);
@@ -650,6 +662,8 @@ impl Broker {
                 peer_gone: false,
                 ip: peer.ip(),
                 tls,
+                sent: 0,
+                auto_acks: VecDeque::new(),
             });
             *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
         }
@@ -771,6 +785,11 @@ impl Broker {
                 match self.engine.pop_output(c) {
                     Some(Output::Heartbeat) => conn.wbuf.put_u8(b'\n'),
                     Some(Output::Frame(f)) => encode_lossy(&enc, f, &mut conn.wbuf),
+                    Some(Output::Consumed { frame, queue, seq }) => {
+                        encode_lossy(&enc, frame, &mut conn.wbuf);
+                        let end = conn.sent + conn.wbuf.len() as u64;
+                        conn.auto_acks.push_back((end, queue, seq));
+                    }
                     None => {
                         more = false;
                         break;
@@ -780,7 +799,10 @@ impl Broker {
             while !conn.wbuf.is_empty() && !broken {
                 match conn.write_wbuf() {
                     Ok(0) => broken = true,
-                    Ok(n) => conn.wbuf.advance(n),
+                    Ok(n) => {
+                        conn.wbuf.advance(n);
+                        conn.sent += n as u64;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         more = false;
                         break;
@@ -792,6 +814,12 @@ impl Broker {
                     }
                 }
             }
+        }
+        while let Some((end, ..)) = conn.auto_acks.front()
+            && *end <= conn.sent
+        {
+            let (_, queue, seq) = conn.auto_acks.pop_front().expect("front");
+            self.engine.auto_acked(&queue, seq);
         }
         if conn.wbuf.is_empty() && conn.wbuf.capacity() > KEEP_CAPACITY {
             conn.wbuf = BytesMut::new();
@@ -835,6 +863,11 @@ impl Broker {
         {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            if !self.engine.is_stopping() {
+                for (_, queue, seq) in conn.auto_acks.drain(..) {
+                    self.engine.auto_acked(&queue, seq);
+                }
+            }
             let freed = self.input.settle(c, conn.rbuf.len(), 0);
             self.again.extend(freed);
             if let Some(n) = self.per_ip.get_mut(&conn.ip) {
@@ -849,6 +882,7 @@ impl Broker {
     }
 
     fn shutdown(mut self) -> io::Result<()> {
+        self.engine.stop();
         for mut l in std::mem::take(&mut self.listeners) {
             let _ = self.poll.registry().deregister(&mut l);
         }

@@ -30,6 +30,19 @@ pub enum Output {
     Frame(Frame),
     /// A heart-beat (one EOL).
     Heartbeat,
+    /// A MESSAGE to an auto-ack subscriber of a queue kept on a durable
+    /// store: the message stays in the store until the frame is written,
+    /// so a crash before that brings it back instead of losing it. Report
+    /// it with [`Engine::auto_acked`](crate::engine::Engine::auto_acked) once
+    /// the socket took its last byte (or the connection closed before).
+    Consumed {
+        /// The frame.
+        frame: Frame,
+        /// The queue it was consumed from.
+        queue: ByteString,
+        /// Its store sequence number.
+        seq: u64,
+    },
 }
 
 /// A message handed to a client-mode subscriber and not yet acknowledged.
@@ -286,7 +299,7 @@ impl Session {
 pub(crate) fn estimate(out: &Output) -> usize {
     match out {
         Output::Heartbeat => 1,
-        Output::Frame(f) => {
+        Output::Frame(f) | Output::Consumed { frame: f, .. } => {
             24 + f.command.as_str().len()
                 + f.body.len()
                 + f.headers

@@ -77,7 +77,7 @@ impl H {
         self.out(c)
             .into_iter()
             .filter_map(|o| match o {
-                Output::Frame(f) => Some(f),
+                Output::Frame(f) | Output::Consumed { frame: f, .. } => Some(f),
                 Output::Heartbeat => None,
             })
             .collect()
