@@ -286,12 +286,18 @@ impl Engine {
             msg.deliveries = m.deliveries;
             msg.redelivered = m.deliveries > 0;
             let is_dlq = m.queue.starts_with(&engine.cfg.dlq_prefix);
+            engine.router.memory += msg.size;
+            engine.stats.accepted += 1;
+            if !is_dlq && msg.deliveries >= engine.cfg.max_deliveries {
+                // Delivered as often as allowed before a crash (a clean
+                // stop returns it, and the return moves it): it would loop.
+                engine.dead_letter(&m.queue, msg);
+                continue;
+            }
             let q = engine.router.queues.entry(m.queue).or_default();
             q.is_dlq = is_dlq;
             q.bytes += msg.size;
-            engine.router.memory += msg.size;
             q.ready.push_back(msg);
-            engine.stats.accepted += 1;
         }
         engine
     }
@@ -2012,30 +2018,38 @@ impl Engine {
         for m in back.into_iter().rev() {
             q.ready.push_front(m);
         }
-        if !dead.is_empty() {
-            let name = &dest[self.cfg.queue_prefix.len()..];
-            let dlq = ByteString::from(format!("{}{name}", self.cfg.dlq_prefix));
-            for mut m in dead {
-                tracing::debug!(
-                    "message {} to {dlq} after {} deliveries",
-                    &*m.id,
-                    m.deliveries
-                );
-                if let Err(e) = self.store.remove(dest, m.seq) {
-                    tracing::error!("store remove failed: {e}");
-                }
-                self.router.memory -= m.size;
-                self.stats.dead_lettered += 1;
-                self.stats.accepted -= 1; // enqueue counts it again
-                m.headers.set("original-destination", m.dest.clone());
-                m.dest = dlq.clone();
-                m.deliveries = 0;
-                m.redelivered = false;
-                self.enqueue(m);
-            }
+        let mut dlq = None;
+        for m in dead {
+            dlq = Some(self.dead_letter(dest, m));
+        }
+        if let Some(dlq) = dlq {
             self.dispatch(&dlq, now);
         }
         self.dispatch(dest, now);
+    }
+
+    /// Moves a message taken out of queue `dest` (its bytes no longer
+    /// counted there) to its dead-letter queue; returns that queue.
+    fn dead_letter(&mut self, dest: &ByteString, mut m: Message) -> ByteString {
+        let name = dest.strip_prefix(&*self.cfg.queue_prefix).unwrap_or(dest);
+        let dlq = ByteString::from(format!("{}{name}", self.cfg.dlq_prefix));
+        tracing::debug!(
+            "message {} to {dlq} after {} deliveries",
+            &*m.id,
+            m.deliveries
+        );
+        if let Err(e) = self.store.remove(dest, m.seq) {
+            tracing::error!("store remove failed: {e}");
+        }
+        self.router.memory -= m.size;
+        self.stats.dead_lettered += 1;
+        self.stats.accepted -= 1; // enqueue counts it again
+        m.headers.set("original-destination", m.dest.clone());
+        m.dest = dlq.clone();
+        m.deliveries = 0;
+        m.redelivered = false;
+        self.enqueue(m);
+        dlq
     }
 
     fn remove_sub(&mut self, conn: ConnId, slot: usize, now: Instant) {

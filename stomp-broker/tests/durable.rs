@@ -874,6 +874,48 @@ fn a_disconnect_receipt_comes_after_the_sends_before_it_are_on_disk() {
 }
 
 #[test]
+fn a_message_delivered_max_deliveries_times_before_crashes_goes_to_the_dead_letter_queue() {
+    // A consumer that dies with the broker never returns the message, so
+    // the count is checked when the store gives it back too: with
+    // `--max-deliveries 2`, two crashes while it was out, then the DLQ.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let args = ["--log-level", "warn", "--max-deliveries", "2"];
+    let b = Broker::start(&dir, &args);
+    Client::connect(b.addr).send_all("/queue/poison", &["p".into()], "");
+    drop(b);
+    for round in 1..=2 {
+        let b = Broker::start(&dir, &args);
+        let mut c = Client::connect(b.addr);
+        c.subscribe("/queue/poison", "client-individual", "");
+        let m = c.expect(Command::Message);
+        assert_eq!(body(&m), "p", "round {round}");
+        assert_eq!(redelivered(&m), round > 1, "round {round}");
+        // A RECEIPT after the delivery: its record is on disk.
+        Client::connect(b.addr).send_all("/queue/sync", &["s".into()], "");
+        b.kill9();
+    }
+    let b = Broker::start(&dir, &args);
+    let mut c = Client::connect(b.addr);
+    c.subscribe("/queue/poison", "client-individual", "");
+    assert_eq!(
+        bodies(&c.drain(Duration::from_millis(300))),
+        Vec::<String>::new()
+    );
+    drop(c);
+    b.stop();
+    // The move was stored.
+    let b = Broker::start(&dir, &args);
+    let mut d = Client::connect(b.addr);
+    d.subscribe("/queue/DLQ.poison", "auto", "");
+    let m = d.expect(Command::Message);
+    assert_eq!(body(&m), "p");
+    assert_eq!(m.headers.get("original-destination"), Some("/queue/poison"));
+    drop(d);
+    b.stop();
+}
+
+#[test]
 fn a_stalled_auto_ack_subscriber_loses_nothing_receipted_to_a_kill_9_or_a_stop() {
     // An auto-ack MESSAGE stays in the store until the socket took it: the
     // ones still waiting in the broker for a subscriber that stopped
