@@ -1106,7 +1106,15 @@ impl Engine {
                 v.clamp(self.cfg.heartbeat_min, self.cfg.heartbeat_max)
             }
         };
-        let ours = HeartBeat::new(clamp(client_hb.receive), clamp(client_hb.send));
+        // 1.0 has no heart-beats: a 1.0 client that asks gets them, as from
+        // RabbitMQ and ActiveMQ, but is not held to beating itself (stompjs
+        // sends the header in 1.0 and never beats): `sy` is 0.
+        let expect = if version == Version::V1_0 {
+            0
+        } else {
+            clamp(client_hb.send)
+        };
+        let ours = HeartBeat::new(clamp(client_hb.receive), expect);
         let schedule = ours.negotiate(client_hb);
         let s = &mut self.sessions[conn];
         s.version = version;
