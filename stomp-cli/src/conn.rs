@@ -164,6 +164,13 @@ pub fn explain(e: &stomp_client::Error) -> String {
             // Ours: "authentication failed"; RabbitMQ: "Access refused for
             // user"; ActiveMQ: "User name [u] or password is invalid."
             let text = format!("{message} {body}").to_lowercase();
+            // RabbitMQ: "Bad CONNECT (Virtual host '127.0.0.1' access denied)".
+            if text.contains("virtual host") || text.contains("vhost") {
+                return format!(
+                    "{said}; name the virtual host with --vhost (RabbitMQ's default is /, \
+                     in a URL /%2F)"
+                );
+            }
             if [
                 "authentication",
                 "access refused",
@@ -592,6 +599,24 @@ mod tests {
             [Version::V1_1, Version::V1_2]
         );
         assert!(parse_versions("2.0").is_err());
+    }
+
+    #[test]
+    fn broker_refusals_say_what_to_fix() {
+        let broker = |message: &str, body: &str| stomp_client::Error::Broker {
+            message: message.into(),
+            body: body.into(),
+            receipt_id: None,
+        };
+        let m = explain(&broker(
+            "Bad CONNECT",
+            "Virtual host '127.0.0.1' access denied",
+        ));
+        assert!(m.contains("--vhost") && m.contains("%2F"), "{m}");
+        let m = explain(&broker("Access refused for user 'x'", ""));
+        assert!(m.contains("--login"), "{m}");
+        let m = explain(&broker("invalid destination", ""));
+        assert_eq!(m, "the broker said: invalid destination");
     }
 
     #[test]
