@@ -680,6 +680,20 @@ fn default_data_dir_lock_and_memory() {
         "{err}"
     );
 
+    // A file where the directory should be: said so.
+    fs::write(cwd.join("afile"), b"").unwrap();
+    let out = Process::new(BIN)
+        .current_dir(cwd)
+        .args(["--listen", "127.0.0.1:0", "--data-dir", "afile"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("afile") && err.contains("not a directory"),
+        "{err}"
+    );
+
     // --memory in the same place still works, and keeps nothing.
     let m = Broker::start_in(cwd, &cwd.join("m.log"), &["--memory"]);
     assert!(m.log().contains("store: memory"), "{}", m.log());

@@ -187,9 +187,14 @@ impl DurableStore {
     /// tail is cut off with a log line).
     pub fn open(dir: &Path, options: DurableOptions) -> io::Result<DurableStore> {
         std::fs::create_dir_all(dir).map_err(|e| {
+            let why = if dir.exists() && !dir.is_dir() {
+                "it exists and is not a directory; give --data-dir a directory".to_owned()
+            } else {
+                e.to_string()
+            };
             io::Error::new(
                 e.kind(),
-                format!("cannot create data directory {}: {e}", dir.display()),
+                format!("cannot create data directory {}: {why}", dir.display()),
             )
         })?;
         let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
