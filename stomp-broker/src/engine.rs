@@ -1439,9 +1439,13 @@ impl Engine {
         };
         let window = match v {
             None => self.cfg.prefetch as usize,
+            // Digits past u32 are taken as u32::MAX, as the peers take them.
             Some(v) => match v.parse::<u32>() {
                 Ok(0) => zero,
                 Ok(n) => n as usize,
+                Err(_) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                    u32::MAX as usize
+                }
                 Err(_) => {
                     return fail(
                         "invalid prefetch",

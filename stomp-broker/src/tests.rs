@@ -1157,6 +1157,24 @@ fn prefetch_count_zero_is_no_window_and_activemq_zero_is_one() {
     }
     assert_eq!(bodies(&h.frames(a)), ["0", "1", "2"]);
     assert_eq!(bodies(&h.frames(b)), ["0"]);
+    // Past u32: as many as there are, as from the peers; not a number: ERROR.
+    let c = h.connect("1.2");
+    h.frame(
+        c,
+        Frame::subscribe("s", "/queue/pc", AckMode::Client)
+            .header("prefetch-count", "99999999999999999999"),
+    );
+    for i in 0..3 {
+        h.send(p, "/queue/pc", &i.to_string());
+    }
+    assert_eq!(bodies(&h.frames(c)), ["0", "1", "2"]);
+    let d = h.connect("1.2");
+    h.frame(
+        d,
+        Frame::subscribe("s", "/queue/pd", AckMode::Client).header("activemq.prefetchSize", "-1"),
+    );
+    let e = h.frames(d);
+    assert_eq!(e[0].command, Command::Error, "{e:?}");
 }
 
 #[test]
