@@ -16,10 +16,14 @@
 //! 4. for each connection in [`take_dirty`](Engine::take_dirty): take the
 //!    frames owed with [`pop_output`](Engine::pop_output), write them, then
 //!    report what is still unwritten with [`wrote`](Engine::wrote)
-//!    (that may deliver more, so loop while connections are dirty);
-//!    close it once [`should_close`](Engine::should_close) says so, and
-//!    tell the engine with [`close`](Engine::close);
-//! 5. read again from every connection in [`take_resumed`](Engine::take_resumed)
+//!    (that may deliver more, so loop while connections are dirty), and
+//!    each [`Output::Consumed`] whose last byte the socket took with
+//!    [`auto_acked`](Engine::auto_acked); close it once
+//!    [`should_close`](Engine::should_close) says so, and tell the engine
+//!    with [`close`](Engine::close);
+//! 5. [`flush_store`](Engine::flush_store) once per turn (the mio loop
+//!    writes first, then commits, then writes the RECEIPTs it released);
+//! 6. read again from every connection in [`take_resumed`](Engine::take_resumed)
 //!    (its reading was paused because memory was full, and memory freed).
 //!
 //! Spec-silent choices (ActiveMQ and RabbitMQ agree where they exist):
