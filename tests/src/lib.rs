@@ -594,7 +594,12 @@ impl Conn {
     /// Expects a RECEIPT for `id`. MESSAGEs arriving first (the broker may
     /// deliver before it confirms) are set aside for the next `recv`.
     pub fn expect_receipt(&mut self, id: &str) -> Frame {
-        let deadline = Instant::now() + T;
+        self.expect_receipt_within(id, T)
+    }
+
+    /// [`expect_receipt`](Conn::expect_receipt), waiting up to `wait`.
+    pub fn expect_receipt_within(&mut self, id: &str, wait: Duration) -> Frame {
+        let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let f = match self.recv_wire(left) {
