@@ -1071,7 +1071,8 @@ impl Engine {
             // Checked on the driver's auth thread: the event loop goes on
             // serving everyone else; this connection's input waits.
             let s = &mut self.sessions[conn];
-            s.authenticating = Some((version, client_hb));
+            let receipt = frame.headers.get_shared(names::RECEIPT).cloned();
+            s.authenticating = Some((version, client_hb, receipt));
             let gone = std::sync::Arc::default();
             s.auth_gone = Some(std::sync::Arc::clone(&gone));
             self.auth_requests.push(AuthRequest {
@@ -1170,7 +1171,7 @@ impl Engine {
         if s.serial != serial {
             return;
         }
-        let Some((version, client_hb)) = s.authenticating.take() else {
+        let Some((version, client_hb, receipt)) = s.authenticating.take() else {
             return;
         };
         s.auth_gone = None;
@@ -1188,7 +1189,7 @@ impl Engine {
                     detail: why,
                     version: false,
                 };
-                self.fail(conn, f, None, now);
+                self.fail(conn, f, receipt, now);
             }
         }
     }

@@ -188,9 +188,14 @@ pub(crate) struct Session {
     pub(crate) rate_since: Instant,
     /// Frames received in that window.
     pub(crate) rate_frames: u32,
-    /// CONNECT's version and heart-beat while its credentials are checked
-    /// off the event loop (reading is paused meanwhile).
-    pub(crate) authenticating: Option<(stomp_frame::Version, stomp_frame::HeartBeat)>,
+    /// CONNECT's version, heart-beat and `receipt` (for the ERROR of a
+    /// failed login) while its credentials are checked off the event loop
+    /// (reading is paused meanwhile).
+    pub(crate) authenticating: Option<(
+        stomp_frame::Version,
+        stomp_frame::HeartBeat,
+        Option<stomp_frame::ByteString>,
+    )>,
     /// SENDs let through while message memory was full, and queue
     /// messages acked meanwhile (see `Engine::check_queue_memory`).
     pub(crate) over_sends: usize,

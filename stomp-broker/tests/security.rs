@@ -244,6 +244,13 @@ fn failed_logins_get_one_generic_error_then_close() {
     }
     assert_eq!(f.headers.get("message"), Some("authentication failed"));
     assert!(!body(&f).contains("alice") && !body(&f).contains("user not found"));
+    // The ERROR of a failed login names the CONNECT's receipt, as every
+    // other ERROR for a frame that asked for one (checked off the loop).
+    let mut asked = Client::open(b.addr());
+    asked.write(b"CONNECT\naccept-version:1.2\nhost:x\nlogin:alice\npasscode:x\nreceipt:c-1\n\n\0");
+    let e = asked.frame().unwrap();
+    assert_eq!(e.headers.get("message"), Some("authentication failed"));
+    assert_eq!(e.receipt_id(), Some("c-1"));
 
     // The broker still serves after the failures.
     Client::connected(b.addr(), "alice", "wonderland");

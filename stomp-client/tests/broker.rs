@@ -504,17 +504,19 @@ fn heart_beats_keep_an_idle_connection_alive() {
         let client = Client::connect(
             ConnectOptions::new(broker.address())
                 .versions(&[version])
-                .heart_beat(100, 100),
+                .heart_beat(200, 200),
         )
         .unwrap();
         assert_eq!(client.version(), version);
         let info = client.session_info().unwrap();
-        let send = (version != Version::V1_0).then_some(Duration::from_millis(100));
+        let send = (version != Version::V1_0).then_some(Duration::from_millis(200));
         assert_eq!(info.heart_beat.send, send);
-        assert_eq!(info.heart_beat.receive, Some(Duration::from_millis(100)));
+        assert_eq!(info.heart_beat.receive, Some(Duration::from_millis(200)));
         let events = client.events();
-        // Idle for many intervals: both sides beat, nobody is declared lost.
-        std::thread::sleep(Duration::from_millis(1500));
+        // Idle for many intervals: both sides beat, nobody is declared lost
+        // (200 ms, not less: a busy CI machine can stall a thread for over
+        // 150 ms, which is a real loss at a 100 ms interval).
+        std::thread::sleep(Duration::from_millis(2000));
         let lost = wait_event(&events, Duration::from_millis(10), |e| {
             matches!(e, ConnectionEvent::Lost(_))
         });

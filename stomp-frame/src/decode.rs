@@ -133,12 +133,17 @@ const HEAD_START: State = State::Head {
 /// lines with LF only, but a CR just before a header line's LF is taken as
 /// part of the line end there too, as RabbitMQ and ActiveMQ do: a client
 /// that writes CRLF would otherwise send to `/queue/a\r` without knowing.
-/// A CR anywhere else in a 1.1 value is kept.
+/// A CR anywhere else in a 1.1 value is kept; in a 1.2 client frame
+/// (not CONNECT), whose grammar excludes CR from names and values, it is
+/// an error. Server frames keep it (a MESSAGE carries what another client
+/// sent, and some brokers pass a CR through).
 ///
 /// STOMP 1.0, whose own examples pad header values (`destination:
 /// /queue/foo`), gets what ActiveMQ does for it: spaces, tabs and CRs
 /// around header names and values are trimmed, and any frame may carry a
 /// body (1.0 says SUBSCRIBE's "is ignored"); 1.1 and 1.2 allow neither.
+/// A CONNECT without `accept-version` comes from a 1.0 client, whatever
+/// version the decoder was made for: it may carry a body too.
 ///
 /// After an error the stream is beyond repair: report it and close.
 #[derive(Debug)]
@@ -301,11 +306,14 @@ impl Decoder {
         }
     }
 
-    /// Whether a frame of `command` may carry a body. STOMP 1.0 lets any
-    /// frame have one (it "is ignored" on SUBSCRIBE); 1.1 and 1.2 only
-    /// SEND, MESSAGE and ERROR.
-    fn allows_body(&self, command: Command) -> bool {
-        command.allows_body() || self.version == Version::V1_0
+    /// Whether a frame of `command` with `headers` may carry a body. STOMP
+    /// 1.0 lets any frame have one (it "is ignored" on SUBSCRIBE); 1.1 and
+    /// 1.2 only SEND, MESSAGE and ERROR. A CONNECT without `accept-version`
+    /// is a 1.0 client's, decoded before the version is known.
+    fn allows_body(&self, command: Command, headers: &Headers) -> bool {
+        command.allows_body()
+            || self.version == Version::V1_0
+            || (command == Command::Connect && headers.get(names::ACCEPT_VERSION).is_none())
     }
 
     fn decode_item(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, DecodeError> {
@@ -511,7 +519,7 @@ impl Decoder {
         let receipt = || headers.get(names::RECEIPT).map(str::to_owned);
         if let Some(n) = length {
             let head_len = head.len();
-            if n > 0 && !self.allows_body(command) {
+            if n > 0 && !self.allows_body(command, &headers) {
                 let offset = self.position + head_len as u64;
                 return Err((DecodeError::BodyNotAllowed { command, offset }, receipt()));
             }
@@ -548,6 +556,21 @@ impl Decoder {
             // A header line is never blank, so a final CR belongs to the EOL
             // (in every version: see the type's docs).
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            // 1.2: a name or value holds no CR. Checked in the frames a
+            // client sends (a broker refuses them); CONNECT's values are not
+            // escaped and it is decoded before its version is known, and a
+            // server's frames are taken as they come (a MESSAGE carries what
+            // another client sent: ActiveMQ passes a CR through).
+            if escaped
+                && self.version == Version::V1_2
+                && command.is_client_command()
+                && memchr(b'\r', raw).is_some()
+            {
+                return Err(DecodeError::BareCarriageReturn {
+                    line: lossy_prefix(raw),
+                    offset,
+                });
+            }
             let Ok((_, (name, value))) = header_fields(raw) else {
                 return Err(DecodeError::MissingColon {
                     line: lossy_prefix(raw),
@@ -600,8 +623,12 @@ impl Decoder {
     }
 
     fn decode_body(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, DecodeError> {
-        // 1.0: a body on any frame.
-        let any_body = self.version == Version::V1_0;
+        let body_allowed = match &self.state {
+            State::Body {
+                command, headers, ..
+            } => self.allows_body(*command, headers),
+            State::Head { .. } => unreachable!("decode_body called in the head state"),
+        };
         let State::Body {
             command,
             head_len,
@@ -627,7 +654,7 @@ impl Decoder {
                 }
                 n
             }
-            None if !(command.allows_body() || any_body) => match buf.first() {
+            None if !body_allowed => match buf.first() {
                 None => return Ok(None),
                 Some(0) => 0,
                 Some(_) => {

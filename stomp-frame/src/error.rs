@@ -75,6 +75,18 @@ pub enum DecodeError {
         /// Where the line starts.
         offset: u64,
     },
+    /// A carriage return inside a header line of a STOMP 1.2 client frame
+    /// (1.2 allows CR only as part of the line's end; a CR in a name or
+    /// value is written `\r`).
+    #[error(
+        "carriage return inside a header line at byte {offset}: {line:?} (STOMP 1.2 allows it only before the line's LF; escape it as \\r)"
+    )]
+    BareCarriageReturn {
+        /// The line, lossily decoded and shortened.
+        line: String,
+        /// Where the line starts.
+        offset: u64,
+    },
     /// A header line starts with `:`.
     #[error("empty header name at byte {offset}")]
     EmptyHeaderName {

@@ -131,6 +131,33 @@ fn crlf_line_endings_in_1_2() {
 }
 
 #[test]
+fn a_cr_inside_a_1_2_header_line_is_an_error() {
+    // 1.2: header-name and header-value are "any OCTET except CR or LF or :".
+    for input in [
+        &b"SEND\ndestination:/q\nx:a\rb\n\n\0"[..],
+        b"SEND\ndestination:/q\nx\ry:b\r\n\r\n\0",
+        b"SEND\r\ndestination:/q\r\nx:a\r\r\n\r\n\0",
+    ] {
+        let e = error(Version::V1_2, input);
+        assert!(
+            matches!(e, DecodeError::BareCarriageReturn { offset, .. } if offset > 0),
+            "{input:?}: {e}"
+        );
+    }
+    // Not escaped, and decoded before the version is known: CONNECT's
+    // values are taken as they are.
+    let f = one_frame(
+        Version::V1_2,
+        b"CONNECT\naccept-version:1.2\nhost:h\npasscode:a\rb\n\n\0",
+    );
+    assert_eq!(f.headers.get("passcode"), Some("a\rb"));
+    // A server's frame is taken as it comes: a client decoding a MESSAGE
+    // from a broker that passed a CR through keeps its connection.
+    let f = one_frame(Version::V1_2, b"MESSAGE\nx:a\rb\n\n\0");
+    assert_eq!(f.headers.get("x"), Some("a\rb"));
+}
+
+#[test]
 fn crlf_ends_1_1_lines_too_but_other_crs_stay() {
     // As RabbitMQ and ActiveMQ read it: a CRLF client's destination is /q.
     let f = one_frame(Version::V1_1, b"SEND\r\ndestination:/q\r\nx:a\rb\n\r\n\0");
@@ -608,6 +635,22 @@ fn stomp_1_0_frames_may_carry_a_body_anywhere() {
         let items = decode_all(Version::V1_0, input).unwrap();
         assert_eq!(items.len(), 1, "{input:?}");
         let e = decode_all(Version::V1_1, input).unwrap_err();
+        assert!(matches!(e, DecodeError::BodyNotAllowed { .. }), "{e}");
+    }
+    // A CONNECT without accept-version is a 1.0 client's, whatever the
+    // decoder was made for (a broker decodes CONNECT before it knows).
+    for input in [
+        &b"CONNECT\nlogin:a\n\nignored\0"[..],
+        b"CONNECT\nlogin:a\ncontent-length:3\n\na\0b\0",
+    ] {
+        for v in Version::ALL {
+            assert_eq!(decode_all(v, input).unwrap().len(), 1, "{v} {input:?}");
+        }
+        let versioned = [&b"CONNECT\naccept-version:1.1,1.2\n"[..], &input[8..]].concat();
+        let e = decode_all(Version::V1_2, &versioned).unwrap_err();
+        assert!(matches!(e, DecodeError::BodyNotAllowed { .. }), "{e}");
+        let stomp = [&b"STOMP"[..], &input[7..]].concat();
+        let e = decode_all(Version::V1_2, &stomp).unwrap_err();
         assert!(matches!(e, DecodeError::BodyNotAllowed { .. }), "{e}");
     }
     // The encoder mirrors it, with a content-length for a body with NULs.
