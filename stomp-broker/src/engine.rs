@@ -287,6 +287,7 @@ impl Engine {
                 body: m.body,
             };
             let mut msg = Message::from_send(m.seq, m.queue.clone(), frame);
+            msg.size += engine.store.held_bytes(&m.queue, &msg.headers);
             msg.deliveries = m.deliveries;
             msg.redelivered = m.deliveries > 0;
             let is_dlq = m.queue.starts_with(&engine.cfg.dlq_prefix);
@@ -1250,7 +1251,10 @@ impl Engine {
         let tx = self.frame_tx(conn, &frame)?;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let msg = Message::from_send(seq, dest.clone(), frame);
+        let mut msg = Message::from_send(seq, dest.clone(), frame);
+        if matches!(kind, Kind::Queue) {
+            msg.size += self.store.held_bytes(&dest, &msg.headers);
+        }
         if matches!(kind, Kind::Queue)
             && let Some(max) = self.store.too_large(&dest, &msg.headers, msg.body.len())
         {

@@ -1327,7 +1327,7 @@ fn a_transaction_cannot_hold_more_than_its_share_of_memory() {
     let send = || {
         Frame::send("/queue/big-tx")
             .header("transaction", "t")
-            .body(vec![b'x'; 200])
+            .body(vec![b'x'; 100])
     };
     h.frame(c, send());
     h.frame(c, send());

@@ -377,6 +377,20 @@ impl Store for DurableStore {
         )
     }
 
+    fn held_bytes(&self, _queue: &str, headers: &Headers) -> usize {
+        if self.persist == Persist::Persistent && !is_persistent(headers) {
+            return 0;
+        }
+        // The journal's index entry (the record, for compaction) and the
+        // encoded headers: measured, a queued message takes 200-260 bytes
+        // more RSS than with `--memory` (10- to 1,000-byte bodies).
+        JOURNAL_OVERHEAD
+            + headers
+                .iter()
+                .map(|h| 8 + h.name().len() + h.value().len())
+                .sum::<usize>()
+    }
+
     fn too_large(&self, queue: &str, headers: &Headers, body_len: usize) -> Option<u64> {
         if self.persist == Persist::Persistent && !is_persistent(headers) {
             return None;
@@ -488,6 +502,10 @@ fn is_persistent(headers: &Headers) -> bool {
         .get("persistent")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
+
+/// Memory the journal keeps per live message beyond its encoded headers
+/// (see `held_bytes`).
+const JOURNAL_OVERHEAD: usize = 256;
 
 /// `[u32 LE len][name][u32 LE len][value]` per header, in order.
 pub(crate) fn encode_headers(headers: &Headers) -> Bytes {

@@ -81,6 +81,14 @@ pub trait Store: Send {
         None
     }
 
+    /// Memory this store keeps for a message of a queue while it is there
+    /// (an index entry, a copy of its headers), on top of the broker's own:
+    /// charged to the message against `max-memory` and `max-queue-memory`.
+    /// 0 for a message it would not keep.
+    fn held_bytes(&self, _queue: &str, _headers: &Headers) -> usize {
+        0
+    }
+
     /// The message with this sequence number left its queue for good.
     fn remove(&mut self, queue: &str, seq: u64) -> io::Result<()>;
     /// The message was handed to a subscriber that must acknowledge it.
