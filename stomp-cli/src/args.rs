@@ -125,7 +125,8 @@ pub struct SendArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Send each line of the input (stdin, or -f FILE) as its own message,
-    /// pipelined, confirmed by one receipt at the end.
+    /// pipelined; confirmed by a receipt at the end, at each pause of the
+    /// input and once a second.
     #[arg(long, conflicts_with = "body")]
     pub lines: bool,
     /// Add a header (repeatable): -H name:value.

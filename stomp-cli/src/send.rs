@@ -48,7 +48,15 @@ pub fn run(a: &SendArgs) -> anyhow::Result<()> {
         };
         let client = connect(&target)?;
         let sent = send_lines(&client, input, make, &target);
-        let closed = client.disconnect();
+        let closed = match &sent {
+            // The broker stopped answering: its DISCONNECT receipt would
+            // not come either, and the command would take twice its timeout.
+            Err(Failed::Send {
+                error: stomp_client::Error::Timeout { .. },
+                ..
+            }) => client.disconnect_within(Duration::ZERO),
+            _ => client.disconnect(),
+        };
         return match (sent, closed) {
             (Ok(_), closed) => closed.map_err(|e| anyhow!(explain(&e))),
             (Err(Failed::Input(e)), _) => Err(e),
@@ -119,7 +127,11 @@ pub fn run(a: &SendArgs) -> anyhow::Result<()> {
     } else {
         client.send_frame(frame)
     };
-    sent.map_err(|e| anyhow!(explain(&e)))?;
+    if let Err(e) = sent {
+        // Gone or not answering: no second wait for a DISCONNECT receipt.
+        let _ = client.disconnect_within(Duration::ZERO);
+        return Err(anyhow!(explain(&e)));
+    }
     client.disconnect().map_err(|e| anyhow!(explain(&e)))?;
     Ok(())
 }
@@ -149,11 +161,16 @@ pub enum Failed {
 /// receipt, rather than held to see whether it is the last one.
 const PAUSE: Duration = Duration::from_millis(20);
 
+/// On input that never pauses, a line goes with a receipt (waited for) at
+/// least this often, so that what is confirmed keeps up.
+const CONFIRM_EVERY: Duration = Duration::from_secs(1);
+
 /// Sends each line (without its `\n` or `\r\n`) as a message, pipelined.
-/// The last line, and the last one before each pause of the input (`tail
-/// -f`), goes with a receipt that is waited for: the batch is confirmed at
-/// the end, and no line waits for the next one to be typed. Returns how
-/// many were sent.
+/// The last line, the last one before each pause of the input (`tail -f`),
+/// and one a second on input that never pauses go with a receipt that is
+/// waited for: the batch is confirmed at the end, no line waits for the
+/// next one to be typed, and a steady stream is confirmed as it goes.
+/// Returns how many were sent.
 pub fn send_lines(
     client: &Client,
     mut input: Box<dyn BufRead + Send>,
@@ -188,6 +205,7 @@ pub fn send_lines(
     let input_failed = |e: std::io::Error| Failed::Input(anyhow!("cannot read the input: {e}"));
     let mut pending: Option<Vec<u8>> = None;
     let (mut n, mut confirmed) = (0u64, 0u64);
+    let mut last_confirm = std::time::Instant::now();
     let confirm = |line: Vec<u8>, n: u64, confirmed: &mut u64| {
         client
             .send_frame_confirmed(make(line), target.timeout)
@@ -206,6 +224,7 @@ pub fn send_lines(
                 if let Some(line) = pending.take() {
                     n += 1;
                     confirm(line, n, &mut confirmed)?;
+                    last_confirm = std::time::Instant::now();
                 }
                 match rx.recv() {
                     Ok(line) => line.map_err(input_failed)?,
@@ -216,13 +235,18 @@ pub fn send_lines(
         };
         if let Some(prev) = pending.replace(next) {
             n += 1;
-            client
-                .send_frame(make(prev))
-                .map_err(|error| Failed::Send {
-                    line: n,
-                    confirmed,
-                    error,
-                })?;
+            if last_confirm.elapsed() >= CONFIRM_EVERY {
+                confirm(prev, n, &mut confirmed)?;
+                last_confirm = std::time::Instant::now();
+            } else {
+                client
+                    .send_frame(make(prev))
+                    .map_err(|error| Failed::Send {
+                        line: n,
+                        confirmed,
+                        error,
+                    })?;
+            }
         }
     }
     if let Some(last) = pending {

@@ -81,11 +81,18 @@ pub fn run(a: &SubscribeArgs) -> anyhow::Result<()> {
         .collect();
     let mut subs = Vec::new();
     for (i, d) in a.destinations.iter().enumerate() {
-        subs.push(
-            clients[i % connections]
-                .subscribe(d, ack, &hdrs)
-                .map_err(|e| anyhow!("cannot subscribe to {d}: {}", explain(&e)))?,
-        );
+        match clients[i % connections].subscribe(d, ack, &hdrs) {
+            Ok(s) => subs.push(s),
+            Err(e) => {
+                // Nothing was printed; a broker that did not answer the
+                // SUBSCRIBE would not answer the DISCONNECT either.
+                drop(subs);
+                for c in clients {
+                    let _ = c.disconnect_within(Duration::ZERO);
+                }
+                return Err(anyhow!("cannot subscribe to {d}: {}", explain(&e)));
+            }
+        }
     }
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());

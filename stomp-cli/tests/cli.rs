@@ -342,6 +342,42 @@ fn lines_go_out_as_they_come_not_when_the_next_one_does() {
 }
 
 #[test]
+fn a_steady_stream_of_lines_is_confirmed_as_it_goes() {
+    // A line every 10 ms never pauses the input long enough for the
+    // pause rule; one line a second goes with a receipt anyway, so when
+    // the broker dies the command can say what got through.
+    let mut b = Broker::start();
+    let mut send = Command::new(STOMP)
+        .args(["send", "--url", &b.url, "--lines", "/queue/steady"])
+        .env_remove("STOMP_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = send.stdin.take().unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(2500) {
+        input.write_all(b"tick\n").unwrap();
+        input.flush().unwrap();
+        thread::sleep(Duration::from_millis(10));
+    }
+    b.child.kill().unwrap();
+    let _ = b.child.wait();
+    // The next lines find the connection gone.
+    for _ in 0..50 {
+        if input.write_all(b"tick\n").is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(input);
+    let o = finish(send, Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    assert!(o.stderr.contains("lines 1 to "), "{}", o.stderr);
+}
+
+#[test]
 fn several_destinations_ack_what_was_printed_once() {
     // One connection per destination in client mode: the last printed
     // message of each is acked on its own connection (their subscription
@@ -571,6 +607,69 @@ fn failures_have_exit_codes_and_say_what_to_fix() {
         "{}",
         o.stderr
     );
+}
+
+/// A server that answers every CONNECT with CONNECTED and then says
+/// nothing more (a broker that stopped answering): its port.
+fn silent_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut connected = false;
+                // Read everything until the client closes; answer the
+                // first frame (CONNECT) only.
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if !connected && buf[..n].contains(&0) {
+                        connected = true;
+                        let _ = s.write_all(b"CONNECTED\nversion:1.2\n\n\0");
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_broker_that_stops_answering_costs_one_timeout_not_two() {
+    // The command fails when its RECEIPT does not come within the timeout,
+    // and does not then wait as long again for the DISCONNECT's.
+    let port = silent_server().to_string();
+    for args in [
+        &[
+            "send",
+            "--port",
+            &port,
+            "--connect-timeout",
+            "2",
+            "--receipt",
+            "/queue/a",
+            "x",
+        ][..],
+        &[
+            "subscribe",
+            "--port",
+            &port,
+            "--connect-timeout",
+            "2",
+            "/queue/a",
+        ],
+        &["subscribe", "--port", &port, "--timeout", "2", "/queue/a"],
+    ] {
+        let t0 = Instant::now();
+        let o = run(args, None);
+        let took = t0.elapsed();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", o.stderr);
+        assert!(o.stderr.contains("timed out"), "{args:?}: {}", o.stderr);
+        assert!(took < Duration::from_millis(3500), "{args:?} took {took:?}");
+    }
 }
 
 #[test]

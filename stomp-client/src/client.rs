@@ -569,11 +569,20 @@ impl Client {
     /// even when it ended before this call (the client was already closed,
     /// no DISCONNECT could go out, and what was sent last may be lost).
     pub fn disconnect(self) -> Result<()> {
-        self.close()
+        self.close(self.inner.opts.disconnect_timeout)
     }
 
-    fn close(&self) -> Result<()> {
-        let timeout = self.inner.opts.disconnect_timeout;
+    /// [`disconnect`](Client::disconnect), waiting at most `timeout` for
+    /// the receipt instead of the disconnect timeout: for a caller with a
+    /// deadline of its own, or one that already saw the broker stop
+    /// answering (a receipt timed out) and would otherwise wait again.
+    /// `Duration::ZERO` sends the DISCONNECT without waiting for its
+    /// receipt.
+    pub fn disconnect_within(self, timeout: Duration) -> Result<()> {
+        self.close(timeout)
+    }
+
+    fn close(&self, timeout: Duration) -> Result<()> {
         let pending = self.inner.state().pending_error.take();
         let result = if self.state() == ConnectionState::Closed {
             // The session is already over: why is the answer.
@@ -635,7 +644,7 @@ impl Drop for Client {
             .unwrap_or_else(|e| e.into_inner())
             .is_some();
         if running {
-            let _ = self.close();
+            let _ = self.close(self.inner.opts.disconnect_timeout);
         }
     }
 }

@@ -124,6 +124,26 @@ fn disconnect_is_bounded_when_the_receipt_never_comes() {
 }
 
 #[test]
+fn disconnect_within_waits_no_longer_than_asked() {
+    let server = FakeServer::start(1, |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        let f = peer.read_frame(S5).expect("DISCONNECT");
+        assert_eq!(f.command, Command::Disconnect);
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let client =
+        Client::connect(opts(&server).disconnect_timeout(Duration::from_secs(10))).unwrap();
+    let t0 = Instant::now();
+    let r = client.disconnect_within(Duration::ZERO);
+    let took = t0.elapsed();
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    // The DISCONNECT went out (the server read it); the receipt was not
+    // waited for: 250 ms of slack for the I/O thread, not 10 s.
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    server.join();
+}
+
+#[test]
 fn drop_is_bounded_when_the_broker_never_answers() {
     let server = FakeServer::start(1, |_, mut peer| {
         peer.handshake(Version::V1_2, "0,0");
