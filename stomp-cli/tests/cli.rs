@@ -132,6 +132,20 @@ fn spawn(args: &[&str], stdin: Option<Vec<u8>>) -> Child {
     child
 }
 
+/// Spawns `stomp args` with a stdin the test writes to as it likes.
+fn spawn_fed(args: &[&str]) -> (Child, std::process::ChildStdin) {
+    let mut child = Command::new(STOMP)
+        .args(args)
+        .env_remove("STOMP_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stomp");
+    let input = child.stdin.take().unwrap();
+    (child, input)
+}
+
 fn run(args: &[&str], stdin: Option<Vec<u8>>) -> Output {
     finish(spawn(args, stdin), Duration::from_secs(20))
 }
@@ -295,15 +309,7 @@ fn lines_go_out_as_they_come_not_when_the_next_one_does() {
     // it was the last.
     let b = Broker::start();
     let u = b.url.as_str();
-    let mut send = Command::new(STOMP)
-        .args(["send", "--url", u, "--lines", "/queue/follow"])
-        .env_remove("STOMP_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = send.stdin.take().unwrap();
+    let (send, mut input) = spawn_fed(&["send", "--url", u, "--lines", "/queue/follow"]);
     input.write_all(b"first\n").unwrap();
     input.flush().unwrap();
     let first = run(
@@ -347,15 +353,7 @@ fn a_steady_stream_of_lines_is_confirmed_as_it_goes() {
     // pause rule; one line a second goes with a receipt anyway, so when
     // the broker dies the command can say what got through.
     let mut b = Broker::start();
-    let mut send = Command::new(STOMP)
-        .args(["send", "--url", &b.url, "--lines", "/queue/steady"])
-        .env_remove("STOMP_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = send.stdin.take().unwrap();
+    let (send, mut input) = spawn_fed(&["send", "--url", &b.url, "--lines", "/queue/steady"]);
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_millis(2500) {
         input.write_all(b"tick\n").unwrap();
