@@ -564,15 +564,28 @@ impl Broker {
             self.flush(c, now);
         }
         self.engine.flush_store(now);
+        let mut read_after_commit = false;
         for _ in 0..16 {
             self.engine.take_resumed(resumed);
             for c in resumed.drain(..) {
+                read_after_commit = true;
                 self.read(c, scratch, true, now);
             }
             self.engine.take_dirty(dirty);
             if dirty.is_empty() {
                 break;
             }
+            for c in dirty.drain(..) {
+                self.flush(c, now);
+            }
+        }
+        if read_after_commit {
+            // What those reads did (the frames behind a CONNECT whose login
+            // was just checked, a producer that memory let go on) joins a
+            // commit now: left for the next turn's, its RECEIPTs would wait
+            // for whatever wakes the loop next, a timer seconds away.
+            self.engine.flush_store(now);
+            self.engine.take_dirty(dirty);
             for c in dirty.drain(..) {
                 self.flush(c, now);
             }

@@ -1316,3 +1316,37 @@ fn subscribe_receipt_comes_before_waiting_messages() {
         assert_eq!(c.recv_frame(T).body, format!("m{i}").as_bytes());
     }
 }
+
+/// Frames pipelined behind a CONNECT wait while its password is checked
+/// (off the event loop), then are read in the same turn as the CONNECTED:
+/// on the journal, their RECEIPTs come once written, not when some timer
+/// next wakes the broker (a black-box audit saw 10 s: the connect timeout).
+#[test]
+fn frames_behind_a_checked_login_get_their_receipts_at_once() {
+    let dir = std::env::temp_dir().join(format!("stomp-tests-users-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let users = dir.join("users.toml");
+    let mut passwd = std::process::Command::new(broker_bin())
+        .args(["passwd", users.to_str().unwrap(), "alice"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut passwd.stdin.take().unwrap(), b"secret\n").unwrap();
+    assert!(passwd.wait().unwrap().success());
+    let b = Broker::start_durable_with(&["--users", users.to_str().unwrap()]);
+    for i in 0..2 {
+        let mut c = b.open();
+        c.send_raw(
+            format!(
+                "CONNECT\naccept-version:1.2\nhost:x\nlogin:alice\npasscode:secret\n\n\0\
+                 SEND\ndestination:/queue/after-login\nreceipt:r-{i}\n\nx\0"
+            )
+            .as_bytes(),
+        );
+        c.expect(Command::Connected);
+        c.expect_receipt_within(&format!("r-{i}"), Duration::from_secs(2));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
