@@ -485,7 +485,15 @@ impl Client {
     /// Subscribes to `destination` and waits for the broker to confirm it.
     ///
     /// `headers` go into the SUBSCRIBE as given (`selector`,
-    /// `activemq.prefetchSize`, `prefetch-count`, `durable`...). The
+    /// `activemq.prefetchSize`, `prefetch-count`, `durable`...). In the
+    /// client modes, without either prefetch header, both are sent with
+    /// [`subscription_capacity`](crate::ConnectOptions::subscription_capacity)
+    /// as the window: the broker then never sends more unacknowledged
+    /// messages than the subscription buffers. An `auto` subscription has
+    /// no window: one that is not read fills its buffer, then the client
+    /// stops reading the socket, and RECEIPTs and the other subscriptions'
+    /// messages wait behind it (read it, use a client mode, or give it a
+    /// [`Client`] of its own). The
     /// subscription's id is chosen by the client (see
     /// [`Subscription::id`]). With reconnect on, the subscription is sent
     /// again with the same id and headers on every new session.
@@ -505,7 +513,22 @@ impl Client {
         for (k, v) in headers {
             frame = frame.header((*k).to_owned(), (*v).to_owned());
         }
-        let (sink, rx) = crossbeam_channel::bounded(self.inner.opts.subscription_capacity);
+        let capacity = self.inner.opts.subscription_capacity;
+        // In the client modes, a broker that honours a window never sends
+        // more unacknowledged messages than this subscription buffers, so
+        // the client never has to stop reading for it (RECEIPTs and other
+        // subscriptions would wait behind its messages). RabbitMQ has no
+        // window by default; ActiveMQ's is 1000.
+        if ack != AckMode::Auto
+            && !headers
+                .iter()
+                .any(|(k, _)| *k == "activemq.prefetchSize" || *k == "prefetch-count")
+        {
+            frame = frame
+                .header("activemq.prefetchSize", capacity.to_string())
+                .header("prefetch-count", capacity.to_string());
+        }
+        let (sink, rx) = crossbeam_channel::bounded(capacity);
         let subscribed = self.inner.submit_confirmed(
             |w| Cmd::Subscribe {
                 frame,
@@ -572,12 +595,16 @@ impl Client {
         self.close(self.inner.opts.disconnect_timeout)
     }
 
-    /// [`disconnect`](Client::disconnect), waiting at most `timeout` for
-    /// the receipt instead of the disconnect timeout: for a caller with a
-    /// deadline of its own, or one that already saw the broker stop
-    /// answering (a receipt timed out) and would otherwise wait again.
-    /// `Duration::ZERO` sends the DISCONNECT without waiting for its
-    /// receipt.
+    /// [`disconnect`](Client::disconnect), waiting at most `timeout` (and
+    /// a 250 ms grace) for the receipt instead of the disconnect timeout:
+    /// for a caller with a deadline of its own, or one that already saw
+    /// the broker stop answering (a receipt timed out) and would otherwise
+    /// wait again. When the wait ends first, the result is
+    /// [`Error::Timeout`](crate::Error::Timeout) and what was still queued
+    /// (sends the broker had not taken yet, the DISCONNECT itself) is
+    /// dropped with the connection: a short timeout is for giving up on a
+    /// broker, not for a quick clean exit ([`disconnect`](Client::disconnect)
+    /// is).
     pub fn disconnect_within(self, timeout: Duration) -> Result<()> {
         self.close(timeout)
     }

@@ -532,6 +532,48 @@ fn a_failed_subscribe_is_taken_back() {
     server.join();
 }
 
+#[test]
+fn client_mode_subscriptions_ask_for_a_window_that_fits_their_buffer() {
+    // Without a window, a broker (RabbitMQ) may send more unacknowledged
+    // messages than the subscription buffers; the client would then stop
+    // reading, and RECEIPTs would wait behind them.
+    let (tx, rx) = crossbeam_channel::bounded(8);
+    let server = FakeServer::start(1, move |_, mut peer| {
+        peer.handshake(Version::V1_2, "0,0");
+        for _ in 0..3 {
+            let sub = peer.read_frame(S5).expect("SUBSCRIBE");
+            let receipt = sub.receipt_request().unwrap().to_owned();
+            peer.write(&Frame::new(Command::Receipt).header("receipt-id", receipt));
+            tx.send(sub).unwrap();
+        }
+        let _ = peer.read_frame(S5);
+    });
+    let client = Client::connect(opts(&server).subscription_capacity(100)).unwrap();
+    let _a = client.subscribe("/queue/a", AckMode::Client, &[]).unwrap();
+    let _b = client
+        .subscribe(
+            "/queue/b",
+            AckMode::ClientIndividual,
+            &[("prefetch-count", "7")],
+        )
+        .unwrap();
+    let _c = client.subscribe("/queue/c", AckMode::Auto, &[]).unwrap();
+    let a = rx.recv_timeout(S5).unwrap();
+    assert_eq!(a.headers.get("activemq.prefetchSize"), Some("100"));
+    assert_eq!(a.headers.get("prefetch-count"), Some("100"));
+    let b = rx.recv_timeout(S5).unwrap();
+    assert_eq!(
+        b.headers.get("prefetch-count"),
+        Some("7"),
+        "the caller's own"
+    );
+    assert_eq!(b.headers.get("activemq.prefetchSize"), None);
+    let c = rx.recv_timeout(S5).unwrap();
+    assert_eq!(c.headers.get("prefetch-count"), None, "auto has no window");
+    drop(client);
+    server.join();
+}
+
 /// RabbitMQ refuses a login with an ERROR that lists its versions: that is
 /// the broker's error (with its message and body), not a version mismatch.
 #[test]
