@@ -592,7 +592,16 @@ impl Client {
     /// even when it ended before this call (the client was already closed,
     /// no DISCONNECT could go out, and what was sent last may be lost).
     pub fn disconnect(self) -> Result<()> {
-        self.close(self.inner.opts.disconnect_timeout)
+        self.end(self.inner.opts.disconnect_timeout)
+    }
+
+    /// [`disconnect`](Client::disconnect) through a shared reference: for a
+    /// `Client` in an `Arc`, ended by one thread (a shutdown handler) while
+    /// others still hold it. Their calls then fail with
+    /// [`Error::Closed`](crate::Error::Closed) (or why the session ended),
+    /// and their subscriptions' iterators end.
+    pub fn close(&self) -> Result<()> {
+        self.end(self.inner.opts.disconnect_timeout)
     }
 
     /// [`disconnect`](Client::disconnect), waiting at most `timeout` (and
@@ -606,10 +615,10 @@ impl Client {
     /// broker, not for a quick clean exit ([`disconnect`](Client::disconnect)
     /// is).
     pub fn disconnect_within(self, timeout: Duration) -> Result<()> {
-        self.close(timeout)
+        self.end(timeout)
     }
 
-    fn close(&self, timeout: Duration) -> Result<()> {
+    fn end(&self, timeout: Duration) -> Result<()> {
         let pending = self.inner.state().pending_error.take();
         let result = if self.state() == ConnectionState::Closed {
             // The session is already over: why is the answer.
@@ -671,7 +680,7 @@ impl Drop for Client {
             .unwrap_or_else(|e| e.into_inner())
             .is_some();
         if running {
-            let _ = self.close(self.inner.opts.disconnect_timeout);
+            let _ = self.end(self.inner.opts.disconnect_timeout);
         }
     }
 }

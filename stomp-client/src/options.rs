@@ -419,8 +419,12 @@ impl ConnectOptions {
     }
 }
 
-/// Adds `:61613` to an address without a port.
+/// Adds `:61613` to an address without a port (a bare IPv6 address, such
+/// as `::1`, is put in brackets first).
 fn with_port(address: String) -> String {
+    if let Ok(v6) = address.parse::<std::net::Ipv6Addr>() {
+        return format!("[{v6}]:{DEFAULT_PORT}");
+    }
     let has_port = if let Some(rest) = address.strip_prefix('[') {
         rest.split_once(']')
             .is_some_and(|(_, tail)| tail.starts_with(':'))
@@ -642,6 +646,14 @@ mod tests {
         let o = ConnectOptions::from_url("stomp://h/prod%20one").unwrap();
         assert_eq!(o.virtual_host(), "prod one");
         assert_eq!(o.addresses(), ["h:61613"]);
+        for (given, want) in [
+            ("::1", "[::1]:61613"),
+            ("[::1]", "[::1]:61613"),
+            ("[::1]:1234", "[::1]:1234"),
+            ("fe80::2:3", "[fe80::2:3]:61613"),
+        ] {
+            assert_eq!(ConnectOptions::new(given).addresses(), [want], "{given}");
+        }
     }
 
     #[test]

@@ -820,3 +820,22 @@ fn a_commit_that_cannot_be_sent_aborts_the_transaction() {
     assert!(sub.recv_timeout(SHORT).unwrap().is_none());
     client.disconnect().unwrap();
 }
+
+#[test]
+fn a_shared_client_is_closed_from_any_thread() {
+    // A Client in an Arc, ended by a shutdown handler while a worker still
+    // holds it and waits on its subscription.
+    let broker = Broker::start();
+    let client = Arc::new(connect(&broker, Version::V1_2));
+    let queue = unique("/queue/shared-close");
+    let sub = client.subscribe(&queue, AckMode::Auto, &[]).unwrap();
+    let worker = std::thread::spawn(move || sub.iter().count());
+    client.send_confirmed(&queue, "one", S5).unwrap();
+    std::thread::sleep(SHORT);
+    let t0 = Instant::now();
+    client.close().unwrap();
+    assert!(t0.elapsed() < S5);
+    assert_eq!(worker.join().unwrap(), 1, "the iterator ends once closed");
+    assert!(client.send(&queue, "after").is_err());
+    assert!(!client.is_connected());
+}

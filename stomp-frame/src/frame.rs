@@ -112,7 +112,10 @@ impl Frame {
 
     /// `ACK` of a message in the form `version` expects, from the MESSAGE's
     /// headers: 1.2 uses the `ack` header as `id`; 1.1 sends `message-id`
-    /// and `subscription`; 1.0 sends `message-id`.
+    /// and `subscription`; 1.0 sends `message-id`, and `subscription` when
+    /// the MESSAGE has one (1.0 does not define it; ActiveMQ uses it to find
+    /// the consumer, and without it sometimes redelivered a message acked in
+    /// a committed transaction).
     ///
     /// Returns `None` when the message lacks the headers that version needs.
     pub fn ack_for(message: &Frame, version: Version) -> Option<Frame> {
@@ -139,9 +142,12 @@ impl Frame {
                     names::SUBSCRIPTION,
                     h.get_shared(names::SUBSCRIPTION)?.clone(),
                 ),
-            Version::V1_0 => {
-                frame.header(names::MESSAGE_ID, h.get_shared(names::MESSAGE_ID)?.clone())
-            }
+            Version::V1_0 => frame
+                .header(names::MESSAGE_ID, h.get_shared(names::MESSAGE_ID)?.clone())
+                .header_opt(
+                    names::SUBSCRIPTION,
+                    h.get_shared(names::SUBSCRIPTION).cloned(),
+                ),
         })
     }
 
@@ -289,6 +295,11 @@ mod tests {
         );
         let a10 = Frame::ack_for(&m, Version::V1_0).unwrap();
         assert_eq!(a10.message_id(), Some("m-1"));
+        assert_eq!(a10.subscription(), Some("sub-0"));
+        let mut bare = Frame::message("/queue/a", "m-1", "x");
+        bare.headers.remove("subscription");
+        let a10 = Frame::ack_for(&bare, Version::V1_0).unwrap();
+        assert_eq!((a10.message_id(), a10.subscription()), (Some("m-1"), None));
         let no_ack = Frame::message("/queue/a", "m-1", "sub-0");
         assert!(Frame::ack_for(&no_ack, Version::V1_2).is_none());
     }
