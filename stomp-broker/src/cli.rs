@@ -79,7 +79,8 @@ pub struct BrokerArgs {
     /// Most headers per frame [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_headers: Option<usize>,
-    /// Longest header line, bytes [default: 65536].
+    /// Longest header line, bytes [default: 65536]; also the largest frame
+    /// before login (the CONNECT).
     #[arg(long, value_name = "BYTES")]
     pub max_header_line: Option<usize>,
     /// Bytes queued for writing per connection [default: 8388608].

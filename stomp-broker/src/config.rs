@@ -423,6 +423,19 @@ impl Config {
         }
     }
 
+    /// The decoder limits until a client has logged in: its frame (the
+    /// CONNECT, a few short headers) may be at most one header line long
+    /// (`max_header_line`, 64 KiB), not `max_frame_size` (17 MiB): before
+    /// login, 20 connections could each make the broker hold 17 MiB.
+    pub fn connect_limits(&self) -> Limits {
+        let most = self.max_header_line.min(self.max_frame_size);
+        Limits {
+            max_frame_len: most,
+            max_body_len: self.max_body_size.min(most),
+            ..self.limits()
+        }
+    }
+
     /// Message bytes one queue may hold: `max_queue_memory`, or
     /// `max_memory` when that is not set.
     pub fn queue_memory(&self) -> usize {

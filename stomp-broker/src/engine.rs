@@ -390,7 +390,7 @@ impl Engine {
         let serial = self.next_serial;
         self.next_serial += 1;
         self.stats.connections += 1;
-        let decoder = Decoder::with_limits(Version::V1_2, self.cfg.limits());
+        let decoder = Decoder::with_limits(Version::V1_2, self.cfg.connect_limits());
         let conn = self.sessions.insert(Session::new(serial, decoder, now));
         // The CONNECT deadline (the check is the heart-beat one's, see handle_timeout).
         let deadline = now + Duration::from_millis(self.cfg.connect_timeout);
@@ -1125,6 +1125,7 @@ impl Engine {
         let s = &mut self.sessions[conn];
         s.version = version;
         s.decoder.set_version(version);
+        s.decoder.set_limits(self.cfg.limits());
         s.phase = Phase::Open;
         s.send_every = schedule.send;
         s.receive_within = schedule.receive;

@@ -211,6 +211,13 @@ impl Decoder {
         self.limits
     }
 
+    /// Replaces the limits, at once (a frame half decoded is checked
+    /// against the new ones from here on): a server may hold a client that
+    /// has not logged in yet to smaller ones.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Bytes of the stream decoded so far.
     pub fn position(&self) -> u64 {
         self.position

@@ -215,6 +215,38 @@ fn huge_declared_frame_is_refused_without_buffering_it() {
     still_delivered(&b);
 }
 
+/// Before a client has logged in, its frame may be at most one header line
+/// long (`--max-header-line`, 64 KiB): a CONNECT of 17 MiB of headers (the
+/// frame limit) made the broker hold that much for whoever connected.
+#[test]
+fn a_frame_before_login_is_held_to_one_header_line() {
+    let _serial = serial();
+    let b = Broker::start();
+    queue_some(&b);
+    let mut big = b"CONNECT\naccept-version:1.2\nhost:x\n".to_vec();
+    for i in 0..100 {
+        big.extend_from_slice(format!("x-{i}:{}\n", "v".repeat(1000)).as_bytes());
+    }
+    big.extend_from_slice(b"\n\0");
+    let mut c = b.open();
+    c.send_raw(&big);
+    let err = c.expect(Command::Error);
+    assert_eq!(
+        err.message_header(),
+        Some("frame length limit exceeded"),
+        "{err:?}"
+    );
+    c.expect_closed(T);
+    // Once logged in, the same headers fit the frame limit.
+    let mut p = b.connect(Version::V1_2);
+    let mut send = Frame::send("/queue/after-login").body("ok");
+    for i in 0..100 {
+        send = send.header(format!("x-{i}"), "v".repeat(1000));
+    }
+    p.send_sync(send, "big-headers");
+    still_delivered(&b);
+}
+
 /// `--max-memory` bounds what the broker really holds: a producer of tiny
 /// messages that nobody consumes is paused before the broker's RSS grows
 /// much past the limit, on either store (a black-box audit saw 2.4 times the
