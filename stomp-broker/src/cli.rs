@@ -114,6 +114,10 @@ pub struct BrokerArgs {
     /// Connections at once from one IP address [default: 20000].
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
+    /// Password checks waiting at once for one IP address (with --users);
+    /// past it a CONNECT gets ERROR "too many logins" [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_pending_logins_per_ip: Option<usize>,
     /// Milliseconds a new connection has to send CONNECT [default: 10000].
     #[arg(long, value_name = "MS")]
     pub connect_timeout: Option<u64>,
@@ -209,6 +213,7 @@ impl BrokerArgs {
         }
         set!(
             max_connections_per_ip,
+            max_pending_logins_per_ip,
             connect_timeout,
             frame_timeout,
             max_subscriptions,

@@ -158,6 +158,11 @@ pub struct Config {
     /// Connections at once from one IP address; more are refused like
     /// over [`max_connections`](Config::max_connections).
     pub max_connections_per_ip: usize,
+    /// Password checks (argon2, tens of milliseconds each, on a few
+    /// threads) waiting at once for one IP address; past it a CONNECT gets
+    /// ERROR `too many logins` + close, so that one address cannot queue
+    /// minutes of checks ahead of everyone else's logins.
+    pub max_pending_logins_per_ip: usize,
     /// Milliseconds a new connection has to send CONNECT; then ERROR + close.
     pub connect_timeout: u64,
     /// Milliseconds a connection may stay silent in the middle of a frame
@@ -213,6 +218,7 @@ impl Default for Config {
             max_connections: 100_000,
             users: None,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_pending_logins_per_ip: 64,
             connect_timeout: 10_000,
             frame_timeout: 30_000,
             max_subscriptions: 1000,
@@ -402,6 +408,7 @@ impl Config {
             ("max-memory", self.max_memory),
             ("max-connections", self.max_connections),
             ("max-connections-per-ip", self.max_connections_per_ip),
+            ("max-pending-logins-per-ip", self.max_pending_logins_per_ip),
             ("max-subscriptions", self.max_subscriptions),
             ("max-transactions", self.max_transactions),
             ("connect-timeout", self.connect_timeout as usize),

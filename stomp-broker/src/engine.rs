@@ -1196,6 +1196,27 @@ impl Engine {
         }
     }
 
+    /// A login refused before its password check ran (the driver's limit
+    /// on checks waiting per address): ERROR `too many logins` and close.
+    pub fn refuse_login(&mut self, conn: ConnId, serial: u64, detail: String, now: Instant) {
+        let Some(s) = self.sessions.get_mut(conn) else {
+            return;
+        };
+        if s.serial != serial {
+            return;
+        }
+        let Some((_, _, receipt)) = s.authenticating.take() else {
+            return;
+        };
+        s.auth_gone = None;
+        let f = Fail {
+            message: "too many logins".into(),
+            detail,
+            version: false,
+        };
+        self.fail(conn, f, receipt, now);
+    }
+
     fn classify(&self, dest: &str) -> Result<Kind, Fail> {
         if dest.starts_with(&self.cfg.queue_prefix) && dest.len() > self.cfg.queue_prefix.len() {
             // The journal stores a queue name in at most 65535 bytes, also

@@ -135,6 +135,11 @@ pub struct Broker {
     refusals: Refusals,
     /// Open connections per peer address (`max_connections_per_ip`).
     per_ip: HashMap<IpAddr, usize>,
+    /// Password checks handed to the checking threads and not answered,
+    /// by connection (its session serial and address), and their number
+    /// per address (`max_pending_logins_per_ip`).
+    logins: HashMap<ConnId, (u64, IpAddr)>,
+    logins_per_ip: HashMap<IpAddr, usize>,
     /// The input limit (see [`Input`]).
     input: Input,
 }
@@ -382,6 +387,8 @@ impl Broker {
             again: Vec::new(),
             refusals: Refusals::default(),
             per_ip: HashMap::new(),
+            logins: HashMap::new(),
+            logins_per_ip: HashMap::new(),
             input,
         })
     }
@@ -532,10 +539,27 @@ impl Broker {
             }
             self.engine.handle_timeout(now);
             while let Ok((conn, serial, result)) = self.auth_rx.try_recv() {
+                if self.logins.get(&conn).is_some_and(|(s, _)| *s == serial) {
+                    self.login_answered(conn);
+                }
                 self.engine.auth_done(conn, serial, result, now);
             }
             self.settle(&mut dirty, &mut resumed, &mut scratch, now);
             for req in self.engine.take_auth_requests() {
+                let Some(Some(conn)) = self.conns.get(req.conn) else {
+                    continue;
+                };
+                let ip = conn.ip;
+                let waiting = self.logins_per_ip.get(&ip).copied().unwrap_or(0);
+                if waiting >= self.engine.config().max_pending_logins_per_ip {
+                    let detail = format!(
+                        "{waiting} logins from {ip} are already waiting for their password check; try again later (the broker's max-pending-logins-per-ip)"
+                    );
+                    self.engine.refuse_login(req.conn, req.serial, detail, now);
+                    continue;
+                }
+                *self.logins_per_ip.entry(ip).or_default() += 1;
+                self.logins.insert(req.conn, (req.serial, ip));
                 if let Some(tx) = &self.auth_tx
                     && tx.send(req).is_err()
                 {
@@ -870,7 +894,21 @@ impl Broker {
         }
     }
 
+    /// A password check handed out for `c` is over (answered, or its
+    /// connection closed).
+    fn login_answered(&mut self, c: ConnId) {
+        if let Some((_, ip)) = self.logins.remove(&c)
+            && let Some(n) = self.logins_per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.logins_per_ip.remove(&ip);
+            }
+        }
+    }
+
     fn close(&mut self, c: ConnId, now: Instant) {
+        self.login_answered(c);
         if let Some(slot) = self.conns.get_mut(c)
             && let Some(mut conn) = slot.take()
         {

@@ -290,6 +290,47 @@ fn failed_logins_get_one_generic_error_then_close() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn one_address_cannot_queue_password_checks_without_end() {
+    // Past --max-pending-logins-per-ip checks waiting for one address, a
+    // CONNECT is refused at once rather than queued behind them (a flood of
+    // 3,000 bad logins from one address delayed everyone's by 15 s).
+    let dir = temp_dir("pending");
+    let users = dir.join("users.toml");
+    passwd(&users, "alice", "wonderland");
+    let b = Broker::start(&[
+        "--users",
+        users.to_str().unwrap(),
+        "--max-pending-logins-per-ip",
+        "2",
+    ]);
+    let mut flood: Vec<Client> = (0..12).map(|_| Client::open(b.addr())).collect();
+    for c in &mut flood {
+        c.write(b"CONNECT\naccept-version:1.2\nhost:x\nlogin:alice\npasscode:bad\nreceipt:f\n\n\0");
+    }
+    let mut refused = 0;
+    for c in &mut flood {
+        let e = c.frame().expect("an ERROR");
+        assert_eq!(e.command, Command::Error);
+        match e.headers.get("message") {
+            Some("too many logins") => {
+                refused += 1;
+                assert_eq!(e.receipt_id(), Some("f"));
+                assert!(
+                    body(&e).contains("max-pending-logins-per-ip"),
+                    "{}",
+                    body(&e)
+                );
+            }
+            other => assert_eq!(other, Some("authentication failed")),
+        }
+        assert!(c.frame().is_none(), "closed");
+    }
+    assert!(refused >= 4, "only {refused} of 12 refused");
+    // The checks are counted back: the address may log in again.
+    Client::connected(b.addr(), "alice", "wonderland");
+}
+
 /// The broker's resident memory, in KiB.
 fn rss_kib(b: &Broker) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", b.child.id())).unwrap();
@@ -734,7 +775,13 @@ fn a_burst_of_logins_does_not_stall_connected_clients() {
     let dir = temp_dir("burst");
     let users = dir.join("users.toml");
     passwd(&users, "alice", "pw");
-    let b = Broker::start(&["--users", users.to_str().unwrap()]);
+    // All checks queued (from one address, past the default 64 waiting).
+    let b = Broker::start(&[
+        "--users",
+        users.to_str().unwrap(),
+        "--max-pending-logins-per-ip",
+        "1000",
+    ]);
     let mut alice = Client::connected(b.addr(), "alice", "pw");
     // Time one login, to size the burst at well over a second of hashing.
     let t0 = Instant::now();
