@@ -1167,28 +1167,18 @@ impl Engine {
         result: Result<crate::auth::Principal, String>,
         now: Instant,
     ) {
-        let Some(s) = self.sessions.get_mut(conn) else {
+        let Some((version, client_hb, receipt)) = self.end_check(conn, serial) else {
             return;
         };
-        if s.serial != serial {
-            return;
-        }
-        let Some((version, client_hb, receipt)) = s.authenticating.take() else {
-            return;
-        };
-        s.auth_gone = None;
-        if s.phase != Phase::Handshake {
-            return;
-        }
         match result {
             Ok(p) => {
                 self.open_session(conn, version, client_hb, p, now);
                 self.unblocked.push(conn);
             }
-            Err(why) => {
+            Err(detail) => {
                 let f = Fail {
                     message: "authentication failed".into(),
-                    detail: why,
+                    detail,
                     version: false,
                 };
                 self.fail(conn, f, receipt, now);
@@ -1199,22 +1189,29 @@ impl Engine {
     /// A login refused before its password check ran (the driver's limit
     /// on checks waiting per address): ERROR `too many logins` and close.
     pub fn refuse_login(&mut self, conn: ConnId, serial: u64, detail: String, now: Instant) {
-        let Some(s) = self.sessions.get_mut(conn) else {
-            return;
-        };
-        if s.serial != serial {
-            return;
+        if let Some((_, _, receipt)) = self.end_check(conn, serial) {
+            let f = Fail {
+                message: "too many logins".into(),
+                detail,
+                version: false,
+            };
+            self.fail(conn, f, receipt, now);
         }
-        let Some((_, _, receipt)) = s.authenticating.take() else {
-            return;
-        };
+    }
+
+    /// The CONNECT whose check ended, when its session still waits for it.
+    fn end_check(
+        &mut self,
+        conn: ConnId,
+        serial: u64,
+    ) -> Option<(Version, HeartBeat, Option<ByteString>)> {
+        let s = self.sessions.get_mut(conn)?;
+        if s.serial != serial {
+            return None;
+        }
+        let waiting = s.authenticating.take()?;
         s.auth_gone = None;
-        let f = Fail {
-            message: "too many logins".into(),
-            detail,
-            version: false,
-        };
-        self.fail(conn, f, receipt, now);
+        (s.phase == Phase::Handshake).then_some(waiting)
     }
 
     fn classify(&self, dest: &str) -> Result<Kind, Fail> {
