@@ -454,6 +454,30 @@ impl Engine {
         self.fail(conn, f, None, now);
     }
 
+    /// While the driver's input memory is full, this connection is the one
+    /// read until its frame is complete, and it has taken `took`, more than
+    /// `--frame-timeout`, without finishing it (a byte now and then is not
+    /// silence): ERROR `incomplete frame` and close, so that the others'
+    /// frames get their turn.
+    pub fn frame_overdue(&mut self, conn: ConnId, took: Duration, now: Instant) {
+        if self
+            .sessions
+            .get(conn)
+            .is_none_or(|s| s.phase == Phase::Closing)
+        {
+            return;
+        }
+        let f = Fail {
+            message: "incomplete frame".into(),
+            detail: format!(
+                "a frame was still coming after {} ms while the broker's input memory was full (--frame-timeout, --max-input-memory); the connection is closed",
+                took.as_millis()
+            ),
+            version: false,
+        };
+        self.fail(conn, f, None, now);
+    }
+
     /// Whether the connection ends once what it is owed is written.
     pub fn is_closing(&self, conn: ConnId) -> bool {
         self.sessions

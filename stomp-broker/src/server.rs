@@ -153,17 +153,23 @@ pub struct Broker {
 /// are read as usual: their frames (ACKs, small SENDs) are what frees
 /// memory. So a crowd of half-sent big frames cannot take the machine's
 /// memory: the total stays under the limit plus one read per connection.
+///
+/// The favored connection has `--frame-timeout` to finish its frame: one
+/// that trickles it (a byte now and then is not silence) would otherwise
+/// hold every other big frame for as long as it likes.
 #[derive(Debug, Default)]
 struct Input {
     limit: usize,
     bytes: usize,
     favored: Option<ConnId>,
+    /// When `favored` was chosen.
+    favored_since: Option<Instant>,
     waiting: Vec<ConnId>,
 }
 
 impl Input {
     /// Whether `c`, holding part of a frame, may read more now.
-    fn may_read(&mut self, c: ConnId, held_now: usize, held_before: usize) -> bool {
+    fn may_read(&mut self, c: ConnId, held_now: usize, held_before: usize, now: Instant) -> bool {
         if held_now == 0 || self.bytes.saturating_sub(held_before) + held_now <= self.limit {
             return true;
         }
@@ -171,9 +177,16 @@ impl Input {
             Some(f) => f == c,
             None => {
                 self.favored = Some(c);
+                self.favored_since = Some(now);
                 true
             }
         }
+    }
+
+    /// How long `c` has been favored, when it is.
+    fn favored_for(&self, c: ConnId, now: Instant) -> Option<Duration> {
+        (self.favored == Some(c))
+            .then(|| now.saturating_duration_since(self.favored_since.unwrap_or(now)))
     }
 
     /// `c` now holds `after` bytes instead of `before` (0: done, or gone);
@@ -182,6 +195,7 @@ impl Input {
         self.bytes = self.bytes.saturating_sub(before) + after;
         if after == 0 && self.favored == Some(c) {
             self.favored = None;
+            self.favored_since = None;
         }
         if self.favored.is_none() || self.bytes <= self.limit {
             std::mem::take(&mut self.waiting)
@@ -748,9 +762,17 @@ impl Broker {
                 self.again.push(c);
                 break;
             }
-            if !self.input.may_read(c, conn.rbuf.len(), held) {
+            if !self.input.may_read(c, conn.rbuf.len(), held, now) {
                 self.input.waiting.push(c);
                 self.engine.hold_input(c, true);
+                break;
+            }
+            let limit = Duration::from_millis(self.engine.config().frame_timeout);
+            if let Some(took) = self.input.favored_for(c, now)
+                && !limit.is_zero()
+                && took > limit
+            {
+                self.engine.frame_overdue(c, took, now);
                 break;
             }
             match conn.read(scratch) {

@@ -294,6 +294,20 @@ fn max_memory_bounds_the_brokers_real_memory() {
     }
 }
 
+/// Connects, logs in and sends a SEND declaring `length` bytes with 2 MiB
+/// of its body (what the kernel takes: the broker may stop reading).
+fn half_send(addr: std::net::SocketAddr, length: usize) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut wire = b"CONNECT\naccept-version:1.2\nhost:x\n\n\0".to_vec();
+    wire.extend_from_slice(
+        format!("SEND\ndestination:/queue/half\ncontent-length:{length}\n\n").as_bytes(),
+    );
+    wire.extend_from_slice(&[b'h'; 2 << 20]);
+    let _ = s.write_all(&wire);
+    s
+}
+
 /// Many connections each send half of a big frame and stop: past
 /// `--max-input-memory` the broker reads connections in the middle of a
 /// frame one at a time, so they cannot take its memory, while small frames
@@ -310,15 +324,7 @@ fn half_sent_big_frames_stay_within_the_input_memory() {
         .map(|_| {
             let done = done.clone();
             thread::spawn(move || {
-                let mut s = std::net::TcpStream::connect(addr).unwrap();
-                s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
-                let mut wire = b"CONNECT\naccept-version:1.2\nhost:x\n\n\0".to_vec();
-                wire.extend_from_slice(
-                    b"SEND\ndestination:/queue/half\ncontent-length:8388608\n\n",
-                );
-                wire.extend_from_slice(&[b'h'; 2 << 20]);
-                // The broker may stop reading: what the kernel took is sent.
-                let _ = s.write_all(&wire);
+                let _s = half_send(addr, 8388608);
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     thread::sleep(Duration::from_millis(20));
                 }
@@ -348,6 +354,48 @@ fn half_sent_big_frames_stay_within_the_input_memory() {
     let r = p.recv_frame(Duration::from_secs(10));
     assert_eq!(r.headers.get("receipt-id"), Some("whole"), "{r:?}");
     still_delivered(&b);
+}
+
+/// Past `--max-input-memory`, the connection read until its frame is done
+/// has `--frame-timeout` to finish it: three that trickle a byte every
+/// 300 ms (never silent) held an honest 1 MiB SEND for as long as they
+/// trickled; now each is cut in turn and the SEND gets its RECEIPT.
+#[test]
+fn trickled_big_frames_cannot_hold_the_others_for_ever() {
+    let _serial = serial();
+    let b = Broker::start_with(&["--max-input-memory", "4194304", "--frame-timeout", "1500"]);
+    let addr = b.addr();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..3)
+        .map(|_| {
+            let done = done.clone();
+            thread::spawn(move || {
+                let mut s = half_send(addr, 10_000_000);
+                let t0 = Instant::now();
+                while !done.load(std::sync::atomic::Ordering::Relaxed)
+                    && t0.elapsed() < Duration::from_secs(30)
+                {
+                    if s.write_all(b"t").is_err() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(300));
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let mut p = b.connect(Version::V1_2);
+    p.send(
+        &Frame::send("/queue/honest")
+            .header("receipt", "honest")
+            .body(vec![b'h'; 1 << 20]),
+    );
+    let r = p.recv_frame(Duration::from_secs(15));
+    assert_eq!(r.headers.get("receipt-id"), Some("honest"), "{r:?}");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tricklers {
+        t.join().unwrap();
+    }
 }
 
 #[test]
