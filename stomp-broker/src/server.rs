@@ -189,6 +189,14 @@ impl Input {
             .then(|| now.saturating_duration_since(self.favored_since.unwrap_or(now)))
     }
 
+    /// `c` is read again after a pause (memory full, its login checked):
+    /// a favored connection's clock restarts, the wait was not its doing.
+    fn resumed(&mut self, c: ConnId, now: Instant) {
+        if self.favored == Some(c) {
+            self.favored_since = Some(now);
+        }
+    }
+
     /// `c` now holds `after` bytes instead of `before` (0: done, or gone);
     /// returns the connections to read again, if that freed the way.
     fn settle(&mut self, c: ConnId, before: usize, after: usize) -> Vec<ConnId> {
@@ -607,6 +615,7 @@ impl Broker {
             self.engine.take_resumed(resumed);
             for c in resumed.drain(..) {
                 read_after_commit = true;
+                self.input.resumed(c, now);
                 self.read(c, scratch, true, now);
             }
             self.engine.take_dirty(dirty);
@@ -632,6 +641,9 @@ impl Broker {
         // for (after 16 rounds, or in the last one): they are read at the
         // start of the next turn, and the poll does not wait for them.
         self.engine.take_resumed(resumed);
+        for &c in resumed.iter() {
+            self.input.resumed(c, now);
+        }
         self.again.append(resumed);
     }
 
